@@ -1,0 +1,63 @@
+// trellis::CallOptions: per-call settings of an outgoing RPC.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "trellis/metadata.hpp"
+
+namespace trellis {
+
+// What the server sent besides the response message.
+struct ResponseMetadata {
+  Metadata initial;   // response headers
+  Metadata trailing;  // response trailers
+};
+
+// Deadline, request metadata and where to put the response metadata of one call. A call without
+// a deadline waits as long as the server takes.
+class CallOptions {
+ public:
+  // Deadline = now + timeout (the clock is read here, when the option is set).
+  CallOptions& set_timeout(std::chrono::nanoseconds timeout) {
+    deadline_ = std::chrono::system_clock::now() +
+                std::chrono::duration_cast<std::chrono::system_clock::duration>(timeout);
+    return *this;
+  }
+  CallOptions& set_deadline(std::chrono::system_clock::time_point deadline) {
+    deadline_ = deadline;
+    return *this;
+  }
+  // Adds request metadata; keys lower-case, "-bin" keys carry raw bytes.
+  CallOptions& add_metadata(std::string key, std::string value) {
+    metadata_.add(std::move(key), std::move(value));
+    return *this;
+  }
+  // After the call completes (successfully or not), `out` holds the response metadata. `out`
+  // must outlive the call.
+  CallOptions& capture_response_metadata(ResponseMetadata* out) {
+    response_metadata_ = out;
+    return *this;
+  }
+  // Wait for the channel to become ready instead of failing fast with UNAVAILABLE.
+  CallOptions& set_wait_for_ready(bool wait) {
+    wait_for_ready_ = wait;
+    return *this;
+  }
+
+  const std::optional<std::chrono::system_clock::time_point>& deadline() const {
+    return deadline_;
+  }
+  const Metadata& metadata() const { return metadata_; }
+  ResponseMetadata* response_metadata() const { return response_metadata_; }
+  bool wait_for_ready() const { return wait_for_ready_; }
+
+ private:
+  std::optional<std::chrono::system_clock::time_point> deadline_;
+  Metadata metadata_;
+  ResponseMetadata* response_metadata_ = nullptr;
+  bool wait_for_ready_ = false;
+};
+
+}  // namespace trellis

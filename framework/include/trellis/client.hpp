@@ -1,0 +1,149 @@
+// trellis::UnaryClientMethod: a typed unary method on a channel, what generated clients hold.
+#pragma once
+
+#include <memory>
+#include <utility>
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <grpcpp/impl/codegen/rpc_method.h>
+#include <grpcpp/support/byte_buffer.h>
+
+#include "trellis/call_options.hpp"
+#include "trellis/channel.hpp"
+#include "trellis/detail/serialization.hpp"
+#include "trellis/executor.hpp"
+#include "trellis/result.hpp"
+#include "trellis/status.hpp"
+#include "trellis/task.hpp"
+
+namespace trellis {
+
+namespace detail {
+
+// One outgoing unary call on bytes. The gRPC half is compiled once in the library; the
+// completion-handler half is the template below.
+class UnaryClientCall {
+ public:
+  virtual ~UnaryClientCall();
+  // Starts the call on worker `w`; must run on w's thread.
+  void start(Worker* w, const std::shared_ptr<grpc::Channel>& channel,
+             const grpc::internal::RpcMethod& method, grpc::ByteBuffer request,
+             CallOptions options);
+  // Asks gRPC to cancel; the call then completes CANCELLED (unless already done).
+  void try_cancel();
+
+ protected:
+  UnaryClientCall();
+  // Called once, on the worker thread, with the outcome; must free the object.
+  virtual void finish(Status status, grpc::ByteBuffer response) = 0;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+  friend class Impl;
+};
+
+// The worker an operation initiated with a handler bound to `ex` runs on: the Trellis worker
+// behind `ex`, else the calling thread's worker. Throws std::logic_error if there is neither.
+Worker* worker_for(const boost::asio::any_io_executor& ex);
+
+template <class Handler>
+class UnaryClientCallOp final : public UnaryClientCall {
+ public:
+  UnaryClientCallOp(Handler h, Worker* w) : handler_(std::move(h)), worker_(w) {
+    auto slot = boost::asio::get_associated_cancellation_slot(handler_);
+    if (slot.is_connected()) {
+      slot.template emplace<Cancel>(this);
+    }
+  }
+
+ private:
+  struct Cancel {
+    UnaryClientCallOp* op;
+    void operator()(boost::asio::cancellation_type type) {
+      if (type != boost::asio::cancellation_type::none) op->try_cancel();
+    }
+  };
+
+  void finish(Status status, grpc::ByteBuffer response) override {
+    auto slot = boost::asio::get_associated_cancellation_slot(handler_);
+    if (slot.is_connected()) slot.clear();
+    Handler h(std::move(handler_));
+    Executor fallback(worker_);
+    delete this;
+    auto ex = boost::asio::get_associated_executor(h, fallback);
+    boost::asio::dispatch(ex, [h = std::move(h), s = std::move(status),
+                               r = std::move(response)]() mutable {
+      std::move(h)(std::move(s), std::move(r));
+    });
+  }
+
+  Handler handler_;
+  Worker* worker_;
+};
+
+// Starts a unary call of `method` with serialized `request`; completes with
+// void(Status, grpc::ByteBuffer response).
+template <class Token>
+auto async_unary_call(std::shared_ptr<grpc::Channel> channel,
+                      const grpc::internal::RpcMethod& method, grpc::ByteBuffer request,
+                      CallOptions options, Token&& token) {
+  return boost::asio::async_initiate<Token, void(Status, grpc::ByteBuffer)>(
+      [](auto handler, std::shared_ptr<grpc::Channel> channel,
+         const grpc::internal::RpcMethod* method, grpc::ByteBuffer request, CallOptions options) {
+        Worker* w = worker_for(boost::asio::get_associated_executor(handler));
+        auto* op = new UnaryClientCallOp<decltype(handler)>(std::move(handler), w);
+        if (running_in(w)) {
+          op->start(w, channel, *method, std::move(request), std::move(options));
+        } else {
+          post(w, make_runnable([op, w, channel, method, request = std::move(request),
+                                 options = std::move(options)]() mutable {
+            op->start(w, channel, *method, std::move(request), std::move(options));
+          }));
+        }
+      },
+      token, std::move(channel), &method, std::move(request), std::move(options));
+}
+
+}  // namespace detail
+
+// A unary method of a service, bound to a channel. Generated clients hold one per method.
+// Calling it serializes the request at once (the request need not outlive the call) and returns
+// a task that performs the call when awaited. The task must be awaited on a Trellis runtime.
+template <class Req, class Resp>
+class UnaryClientMethod {
+ public:
+  // `path` is "/package.Service/Method"; it must outlive this object (generated code passes a
+  // string literal).
+  UnaryClientMethod(const Channel& channel, const char* path)
+      : channel_(channel.grpc_channel()),
+        method_(path, grpc::internal::RpcMethod::NORMAL_RPC, channel_) {}
+
+  Task<Result<Resp>> operator()(const Req& request, CallOptions options = {}) const {
+    grpc::ByteBuffer bytes;
+    Status status = detail::serialize(request, &bytes);
+    return call(channel_, method_, std::move(status), std::move(bytes), std::move(options));
+  }
+
+ private:
+  // Takes everything by value: the task may outlive this object's caller's temporaries.
+  static Task<Result<Resp>> call(std::shared_ptr<grpc::Channel> channel,
+                                 grpc::internal::RpcMethod method, Status serialized,
+                                 grpc::ByteBuffer request, CallOptions options) {
+    if (!serialized.ok()) co_return serialized;
+    auto [status, bytes] = co_await detail::async_unary_call(
+        std::move(channel), method, std::move(request), std::move(options), use_task);
+    if (!status.ok()) co_return status;
+    Resp response;
+    if (Status s = detail::parse(&bytes, &response, "response"); !s.ok()) co_return s;
+    co_return response;
+  }
+
+  std::shared_ptr<grpc::Channel> channel_;
+  grpc::internal::RpcMethod method_;
+};
+
+}  // namespace trellis

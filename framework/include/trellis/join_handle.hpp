@@ -1,0 +1,196 @@
+// trellis::JoinHandle<T>: the handle of a spawned task (tokio's JoinHandle).
+#pragma once
+
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "trellis/executor.hpp"
+
+namespace trellis {
+
+namespace detail {
+
+class RuntimeCore;
+void count_spawn(RuntimeCore& core) noexcept;
+void count_finish(RuntimeCore& core, bool failed) noexcept;
+// Hands a failure nobody will observe to the runtime's error hook.
+void report_unobserved(RuntimeCore& core, std::exception_ptr error) noexcept;
+
+// The state a spawned task shares with its JoinHandle and with a pending join().
+class JoinStateBase {
+ public:
+  JoinStateBase(std::shared_ptr<RuntimeCore> core, Executor ex)
+      : core_(std::move(core)), executor_(ex) {}
+  ~JoinStateBase() {
+    if (error_ && !observed_ && !aborted_) report_unobserved(*core_, error_);
+  }
+
+  void on_spawn() { count_spawn(*core_); }
+  boost::asio::cancellation_slot cancel_slot() { return cancel_.slot(); }
+  Executor executor() const { return executor_; }
+
+  // Requests cancellation; the signal is emitted on the task's own worker, as Asio requires.
+  void abort(std::shared_ptr<JoinStateBase> self) {
+    {
+      std::lock_guard lock(mu_);
+      if (done_) return;
+      aborted_ = true;
+    }
+    boost::asio::post(executor_, [self = std::move(self)] {
+      self->cancel_.emit(boost::asio::cancellation_type::all);
+    });
+  }
+
+  bool is_finished() const {
+    std::lock_guard lock(mu_);
+    return done_;
+  }
+
+ protected:
+  // Records the outcome; returns the pending joiner to resume, if any.
+  Runnable* complete(std::exception_ptr error) {
+    std::lock_guard lock(mu_);
+    done_ = true;
+    error_ = std::move(error);
+    count_finish(*core_, error_ != nullptr);
+    return std::exchange(waiter_, nullptr);
+  }
+  // Installs `waiter` to run on completion, or returns it to run now if already complete.
+  Runnable* await(Runnable* waiter) {
+    std::lock_guard lock(mu_);
+    observed_ = true;
+    if (done_) return waiter;
+    waiter_ = waiter;
+    return nullptr;
+  }
+
+  mutable std::mutex mu_;
+  bool done_ = false;
+  bool observed_ = false;
+  bool aborted_ = false;
+  std::exception_ptr error_;
+  Runnable* waiter_ = nullptr;
+
+ private:
+  std::shared_ptr<RuntimeCore> core_;
+  Executor executor_;
+  boost::asio::cancellation_signal cancel_;
+};
+
+template <class T>
+class JoinState : public JoinStateBase {
+ public:
+  using JoinStateBase::JoinStateBase;
+  ~JoinState() {
+    if (waiter_ != nullptr) waiter_->discard();
+  }
+
+  void finish(std::exception_ptr error, T value = T()) {
+    if (!error) value_.emplace(std::move(value));
+    if (Runnable* w = complete(std::move(error))) w->run();
+  }
+  void finish(std::exception_ptr error) requires std::is_void_v<T> {
+    if (Runnable* w = complete(std::move(error))) w->run();
+  }
+
+  template <class Handler>
+  void join(std::shared_ptr<JoinState> self, Handler handler) {
+    auto waiter = make_runnable([self, h = std::move(handler)]() mutable {
+      auto ex = boost::asio::get_associated_executor(h, self->executor());
+      // Only one join() may consume the value; later ones see it moved-from.
+      if constexpr (std::is_void_v<T>) {
+        boost::asio::dispatch(ex, [h = std::move(h), e = self->error_]() mutable {
+          std::move(h)(e);
+        });
+      } else {
+        T value = self->value_ ? std::move(*self->value_) : T();
+        boost::asio::dispatch(ex, [h = std::move(h), e = self->error_, v = std::move(value)]() mutable {
+          std::move(h)(e, std::move(v));
+        });
+      }
+    });
+    if (Runnable* now = await(waiter)) now->run();
+  }
+
+ private:
+  struct Empty {};
+  std::optional<std::conditional_t<std::is_void_v<T>, Empty, T>> value_;
+};
+
+// The completion handler of a spawned task. If the runtime discards the task unfinished (it
+// shut down), the handler is destroyed without being called and completes the join state with an
+// error, so a joiner never waits forever.
+template <class T>
+class JoinCompletion {
+ public:
+  explicit JoinCompletion(std::shared_ptr<JoinState<T>> state) : state_(std::move(state)) {}
+  JoinCompletion(JoinCompletion&&) noexcept = default;
+  JoinCompletion& operator=(JoinCompletion&&) = delete;
+  ~JoinCompletion() {
+    if (state_) {
+      state_->finish(std::make_exception_ptr(
+          std::runtime_error("task dropped unfinished: its runtime shut down")));
+    }
+  }
+
+  template <class... V>
+  void operator()(std::exception_ptr e, V&&... value) {
+    auto state = std::move(state_);
+    state->finish(std::move(e), std::forward<V>(value)...);
+  }
+
+ private:
+  std::shared_ptr<JoinState<T>> state_;
+};
+
+}  // namespace detail
+
+// Owns the right to join or abort a spawned task. Dropping the handle detaches the task: it keeps
+// running, and if it then fails, the failure goes to the runtime's error hook instead of being
+// lost. Move-only.
+template <class T>
+class JoinHandle {
+ public:
+  explicit JoinHandle(std::shared_ptr<detail::JoinState<T>> state) : state_(std::move(state)) {}
+  JoinHandle(JoinHandle&&) noexcept = default;
+  JoinHandle& operator=(JoinHandle&&) noexcept = default;
+
+  // Waits for the task and yields its value, or rethrows its exception (a task aborted while
+  // suspended ends with boost::system::system_error(operation_aborted)). Join at most once.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto join(Token&& token = {}) {
+    using Signature = std::conditional_t<std::is_void_v<T>, void(std::exception_ptr),
+                                         void(std::exception_ptr, T)>;
+    return boost::asio::async_initiate<Token, Signature>(
+        [](auto handler, std::shared_ptr<detail::JoinState<T>> state) {
+          auto* raw = state.get();
+          raw->join(std::move(state), std::move(handler));
+        },
+        token, state_);
+  }
+
+  // Requests terminal cancellation of the task: the operation it is suspended in (a timer, an
+  // RPC) completes with operation_aborted, or the next one it starts does. No effect once the
+  // task has finished.
+  void abort() { state_->abort(state_); }
+
+  bool is_finished() const { return state_->is_finished(); }
+  Executor executor() const { return state_->executor(); }
+
+ private:
+  std::shared_ptr<detail::JoinState<T>> state_;
+};
+
+}  // namespace trellis

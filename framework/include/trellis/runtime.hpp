@@ -1,0 +1,231 @@
+// trellis::Runtime: the worker threads, completion queues and task machinery Trellis owns.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+
+#include "trellis/executor.hpp"
+#include "trellis/join_handle.hpp"
+#include "trellis/task.hpp"
+
+namespace grpc {
+class ServerCompletionQueue;
+}
+
+namespace trellis {
+
+namespace detail {
+class RuntimeCore;
+class Worker;
+Worker* current_worker() noexcept;
+void submit_blocking(RuntimeCore& core, Runnable* work);
+}  // namespace detail
+
+// Counters of the runtime's own health, read with Runtime::metrics().
+struct RuntimeMetrics {
+  struct WorkerMetrics {
+    std::chrono::nanoseconds busy_time{0};  // time spent running work, not waiting for events
+    std::size_t queue_depth = 0;            // runnables queued now (local and remote)
+    std::uint64_t events = 0;               // completion-queue events handled
+  };
+  std::uint64_t tasks_spawned = 0;
+  std::uint64_t tasks_alive = 0;
+  std::uint64_t tasks_completed = 0;
+  std::uint64_t tasks_failed = 0;  // ended with an exception (aborted tasks included)
+  std::size_t blocking_threads = 0;
+  std::vector<WorkerMetrics> workers;
+};
+
+// Called with a task's exception when the task failed and its JoinHandle was dropped without
+// being joined, and with worker-level errors (an exception escaping a runnable). Runs on the
+// thread where the failure was seen; must not block.
+using ErrorHook = std::function<void(std::exception_ptr error, const std::string& what)>;
+
+// Called when a worker spent longer than the watchdog threshold in one resumption: blocking
+// code on a worker. Runs on the watchdog thread.
+using StallHook = std::function<void(std::size_t worker_index, std::chrono::milliseconds stalled)>;
+
+// The owned async runtime (tokio's role). Each worker thread drives one gRPC completion queue and
+// a local ready queue, and is an Asio execution context: Trellis calls started from a worker
+// complete on that same worker, so a call's coroutine never hops threads. Build one with
+// Runtime::multi_thread() or Runtime::current_thread(); destroying it shuts it down.
+//
+// Thread safety: every member function may be called from any thread, except where noted.
+class Runtime {
+ public:
+  class Builder {
+   public:
+    // Number of worker threads; default: std::thread::hardware_concurrency().
+    Builder& worker_threads(std::size_t n);
+    // Prefix of the worker thread names (shown by top/gdb); default "trellis-wrk".
+    Builder& thread_name(std::string name);
+    Builder& on_thread_start(std::function<void()> fn);
+    Builder& on_thread_stop(std::function<void()> fn);
+    // Upper bound of the spawn_blocking pool; default 64. Work beyond it waits in a queue.
+    Builder& max_blocking_threads(std::size_t n);
+    // Where unobserved task failures go; default: a line on stderr.
+    Builder& on_error(ErrorHook hook);
+    // A worker stuck longer than `threshold` in one resumption is reported to `hook` (default:
+    // a line on stderr). A zero threshold disables the watchdog. Default: 1 second.
+    Builder& watchdog(std::chrono::milliseconds threshold, StallHook hook = nullptr);
+    std::unique_ptr<Runtime> build();
+
+   private:
+    friend class Runtime;
+    std::size_t workers_ = 0;
+    std::string name_ = "trellis-wrk";
+    std::function<void()> on_start_, on_stop_;
+    std::size_t max_blocking_ = 64;
+    ErrorHook on_error_;
+    std::chrono::milliseconds watchdog_threshold_{1000};
+    StallHook on_stall_;
+  };
+
+  // A runtime with one worker per hardware thread.
+  static Builder multi_thread();
+  // A runtime with exactly one worker thread: deterministic ordering for tests and debugging.
+  static Builder current_thread();
+
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+  // Shuts down (see shutdown()). Servers built on this runtime must be destroyed first.
+  ~Runtime();
+
+  std::size_t worker_count() const;
+  // The executor of worker `index` (< worker_count()).
+  Executor executor(std::size_t index) const;
+  // The executor of the next worker in round-robin order.
+  Executor executor() const;
+
+  // Runs `task` on the next worker. The returned handle can be joined (the task's result or
+  // exception) or aborted. A task that fails while nobody joins it is reported to the error hook.
+  // Throws std::runtime_error if the runtime is shutting down.
+  template <class T>
+  JoinHandle<T> spawn(Task<T> task) {
+    return spawn(executor(), std::move(task));
+  }
+  // Runs `task` on the worker of `ex`.
+  template <class T>
+  JoinHandle<T> spawn(Executor ex, Task<T> task);
+
+  // Runs the blocking callable `fn` on the blocking pool, never on a worker, and completes with
+  // its result (or exception) on the awaiting coroutine's executor.
+  template <class F, class Token = boost::asio::use_awaitable_t<>>
+  auto spawn_blocking(F fn, Token&& token = {});
+
+  // Runs `task` on a worker and blocks the calling thread until it finishes, returning its value
+  // or rethrowing its exception. Throws std::logic_error when called on a worker thread (that
+  // would block the worker); throws std::runtime_error if the runtime shuts down first.
+  template <class T>
+  T block_on(Task<T> task);
+
+  // Stops the runtime: waits up to `grace` for spawned tasks to finish, then cancels what is
+  // left (timers fire with operation_aborted, client calls end CANCELLED), drains the completion
+  // queues and joins the threads. Idempotent; must not be called from a worker thread.
+  void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
+
+  RuntimeMetrics metrics() const;
+
+  // The runtime whose worker is the calling thread, or nullptr.
+  static Runtime* current() noexcept;
+
+  // Internal: the completion queue of worker `index`.
+  grpc::ServerCompletionQueue* completion_queue(std::size_t index) const;
+  detail::RuntimeCore& core() const { return *core_; }
+
+ private:
+  explicit Runtime(const Builder& b);
+  std::shared_ptr<detail::RuntimeCore> core_;
+};
+
+template <class T>
+JoinHandle<T> Runtime::spawn(Executor ex, Task<T> task) {
+  auto state = std::make_shared<detail::JoinState<T>>(core_, ex);
+  state->on_spawn();
+  auto slot = state->cancel_slot();
+  boost::asio::co_spawn(ex, std::move(task),
+                        boost::asio::bind_cancellation_slot(slot, detail::JoinCompletion<T>(state)));
+  return JoinHandle<T>(std::move(state));
+}
+
+template <class F, class Token>
+auto Runtime::spawn_blocking(F fn, Token&& token) {
+  using R = std::invoke_result_t<F&>;
+  using Signature = std::conditional_t<std::is_void_v<R>, void(std::exception_ptr),
+                                       void(std::exception_ptr, R)>;
+  return boost::asio::async_initiate<Token, Signature>(
+      [core = core_, fallback = executor()](auto handler, F fn) mutable {
+        auto work = [handler = std::move(handler), fn = std::move(fn), fallback]() mutable {
+          auto ex = boost::asio::get_associated_executor(handler, fallback);
+          std::exception_ptr error;
+          if constexpr (std::is_void_v<R>) {
+            try {
+              fn();
+            } catch (...) {
+              error = std::current_exception();
+            }
+            boost::asio::post(ex, [h = std::move(handler), error]() mutable { std::move(h)(error); });
+          } else {
+            std::optional<R> result;
+            try {
+              result.emplace(fn());
+            } catch (...) {
+              error = std::current_exception();
+            }
+            boost::asio::post(ex, [h = std::move(handler), error, r = std::move(result)]() mutable {
+              std::move(h)(error, r ? std::move(*r) : R{});
+            });
+          }
+        };
+        detail::submit_blocking(*core, detail::make_runnable(std::move(work)));
+      },
+      token, std::move(fn));
+}
+
+template <class T>
+T Runtime::block_on(Task<T> task) {
+  if (detail::current_worker() != nullptr) {
+    throw std::logic_error(
+        "trellis::Runtime::block_on called on a runtime worker thread; co_await the task instead");
+  }
+  // Held by the completion handler only: if the runtime discards the task unfinished, the
+  // promise dies with the handler and get() throws instead of waiting forever.
+  auto promise = std::make_shared<std::promise<T>>();
+  auto future = promise->get_future();
+  auto handle = spawn(std::move(task));
+  auto join = [](JoinHandle<T> h, std::shared_ptr<std::promise<T>> p) -> Task<void> {
+    try {
+      if constexpr (std::is_void_v<T>) {
+        co_await h.join();
+        p->set_value();
+      } else {
+        p->set_value(co_await h.join());
+      }
+    } catch (...) {
+      p->set_exception(std::current_exception());
+    }
+  };
+  boost::asio::co_spawn(handle.executor(), join(std::move(handle), std::move(promise)),
+                        boost::asio::detached);
+  try {
+    return future.get();
+  } catch (const std::future_error&) {
+    throw std::runtime_error("trellis::Runtime::block_on: the runtime shut down first");
+  }
+}
+
+}  // namespace trellis

@@ -1,0 +1,65 @@
+// trellis::ServerContext: what a handler knows about, and can set on, the call it serves.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/cancellation_signal.hpp>
+
+#include "trellis/metadata.hpp"
+
+namespace grpc {
+class ServerContext;
+}
+
+namespace trellis {
+
+// One per incoming call, owned by the framework, valid until the handler's task finishes. Use it
+// from the handler's own worker thread (the one the handler runs on).
+//
+// Cancellation: when the client cancels the call or its deadline passes, is_cancelled() turns
+// true and a terminal cancellation is emitted to the handler's task, so whatever the handler is
+// awaiting (a timer, an outgoing call) completes with operation_aborted. The handler needs no
+// code for this; it can check is_cancelled() before expensive work.
+class ServerContext {
+ public:
+  explicit ServerContext(grpc::ServerContext* grpc_context, std::string_view method)
+      : grpc_(grpc_context), method_(method) {}
+  ServerContext(const ServerContext&) = delete;
+  ServerContext& operator=(const ServerContext&) = delete;
+
+  // The full method name, "/package.Service/Method".
+  std::string_view method() const { return method_; }
+  // The call's deadline; time_point::max() when the client set none.
+  std::chrono::system_clock::time_point deadline() const;
+  // The client's metadata, without gRPC's reserved keys. Built on first use.
+  const Metadata& request_metadata() const;
+  // The peer's address, as gRPC spells it ("ipv4:127.0.0.1:51234").
+  std::string peer() const;
+
+  // Adds a response header; takes effect only before the response starts (unary: always).
+  void add_initial_metadata(std::string key, std::string value);
+  // Adds a response trailer.
+  void add_trailing_metadata(std::string key, std::string value);
+
+  // True once the client has cancelled the call or its deadline has passed.
+  bool is_cancelled() const;
+
+  // The underlying grpc++ context, for what Trellis does not wrap (auth context, compression).
+  grpc::ServerContext& grpc_context() { return *grpc_; }
+
+  // Internal: the signal the framework emits to cancel the handler's task.
+  boost::asio::cancellation_signal& cancellation_signal() { return cancel_; }
+  void mark_cancelled() { cancelled_ = true; }
+
+ private:
+  grpc::ServerContext* grpc_;
+  std::string_view method_;
+  mutable std::optional<Metadata> request_metadata_;
+  bool cancelled_ = false;
+  boost::asio::cancellation_signal cancel_;
+};
+
+}  // namespace trellis

@@ -1,0 +1,15 @@
+#include "log.hpp"
+
+#include <cstdio>
+#include <mutex>
+
+namespace trellis::detail {
+
+void log(LogLevel level, std::string_view message) {
+  static std::mutex mu;
+  const char* tag = level == LogLevel::kInfo ? "I" : level == LogLevel::kWarning ? "W" : "E";
+  std::lock_guard lock(mu);
+  std::fprintf(stderr, "trellis %s %.*s\n", tag, static_cast<int>(message.size()), message.data());
+}
+
+}  // namespace trellis::detail

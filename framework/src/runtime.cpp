@@ -1,0 +1,561 @@
+#include "trellis/runtime.hpp"
+
+#include <grpcpp/server_builder.h>
+#include <pthread.h>
+#include <sys/resource.h>
+
+#include <csignal>
+
+#include "absl/strings/str_cat.h"
+#include "log.hpp"
+#include "runtime_core.hpp"
+
+namespace trellis {
+namespace detail {
+namespace {
+
+thread_local Worker* tl_worker = nullptr;
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Runtime threads never take SIGINT/SIGTERM: those belong to the application's main thread
+// (wait_for_shutdown_signal), and a signal landing on a worker would kill the process.
+void block_termination_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void name_thread(const std::string& prefix, std::size_t index) {
+  std::string name = absl::StrCat(prefix, "-", index).substr(0, 15);
+  pthread_setname_np(pthread_self(), name.c_str());
+}
+
+// A process serving many streams runs out of descriptors at the default soft limit of 1024.
+void raise_fd_limit_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    rlimit lim{};
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+    rlim_t old = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+      log(LogLevel::kInfo,
+          absl::StrCat("raised the open-file soft limit from ", old, " to ", lim.rlim_cur));
+    }
+  });
+}
+
+gpr_timespec to_gpr_deadline(std::chrono::steady_clock::time_point when) {
+  auto delta = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   when - std::chrono::steady_clock::now())
+                   .count();
+  if (delta <= 0) return gpr_inf_past(GPR_CLOCK_MONOTONIC);
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(delta, GPR_TIMESPAN));
+}
+
+}  // namespace
+
+Worker* current_worker() noexcept { return tl_worker; }
+
+// ---------------------------------------------------------------------------------- Worker
+
+Worker::Worker(RuntimeCore* core, std::size_t index,
+               std::unique_ptr<grpc::ServerCompletionQueue> cq)
+    : core_(core), index_(index), cq_(std::move(cq)) {}
+
+Worker::~Worker() = default;
+
+void Worker::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::request_stop() {
+  post(make_runnable([this] { begin_stop(); }));
+}
+
+bool Worker::in_this_thread() const noexcept { return tl_worker == this; }
+
+void Worker::post(Runnable* r) {
+  if (tl_worker == this) {
+    local_.push(r);
+    depth_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  {
+    std::lock_guard lock(inbox_mu_);
+    if (exited_) {
+      r->discard();
+      return;
+    }
+    inbox_.push(r);
+    depth_.fetch_add(1, std::memory_order_relaxed);
+    // One pending alarm wakes the worker for any number of posts; it is re-armed only after
+    // the worker has taken the inbox, so no post is ever left without a wakeup.
+    if (!cq_closed_ && !wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+      wake_alarm_.Set(cq_.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &wakeup_);
+    }
+  }
+}
+
+void Worker::Wakeup::complete(bool) {
+  worker_->wake_pending_.store(false, std::memory_order_release);
+  worker_->drain_inbox();
+}
+
+void Worker::drain_inbox() {
+  std::lock_guard lock(inbox_mu_);
+  local_.append(inbox_);
+}
+
+void Worker::track(CancellableOp* op) {
+  op->prev = nullptr;
+  op->next = live_ops_;
+  if (live_ops_ != nullptr) live_ops_->prev = op;
+  live_ops_ = op;
+}
+
+void Worker::untrack(CancellableOp* op) {
+  if (op->prev != nullptr) {
+    op->prev->next = op->next;
+  } else if (live_ops_ == op) {
+    live_ops_ = op->next;
+  }
+  if (op->next != nullptr) op->next->prev = op->prev;
+  op->prev = op->next = nullptr;
+}
+
+template <class Fn>
+void Worker::timed(Fn&& fn) {
+  std::int64_t start = now_ns();
+  resumption_start_.store(start, std::memory_order_relaxed);
+  try {
+    fn();
+  } catch (...) {
+    core_->report(std::current_exception(), "exception escaped a runtime worker callback");
+  }
+  resumption_start_.store(0, std::memory_order_relaxed);
+  busy_ns_.fetch_add(now_ns() - start, std::memory_order_relaxed);
+}
+
+void Worker::run_ready() {
+  // Bounded so that a task that keeps re-posting itself cannot starve the completion queue.
+  for (int budget = 1024; budget > 0; --budget) {
+    Runnable* r = local_.pop();
+    if (r == nullptr) return;
+    depth_.fetch_sub(1, std::memory_order_relaxed);
+    timed([r] { r->run(); });
+  }
+}
+
+// --- timer heap: a binary min-heap on deadline, each op knowing its index ---
+
+void Worker::heap_up(std::size_t i) {
+  while (i > 0) {
+    std::size_t parent = (i - 1) / 2;
+    if (heap_[parent]->deadline <= heap_[i]->deadline) break;
+    std::swap(heap_[parent], heap_[i]);
+    heap_[parent]->heap_index = parent;
+    heap_[i]->heap_index = i;
+    i = parent;
+  }
+}
+
+void Worker::heap_down(std::size_t i) {
+  for (;;) {
+    std::size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < heap_.size() && heap_[l]->deadline < heap_[m]->deadline) m = l;
+    if (r < heap_.size() && heap_[r]->deadline < heap_[m]->deadline) m = r;
+    if (m == i) return;
+    std::swap(heap_[m], heap_[i]);
+    heap_[m]->heap_index = m;
+    heap_[i]->heap_index = i;
+    i = m;
+  }
+}
+
+void Worker::heap_remove(std::size_t i) {
+  std::size_t last = heap_.size() - 1;
+  if (i != last) {
+    heap_[i] = heap_[last];
+    heap_[i]->heap_index = i;
+  }
+  heap_.pop_back();
+  if (i < heap_.size()) {
+    heap_down(i);
+    heap_up(i);
+  }
+}
+
+void Worker::schedule(TimerOp* op) {
+  if (stopping_) {
+    // A stopping runtime fires new timers as aborted rather than letting them hold it open.
+    post(make_runnable([op] { op->fire(boost::asio::error::operation_aborted); }));
+    return;
+  }
+  op->heap_index = heap_.size();
+  heap_.push_back(op);
+  heap_up(op->heap_index);
+}
+
+bool Worker::unschedule(TimerOp* op) {
+  if (op->heap_index >= heap_.size() || heap_[op->heap_index] != op) return false;
+  heap_remove(op->heap_index);
+  return true;
+}
+
+void Worker::fire_due_timers() {
+  if (heap_.empty()) return;
+  auto now = std::chrono::steady_clock::now();
+  while (!heap_.empty() && heap_.front()->deadline <= now) {
+    TimerOp* op = heap_.front();
+    heap_remove(0);
+    timed([op] { op->fire({}); });
+  }
+}
+
+void Worker::begin_stop() {
+  stopping_ = true;
+  // Cancel what would otherwise keep the queue from draining: outgoing calls end CANCELLED,
+  // timers complete with operation_aborted.
+  for (CancellableOp* op = live_ops_; op != nullptr; op = op->next) op->cancel();
+  std::vector<TimerOp*> timers;
+  timers.swap(heap_);
+  for (TimerOp* op : timers) {
+    op->heap_index = static_cast<std::size_t>(-1);
+    timed([op] { op->fire(boost::asio::error::operation_aborted); });
+  }
+}
+
+void Worker::run() {
+  tl_worker = this;
+  block_termination_signals();
+  name_thread(core_->thread_name, index_);
+  if (core_->on_thread_start) core_->on_thread_start();
+
+  for (;;) {
+    run_ready();
+    fire_due_timers();
+    if (stopping_ && !cq_shutdown_called_ && local_.empty()) {
+      // Everything the stop released has run; now let the queue drain to SHUTDOWN.
+      std::lock_guard lock(inbox_mu_);
+      if (inbox_.empty()) {
+        cq_closed_ = true;
+        cq_shutdown_called_ = true;
+        cq_->Shutdown();
+      }
+    }
+    gpr_timespec deadline;
+    if (!local_.empty()) {
+      deadline = gpr_inf_past(GPR_CLOCK_MONOTONIC);
+    } else if (!heap_.empty()) {
+      deadline = to_gpr_deadline(heap_.front()->deadline);
+    } else {
+      deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    }
+    void* tag = nullptr;
+    bool ok = false;
+    auto status = cq_->AsyncNext(&tag, &ok, deadline);
+    if (status == grpc::CompletionQueue::SHUTDOWN) break;
+    if (status == grpc::CompletionQueue::GOT_EVENT) {
+      events_.fetch_add(1, std::memory_order_relaxed);
+      timed([tag, ok] { static_cast<Completion*>(tag)->complete(ok); });
+    }
+  }
+
+  // The queue is drained: nothing can complete any more. Free what is left unrun; freeing may
+  // queue more (destructors of coroutine frames), so repeat until empty.
+  for (;;) {
+    RunQueue rest;
+    {
+      std::lock_guard lock(inbox_mu_);
+      rest.append(inbox_);
+      if (local_.empty() && rest.empty()) {
+        exited_ = true;
+        break;
+      }
+    }
+    rest.append(local_);  // keep order irrelevant: all are discarded
+    local_.append(rest);
+    local_.discard_all();
+  }
+  depth_.store(0, std::memory_order_relaxed);
+  for (TimerOp* op : heap_) op->discard();
+  heap_.clear();
+  if (core_->on_thread_stop) core_->on_thread_stop();
+  tl_worker = nullptr;
+}
+
+// ----------------------------------------------------------------------------- RuntimeCore
+
+RuntimeCore::RuntimeCore(Runtime* owner_in, const Runtime::Builder& b)
+    : owner(owner_in),
+      thread_name(b.name_),
+      on_thread_start(b.on_start_),
+      on_thread_stop(b.on_stop_),
+      on_error(b.on_error_),
+      max_blocking_(std::max<std::size_t>(1, b.max_blocking_)),
+      watchdog_threshold_(b.watchdog_threshold_),
+      on_stall_(b.on_stall_) {
+  std::size_t n = b.workers_ != 0 ? b.workers_ : std::max(1u, std::thread::hardware_concurrency());
+  // ServerCompletionQueues can only be made by a ServerBuilder. This builder is never built:
+  // it only mints the queues, which the workers own and every Server registers (server.cpp).
+  grpc::ServerBuilder mint;
+  for (std::size_t i = 0; i < n; ++i) {
+    workers.push_back(std::make_unique<Worker>(this, i, mint.AddCompletionQueue(true)));
+  }
+}
+
+RuntimeCore::~RuntimeCore() = default;
+
+void RuntimeCore::start() {
+  raise_fd_limit_once();
+  for (auto& w : workers) w->start();
+  if (watchdog_threshold_.count() > 0) {
+    watchdog_ = std::thread([this] { watchdog_loop(); });
+  }
+}
+
+void RuntimeCore::watchdog_loop() {
+  block_termination_signals();
+  pthread_setname_np(pthread_self(), "trellis-watch");
+  std::vector<std::int64_t> reported(workers.size(), 0);
+  std::unique_lock lock(watchdog_mu_);
+  const auto period = std::max(watchdog_threshold_ / 4, std::chrono::milliseconds(1));
+  while (!watchdog_cv_.wait_for(lock, period, [this] { return watchdog_stop_; })) {
+    std::int64_t now = now_ns();
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      std::int64_t start = workers[i]->resumption_start();
+      auto stalled = std::chrono::nanoseconds(now - start);
+      if (start == 0 || start == reported[i] || stalled < watchdog_threshold_) continue;
+      reported[i] = start;
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(stalled);
+      if (on_stall_) {
+        on_stall_(i, ms);
+      } else {
+        log(LogLevel::kWarning,
+            absl::StrCat("worker ", i, " has been busy in one resumption for ", ms.count(),
+                         " ms: blocking code on a runtime worker? use spawn_blocking"));
+      }
+    }
+  }
+}
+
+void RuntimeCore::submit_blocking(Runnable* work) {
+  std::lock_guard lock(blocking_mu_);
+  if (blocking_stop_) {
+    work->discard();
+    return;
+  }
+  blocking_queue_.push_back(work);
+  if (blocking_idle_ == 0 && blocking_threads_.size() < max_blocking_) {
+    blocking_threads_.emplace_back([this] { blocking_loop(); });
+  } else {
+    blocking_cv_.notify_one();
+  }
+}
+
+void RuntimeCore::blocking_loop() {
+  block_termination_signals();
+  pthread_setname_np(pthread_self(), "trellis-blk");
+  std::unique_lock lock(blocking_mu_);
+  for (;;) {
+    ++blocking_idle_;
+    blocking_cv_.wait(lock, [this] { return blocking_stop_ || !blocking_queue_.empty(); });
+    --blocking_idle_;
+    if (blocking_queue_.empty()) return;  // stopping and nothing left
+    Runnable* work = blocking_queue_.front();
+    blocking_queue_.pop_front();
+    lock.unlock();
+    try {
+      work->run();
+    } catch (...) {
+      report(std::current_exception(), "exception escaped spawn_blocking plumbing");
+    }
+    lock.lock();
+  }
+}
+
+void RuntimeCore::report(std::exception_ptr error, const std::string& what) noexcept {
+  try {
+    if (on_error) {
+      on_error(error, what);
+      return;
+    }
+    std::string detail = "unknown exception";
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      detail = e.what();
+    } catch (...) {
+    }
+    log(LogLevel::kError, absl::StrCat(what, ": ", detail));
+  } catch (...) {
+    // The error hook itself failed; there is nowhere left to report to.
+  }
+}
+
+void RuntimeCore::shutdown(std::chrono::milliseconds grace) {
+  std::call_once(shutdown_once_, [&] {
+    if (live_servers.load() != 0) {
+      log(LogLevel::kError,
+          "trellis::Runtime destroyed while a Server built on it is alive; destroy servers first");
+      std::abort();
+    }
+    if (grace.count() > 0) {
+      std::unique_lock lock(alive_mu);
+      alive_cv.wait_for(lock, grace, [this] { return tasks_alive.load() == 0; });
+    }
+    for (auto& w : workers) w->request_stop();
+    for (auto& w : workers) w->join();
+    {
+      std::lock_guard lock(watchdog_mu_);
+      watchdog_stop_ = true;
+    }
+    watchdog_cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(blocking_mu_);
+      blocking_stop_ = true;
+      threads.swap(blocking_threads_);
+    }
+    blocking_cv_.notify_all();
+    for (auto& t : threads) t.join();
+  });
+}
+
+// ---------------------------------------------------------------- detail free functions
+
+void post(Worker* w, Runnable* r) { w->post(r); }
+bool running_in(const Worker* w) noexcept { return w != nullptr && tl_worker == w; }
+boost::asio::execution_context& context_of(Worker* w) noexcept { return w->core().context; }
+Runtime& runtime_of(Worker* w) noexcept { return *w->core().owner; }
+void submit_blocking(RuntimeCore& core, Runnable* work) { core.submit_blocking(work); }
+
+void count_spawn(RuntimeCore& core) noexcept {
+  core.tasks_spawned.fetch_add(1, std::memory_order_relaxed);
+  core.tasks_alive.fetch_add(1, std::memory_order_relaxed);
+}
+
+void count_finish(RuntimeCore& core, bool failed) noexcept {
+  core.tasks_completed.fetch_add(1, std::memory_order_relaxed);
+  if (failed) core.tasks_failed.fetch_add(1, std::memory_order_relaxed);
+  if (core.tasks_alive.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    std::lock_guard lock(core.alive_mu);
+    core.alive_cv.notify_all();
+  }
+}
+
+void report_unobserved(RuntimeCore& core, std::exception_ptr error) noexcept {
+  core.report(std::move(error), "a spawned task failed and its JoinHandle was never joined");
+}
+
+void schedule_timer(TimerOp* op) { op->worker->schedule(op); }
+bool unschedule_timer(TimerOp* op) { return op->worker->unschedule(op); }
+
+Worker* timer_worker_for(const boost::asio::any_io_executor& ex) {
+  if (const Executor* te = ex.target<Executor>(); te != nullptr && te->worker() != nullptr) {
+    return te->worker();
+  }
+  if (tl_worker != nullptr) return tl_worker;
+  throw std::logic_error("trellis timers must be used from a Trellis runtime worker or executor");
+}
+
+}  // namespace detail
+
+// --------------------------------------------------------------------------------- Runtime
+
+Runtime::Builder& Runtime::Builder::worker_threads(std::size_t n) {
+  workers_ = n;
+  return *this;
+}
+Runtime::Builder& Runtime::Builder::thread_name(std::string name) {
+  name_ = std::move(name);
+  return *this;
+}
+Runtime::Builder& Runtime::Builder::on_thread_start(std::function<void()> fn) {
+  on_start_ = std::move(fn);
+  return *this;
+}
+Runtime::Builder& Runtime::Builder::on_thread_stop(std::function<void()> fn) {
+  on_stop_ = std::move(fn);
+  return *this;
+}
+Runtime::Builder& Runtime::Builder::max_blocking_threads(std::size_t n) {
+  max_blocking_ = n;
+  return *this;
+}
+Runtime::Builder& Runtime::Builder::on_error(ErrorHook hook) {
+  on_error_ = std::move(hook);
+  return *this;
+}
+Runtime::Builder& Runtime::Builder::watchdog(std::chrono::milliseconds threshold,
+                                             StallHook hook) {
+  watchdog_threshold_ = threshold;
+  on_stall_ = std::move(hook);
+  return *this;
+}
+std::unique_ptr<Runtime> Runtime::Builder::build() {
+  return std::unique_ptr<Runtime>(new Runtime(*this));
+}
+
+Runtime::Builder Runtime::multi_thread() { return Builder(); }
+Runtime::Builder Runtime::current_thread() { return Builder().worker_threads(1); }
+
+Runtime::Runtime(const Builder& b) : core_(std::make_shared<detail::RuntimeCore>(this, b)) {
+  core_->start();
+}
+
+Runtime::~Runtime() { shutdown(); }
+
+void Runtime::shutdown(std::chrono::milliseconds grace) {
+  if (detail::tl_worker != nullptr && &detail::tl_worker->core() == core_.get()) {
+    throw std::logic_error("trellis::Runtime::shutdown called on one of its own workers");
+  }
+  core_->shutdown(grace);
+}
+
+std::size_t Runtime::worker_count() const { return core_->workers.size(); }
+
+Executor Runtime::executor(std::size_t index) const {
+  return Executor(core_->workers.at(index).get());
+}
+
+Executor Runtime::executor() const {
+  std::size_t i = core_->next_worker.fetch_add(1, std::memory_order_relaxed);
+  return Executor(core_->workers[i % core_->workers.size()].get());
+}
+
+grpc::ServerCompletionQueue* Runtime::completion_queue(std::size_t index) const {
+  return core_->workers.at(index)->cq();
+}
+
+RuntimeMetrics Runtime::metrics() const {
+  RuntimeMetrics m;
+  m.tasks_spawned = core_->tasks_spawned.load();
+  m.tasks_alive = core_->tasks_alive.load();
+  m.tasks_completed = core_->tasks_completed.load();
+  m.tasks_failed = core_->tasks_failed.load();
+  m.blocking_threads = core_->blocking_thread_count();
+  for (auto& w : core_->workers) {
+    m.workers.push_back({w->busy_time(), w->queue_depth(), w->events()});
+  }
+  return m;
+}
+
+Runtime* Runtime::current() noexcept {
+  return detail::tl_worker != nullptr ? detail::tl_worker->core().owner : nullptr;
+}
+
+}  // namespace trellis

@@ -1,0 +1,162 @@
+// Internal: one runtime worker thread, its completion queue, ready queues and timer heap.
+#pragma once
+
+#include <grpcpp/alarm.h>
+#include <grpcpp/completion_queue.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "trellis/detail/runnable.hpp"
+#include "trellis/timer.hpp"
+
+namespace trellis::detail {
+
+class RuntimeCore;
+
+// A pending operation that must be cancelled when the runtime stops (an outgoing RPC).
+// Linked into its worker's list while pending; touched only on the worker thread.
+class CancellableOp {
+ public:
+  virtual void cancel() = 0;
+  CancellableOp* prev = nullptr;
+  CancellableOp* next = nullptr;
+
+ protected:
+  ~CancellableOp() = default;
+};
+
+// A FIFO of Runnables linked through Runnable::next.
+class RunQueue {
+ public:
+  void push(Runnable* r) {
+    r->next = nullptr;
+    if (tail_ != nullptr) {
+      tail_->next = r;
+    } else {
+      head_ = r;
+    }
+    tail_ = r;
+    ++size_;
+  }
+  Runnable* pop() {
+    Runnable* r = head_;
+    if (r == nullptr) return nullptr;
+    head_ = r->next;
+    if (head_ == nullptr) tail_ = nullptr;
+    --size_;
+    return r;
+  }
+  void append(RunQueue& other) {
+    if (other.head_ == nullptr) return;
+    if (tail_ != nullptr) {
+      tail_->next = other.head_;
+    } else {
+      head_ = other.head_;
+    }
+    tail_ = other.tail_;
+    size_ += other.size_;
+    other.head_ = other.tail_ = nullptr;
+    other.size_ = 0;
+  }
+  bool empty() const { return head_ == nullptr; }
+  std::size_t size() const { return size_; }
+  void discard_all() {
+    while (Runnable* r = pop()) r->discard();
+  }
+
+ private:
+  Runnable* head_ = nullptr;
+  Runnable* tail_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+class Worker {
+ public:
+  Worker(RuntimeCore* core, std::size_t index, std::unique_ptr<grpc::ServerCompletionQueue> cq);
+  ~Worker();
+
+  void start();
+  void join();
+  // Begins the stop sequence on the worker thread (posted).
+  void request_stop();
+
+  void post(Runnable* r);
+  bool in_this_thread() const noexcept;
+
+  // Operations may be started on the queue only while this holds (worker thread only).
+  bool accepting_ops() const { return !stopping_; }
+  void track(CancellableOp* op);
+  void untrack(CancellableOp* op);
+
+  void schedule(TimerOp* op);
+  bool unschedule(TimerOp* op);
+
+  RuntimeCore& core() const { return *core_; }
+  std::size_t index() const { return index_; }
+  grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
+
+  // Nanoseconds since the steady epoch at which the current resumption began, 0 when idle.
+  std::int64_t resumption_start() const { return resumption_start_.load(std::memory_order_relaxed); }
+  std::chrono::nanoseconds busy_time() const {
+    return std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed));
+  }
+  std::uint64_t events() const { return events_.load(std::memory_order_relaxed); }
+  std::size_t queue_depth() const { return depth_.load(std::memory_order_relaxed); }
+
+ private:
+  class Wakeup final : public Completion {
+   public:
+    explicit Wakeup(Worker* w) : worker_(w) {}
+    void complete(bool ok) override;
+
+   private:
+    Worker* worker_;
+  };
+
+  void run();
+  void run_ready();
+  void fire_due_timers();
+  void begin_stop();
+  void drain_inbox();
+  void heap_up(std::size_t i);
+  void heap_down(std::size_t i);
+  void heap_remove(std::size_t i);
+  template <class Fn>
+  void timed(Fn&& fn);
+
+  RuntimeCore* core_;
+  std::size_t index_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  std::thread thread_;
+
+  RunQueue local_;  // worker thread only
+
+  std::mutex inbox_mu_;
+  RunQueue inbox_;          // guarded by inbox_mu_
+  bool cq_closed_ = false;  // guarded by inbox_mu_: no alarm may be set once the queue shuts down
+  bool exited_ = false;     // guarded by inbox_mu_: posts after exit are discarded at once
+  std::atomic<bool> wake_pending_{false};
+  grpc::Alarm wake_alarm_;
+  Wakeup wakeup_{this};
+
+  std::vector<TimerOp*> heap_;  // worker thread only
+  CancellableOp* live_ops_ = nullptr;
+
+  bool stopping_ = false;  // worker thread only
+  bool cq_shutdown_called_ = false;
+
+  std::atomic<std::int64_t> resumption_start_{0};
+  std::atomic<std::int64_t> busy_ns_{0};
+  std::atomic<std::uint64_t> events_{0};
+  std::atomic<std::size_t> depth_{0};
+};
+
+Worker* current_worker() noexcept;
+
+}  // namespace trellis::detail
