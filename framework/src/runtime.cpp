@@ -464,13 +464,6 @@ void report_unobserved(RuntimeCore& core, std::exception_ptr error) noexcept {
 void schedule_timer(TimerOp* op) { op->worker->schedule(op); }
 bool unschedule_timer(TimerOp* op) { return op->worker->unschedule(op); }
 
-Worker* timer_worker_for(const boost::asio::any_io_executor& ex) {
-  if (const Executor* te = ex.target<Executor>(); te != nullptr && te->worker() != nullptr) {
-    return te->worker();
-  }
-  if (tl_worker != nullptr) return tl_worker;
-  throw std::logic_error("trellis timers must be used from a Trellis runtime worker or executor");
-}
 
 }  // namespace detail
 

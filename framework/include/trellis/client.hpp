@@ -46,10 +46,6 @@ class UnaryClientCall {
   friend class Impl;
 };
 
-// The worker an operation initiated with a handler bound to `ex` runs on: the Trellis worker
-// behind `ex`, else the calling thread's worker. Throws std::logic_error if there is neither.
-Worker* worker_for(const boost::asio::any_io_executor& ex);
-
 template <class Handler>
 class UnaryClientCallOp final : public UnaryClientCall {
  public:

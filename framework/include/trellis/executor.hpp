@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/asio/execution.hpp>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution_context.hpp>
 
 #include "trellis/detail/runnable.hpp"
@@ -17,6 +18,9 @@ void post(Worker* w, Runnable* r);
 bool running_in(const Worker* w) noexcept;
 boost::asio::execution_context& context_of(Worker* w) noexcept;
 Runtime& runtime_of(Worker* w) noexcept;
+// The worker an operation whose handler is bound to `ex` runs on: the Trellis worker behind
+// `ex`, else the calling thread's worker. Throws std::logic_error if there is neither.
+Worker* worker_for(const boost::asio::any_io_executor& ex);
 }  // namespace detail
 
 // Satisfies Asio's executor requirements (and converts to boost::asio::any_io_executor), so

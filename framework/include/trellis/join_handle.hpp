@@ -28,6 +28,18 @@ void count_finish(RuntimeCore& core, bool failed) noexcept;
 // Hands a failure nobody will observe to the runtime's error hook.
 void report_unobserved(RuntimeCore& core, std::exception_ptr error) noexcept;
 
+// The completion signature of an operation yielding T or an exception.
+template <class T>
+struct ExceptionSignature {
+  using type = void(std::exception_ptr, T);
+};
+template <>
+struct ExceptionSignature<void> {
+  using type = void(std::exception_ptr);
+};
+template <class T>
+using ExceptionSignatureT = typename ExceptionSignature<T>::type;
+
 // The state a spawned task shares with its JoinHandle and with a pending join().
 class JoinStateBase {
  public:
@@ -97,11 +109,14 @@ class JoinState : public JoinStateBase {
     if (waiter_ != nullptr) waiter_->discard();
   }
 
-  void finish(std::exception_ptr error, T value = T()) {
-    if (!error) value_.emplace(std::move(value));
-    if (Runnable* w = complete(std::move(error))) w->run();
-  }
-  void finish(std::exception_ptr error) requires std::is_void_v<T> {
+  // `value...` is the task's value (none for void tasks); `error` set means it has none.
+  template <class... V>
+  void finish(std::exception_ptr error, V&&... value) {
+    if constexpr (sizeof...(V) > 0) {
+      if (!error) value_.emplace(std::forward<V>(value)...);
+    } else if constexpr (std::is_void_v<T>) {
+      if (!error) value_.emplace();
+    }
     if (Runnable* w = complete(std::move(error))) w->run();
   }
 
@@ -171,9 +186,7 @@ class JoinHandle {
   // suspended ends with boost::system::system_error(operation_aborted)). Join at most once.
   template <class Token = boost::asio::use_awaitable_t<>>
   auto join(Token&& token = {}) {
-    using Signature = std::conditional_t<std::is_void_v<T>, void(std::exception_ptr),
-                                         void(std::exception_ptr, T)>;
-    return boost::asio::async_initiate<Token, Signature>(
+    return boost::asio::async_initiate<Token, detail::ExceptionSignatureT<T>>(
         [](auto handler, std::shared_ptr<detail::JoinState<T>> state) {
           auto* raw = state.get();
           raw->join(std::move(state), std::move(handler));

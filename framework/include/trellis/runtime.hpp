@@ -15,7 +15,6 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 
 #include "trellis/executor.hpp"
@@ -86,6 +85,7 @@ class Runtime {
 
    private:
     friend class Runtime;
+    friend class detail::RuntimeCore;
     std::size_t workers_ = 0;
     std::string name_ = "trellis-wrk";
     std::function<void()> on_start_, on_stop_;
@@ -165,9 +165,7 @@ JoinHandle<T> Runtime::spawn(Executor ex, Task<T> task) {
 template <class F, class Token>
 auto Runtime::spawn_blocking(F fn, Token&& token) {
   using R = std::invoke_result_t<F&>;
-  using Signature = std::conditional_t<std::is_void_v<R>, void(std::exception_ptr),
-                                       void(std::exception_ptr, R)>;
-  return boost::asio::async_initiate<Token, Signature>(
+  return boost::asio::async_initiate<Token, detail::ExceptionSignatureT<R>>(
       [core = core_, fallback = executor()](auto handler, F fn) mutable {
         auto work = [handler = std::move(handler), fn = std::move(fn), fallback]() mutable {
           auto ex = boost::asio::get_associated_executor(handler, fallback);
@@ -206,21 +204,14 @@ T Runtime::block_on(Task<T> task) {
   // promise dies with the handler and get() throws instead of waiting forever.
   auto promise = std::make_shared<std::promise<T>>();
   auto future = promise->get_future();
-  auto handle = spawn(std::move(task));
-  auto join = [](JoinHandle<T> h, std::shared_ptr<std::promise<T>> p) -> Task<void> {
-    try {
-      if constexpr (std::is_void_v<T>) {
-        co_await h.join();
-        p->set_value();
-      } else {
-        p->set_value(co_await h.join());
-      }
-    } catch (...) {
-      p->set_exception(std::current_exception());
-    }
-  };
-  boost::asio::co_spawn(handle.executor(), join(std::move(handle), std::move(promise)),
-                        boost::asio::detached);
+  boost::asio::co_spawn(executor(), std::move(task),
+                        [promise](std::exception_ptr error, auto&&... value) {
+                          if (error) {
+                            promise->set_exception(std::move(error));
+                          } else {
+                            promise->set_value(std::forward<decltype(value)>(value)...);
+                          }
+                        });
   try {
     return future.get();
   } catch (const std::future_error&) {

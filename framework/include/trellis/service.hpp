@@ -60,6 +60,9 @@ class GrpcService final : public grpc::Service {
  public:
   int add_raw_unary(const std::string& path);
   using grpc::Service::RequestAsyncUnary;
+
+ private:
+  int method_count_ = 0;
 };
 
 }  // namespace detail

@@ -37,9 +37,6 @@ class TimerOp {
 void schedule_timer(TimerOp* op);
 // Removes `op` from its worker's heap if it is still there; returns whether it was.
 bool unschedule_timer(TimerOp* op);
-// The worker a handler with associated executor `ex` should run its timer on: the Trellis worker
-// behind `ex`, else the calling thread's worker. Throws std::logic_error if there is neither.
-Worker* timer_worker_for(const boost::asio::any_io_executor& ex);
 
 template <class Handler>
 class TimerOpImpl final : public TimerOp {
@@ -88,7 +85,7 @@ auto sleep_until(std::chrono::steady_clock::time_point deadline, Token&& token =
       [](auto handler, std::chrono::steady_clock::time_point deadline) {
         using H = decltype(handler);
         auto ex = boost::asio::get_associated_executor(handler);
-        detail::Worker* worker = detail::timer_worker_for(ex);
+        detail::Worker* worker = detail::worker_for(ex);
         auto* op = new detail::TimerOpImpl<H>(std::move(handler));
         op->deadline = deadline;
         op->worker = worker;

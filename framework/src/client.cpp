@@ -1,0 +1,85 @@
+#include "trellis/client.hpp"
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/impl/codegen/async_unary_call.h>
+
+#include "grpc_convert.hpp"
+#include "worker.hpp"
+
+namespace trellis::detail {
+
+class UnaryClientCall::Impl final : public Completion, public CancellableOp {
+ public:
+  explicit Impl(UnaryClientCall* owner) : owner_(owner) {}
+
+  void start(Worker* w, const std::shared_ptr<grpc::Channel>& channel,
+             const grpc::internal::RpcMethod& method, grpc::ByteBuffer request,
+             CallOptions options) {
+    worker_ = w;
+    if (!w->accepting_ops()) {
+      // The queue is about to shut down; starting an operation on it now is not allowed.
+      w->post(make_runnable([owner = owner_] {
+        owner->finish(Status::cancelled("the Trellis runtime is shutting down"), {});
+      }));
+      return;
+    }
+    if (options.deadline()) ctx_.set_deadline(*options.deadline());
+    if (options.wait_for_ready()) ctx_.set_wait_for_ready(true);
+    for (const auto& [k, v] : options.metadata()) ctx_.AddMetadata(k, v);
+    capture_ = options.response_metadata();
+    request_ = std::move(request);
+    reader_ = grpc::internal::ClientAsyncResponseReaderHelper::Create<grpc::ByteBuffer, grpc::ByteBuffer>(
+        channel.get(), w->cq(), method, &ctx_, request_);
+    reader_->StartCall();
+    reader_->Finish(&response_, &status_, static_cast<Completion*>(this));
+    w->track(this);
+  }
+
+  void try_cancel() { ctx_.TryCancel(); }
+
+ private:
+  void cancel() override { ctx_.TryCancel(); }
+
+  void complete(bool) override {
+    // Finish always completes with ok=true; the outcome is in status_.
+    worker_->untrack(this);
+    if (capture_ != nullptr) {
+      capture_->initial = from_grpc(ctx_.GetServerInitialMetadata());
+      capture_->trailing = from_grpc(ctx_.GetServerTrailingMetadata());
+    }
+    // finish() frees the owner, and with it this object: nothing may touch members after it.
+    owner_->finish(from_grpc(status_), std::move(response_));
+  }
+
+  UnaryClientCall* owner_;
+  Worker* worker_ = nullptr;
+  grpc::ClientContext ctx_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  grpc::Status status_;
+  grpc::ClientAsyncResponseReader<grpc::ByteBuffer>* reader_ = nullptr;  // arena-owned by the call
+  ResponseMetadata* capture_ = nullptr;
+};
+
+UnaryClientCall::UnaryClientCall() : impl_(std::make_unique<Impl>(this)) {}
+UnaryClientCall::~UnaryClientCall() = default;
+
+void UnaryClientCall::start(Worker* w, const std::shared_ptr<grpc::Channel>& channel,
+                            const grpc::internal::RpcMethod& method, grpc::ByteBuffer request,
+                            CallOptions options) {
+  impl_->start(w, channel, method, std::move(request), std::move(options));
+}
+
+void UnaryClientCall::try_cancel() { impl_->try_cancel(); }
+
+Worker* worker_for(const boost::asio::any_io_executor& ex) {
+  if (const Executor* te = ex.target<Executor>(); te != nullptr && te->worker() != nullptr) {
+    return te->worker();
+  }
+  if (Worker* w = current_worker()) return w;
+  throw std::logic_error(
+      "Trellis calls must be awaited on a Trellis runtime (spawn them, or use Runtime::block_on)");
+}
+
+}  // namespace trellis::detail

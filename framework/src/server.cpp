@@ -1,0 +1,386 @@
+#include "trellis/server.hpp"
+
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
+#include <grpcpp/impl/server_initializer.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/async_unary_call.h>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <condition_variable>
+#include <csignal>
+#include <mutex>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpc_convert.hpp"
+#include "log.hpp"
+#include "runtime_core.hpp"
+#include "trellis/runtime.hpp"
+#include "trellis/service.hpp"
+#include "worker.hpp"
+
+namespace trellis {
+namespace {
+
+using detail::Completion;
+using detail::Worker;
+
+// grpc::ServerBuilder only registers completion queues it made itself for that server. Trellis
+// workers own their queues for the runtime's whole life and share them between servers, so this
+// plugin registers them with the grpc_server during BuildAndStart, after the server object exists
+// and before it starts (the only window in which core accepts new queues).
+class RuntimeQueuesPlugin final : public grpc::ServerBuilderPlugin {
+ public:
+  explicit RuntimeQueuesPlugin(Runtime* runtime) : runtime_(runtime) {}
+  std::string name() override { return "trellis.runtime_queues"; }
+  void InitServer(grpc::ServerInitializer* si) override {
+    // ServerInitializer keeps its Server* as its first member and exposes no accessor.
+    // It is a standard-layout class, so a pointer to it is a pointer to that member.
+    static_assert(std::is_standard_layout_v<grpc::ServerInitializer>);
+    grpc::Server* server = *reinterpret_cast<grpc::Server**>(si);
+    for (std::size_t i = 0; i < runtime_->worker_count(); ++i) {
+      grpc_server_register_completion_queue(server->c_server(),
+                                            runtime_->completion_queue(i)->cq(), nullptr);
+    }
+  }
+  void Finish(grpc::ServerInitializer*) override {}
+  void ChangeArguments(const std::string&, void*) override {}
+  bool has_async_methods() const override { return true; }
+
+ private:
+  Runtime* runtime_;
+};
+
+class RuntimeQueuesOption final : public grpc::ServerBuilderOption {
+ public:
+  explicit RuntimeQueuesOption(Runtime* runtime) : runtime_(runtime) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->push_back(std::make_unique<RuntimeQueuesPlugin>(runtime_));
+  }
+
+ private:
+  Runtime* runtime_;
+};
+
+// A member Completion that forwards to a method of its owner.
+template <class Owner, void (Owner::*Fn)(bool)>
+class Forward final : public Completion {
+ public:
+  explicit Forward(Owner* owner) : owner_(owner) {}
+  void complete(bool ok) override { (owner_->*Fn)(ok); }
+
+ private:
+  Owner* owner_;
+};
+
+}  // namespace
+
+class Server::State {
+ public:
+  explicit State(Runtime* rt) : runtime(rt) { rt->core().live_servers.fetch_add(1); }
+  ~State() { runtime->core().live_servers.fetch_sub(1); }
+
+  void call_started() { live_calls.fetch_add(1, std::memory_order_relaxed); }
+  void call_ended() {
+    if (live_calls.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard lock(mu);
+      cv.notify_all();
+    }
+  }
+
+  Runtime* runtime;
+  std::unique_ptr<grpc::Server> server;
+  // BuildAndStart insists on one frequently polled queue of its own; no call is ever requested
+  // on it, so it stays empty. Shut down and drained after the server.
+  std::unique_ptr<grpc::ServerCompletionQueue> idle_cq;
+  grpc::AsyncGenericService generic;
+  std::vector<int> ports;
+  std::atomic<int> live_calls{0};
+  std::mutex mu;  // with cv: waits for live_calls to reach zero
+  std::condition_variable cv;
+  std::mutex shutdown_mu;  // makes shutdown() idempotent
+  bool shut_down = false;
+};
+
+namespace {
+
+// One incoming unary call, from request to the last completion. Lives on one worker.
+class UnaryCall {
+ public:
+  UnaryCall(Server::State* server, Worker* worker, detail::GrpcService* service, int index,
+            detail::UnaryMethod* method)
+      : server_(server),
+        worker_(worker),
+        service_(service),
+        index_(index),
+        method_(method),
+        responder_(&grpc_ctx_),
+        ctx_(&grpc_ctx_, method->path()) {}
+
+  // Asks gRPC for the next call of this method on this worker's queue.
+  void arm() {
+    grpc_ctx_.AsyncNotifyWhenDone(&on_done_);
+    service_->RequestAsyncUnary(index_, &grpc_ctx_, &request_, &responder_, worker_->cq(),
+                                worker_->cq(), &on_accepted_);
+  }
+
+ private:
+  void accepted(bool ok) {
+    if (!ok) {
+      // The server is shutting down; this request never became a call. The server may be gone
+      // already: touch nothing but this object.
+      delete this;
+      return;
+    }
+    server_->call_started();
+    (new UnaryCall(server_, worker_, service_, index_, method_))->arm();
+    handler_running_ = true;
+    boost::asio::co_spawn(
+        Executor(worker_), method_->invoke(ctx_, &request_, &response_),
+        boost::asio::bind_cancellation_slot(ctx_.cancellation_signal().slot(),
+                                            [this](std::exception_ptr error, Status status) {
+                                              handler_done(std::move(error), std::move(status));
+                                            }));
+  }
+
+  void handler_done(std::exception_ptr error, Status status) {
+    handler_running_ = false;
+    if (error) {
+      if (ctx_.is_cancelled()) {
+        status = Status::cancelled("call cancelled");
+      } else {
+        std::string what = "unknown exception";
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        detail::log(detail::LogLevel::kError,
+                    absl::StrCat("handler of ", method_->path(), " threw: ", what));
+        status = Status::internal("internal error");
+      }
+    }
+    if (status.ok()) {
+      responder_.Finish(response_, grpc::Status::OK, &on_finished_);
+    } else {
+      responder_.FinishWithError(detail::to_grpc(status), &on_finished_);
+    }
+  }
+
+  void done(bool) {
+    done_ = true;
+    if (grpc_ctx_.IsCancelled()) {
+      ctx_.mark_cancelled();
+      if (handler_running_) {
+        ctx_.cancellation_signal().emit(boost::asio::cancellation_type::terminal);
+      }
+    }
+    maybe_free();
+  }
+
+  void finished(bool) {
+    finished_ = true;
+    maybe_free();
+  }
+
+  void maybe_free() {
+    if (!done_ || !finished_) return;
+    Server::State* server = server_;
+    delete this;
+    server->call_ended();
+  }
+
+  Server::State* server_;
+  Worker* worker_;
+  detail::GrpcService* service_;
+  int index_;
+  detail::UnaryMethod* method_;
+
+  grpc::ServerContext grpc_ctx_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
+  ServerContext ctx_;
+  bool handler_running_ = false;
+  bool done_ = false;
+  bool finished_ = false;
+
+  Forward<UnaryCall, &UnaryCall::accepted> on_accepted_{this};
+  Forward<UnaryCall, &UnaryCall::done> on_done_{this};
+  Forward<UnaryCall, &UnaryCall::finished> on_finished_{this};
+};
+
+// A call to a method no registered service has: answered UNIMPLEMENTED.
+class UnknownMethodCall {
+ public:
+  UnknownMethodCall(Server::State* server, Worker* worker)
+      : server_(server), worker_(worker), stream_(&ctx_) {}
+
+  void arm() {
+    server_->generic.RequestCall(&ctx_, &stream_, worker_->cq(), worker_->cq(), &on_accepted_);
+  }
+
+ private:
+  void accepted(bool ok) {
+    if (!ok) {
+      delete this;
+      return;
+    }
+    server_->call_started();
+    (new UnknownMethodCall(server_, worker_))->arm();
+    stream_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                absl::StrCat("unknown method ", ctx_.method())),
+                   &on_finished_);
+  }
+
+  void finished(bool) {
+    Server::State* server = server_;
+    delete this;
+    server->call_ended();
+  }
+
+  Server::State* server_;
+  Worker* worker_;
+  grpc::GenericServerContext ctx_;
+  grpc::GenericServerAsyncReaderWriter stream_;
+  Forward<UnknownMethodCall, &UnknownMethodCall::accepted> on_accepted_{this};
+  Forward<UnknownMethodCall, &UnknownMethodCall::finished> on_finished_{this};
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------------- Server::Builder
+
+Server::Builder::Builder(Runtime& runtime) : runtime_(&runtime) {}
+Server::Builder::~Builder() = default;
+Server::Builder::Builder(Builder&&) noexcept = default;
+
+Server::Builder& Server::Builder::add_insecure_port(std::string address) {
+  addresses_.push_back(std::move(address));
+  return *this;
+}
+
+Server::Builder& Server::Builder::add_service(Service& service) {
+  services_.push_back(&service);
+  return *this;
+}
+
+Server::Builder& Server::Builder::requests_per_worker(int n) {
+  requests_per_worker_ = std::max(1, n);
+  return *this;
+}
+
+Server::Builder& Server::Builder::configure(std::function<void(grpc::ServerBuilder&)> fn) {
+  configure_.push_back(std::move(fn));
+  return *this;
+}
+
+Result<std::unique_ptr<Server>> Server::Builder::build() {
+  if (addresses_.empty()) return Status::invalid_argument("no listening address was added");
+  std::set<std::string> names;
+  for (Service* s : services_) {
+    if (!names.insert(s->name()).second) {
+      return Status::already_exists(absl::StrCat("service ", s->name(), " was added twice"));
+    }
+  }
+
+  auto state = std::make_unique<State>(runtime_);
+  state->ports.assign(addresses_.size(), 0);
+  grpc::ServerBuilder builder;
+  for (std::size_t i = 0; i < addresses_.size(); ++i) {
+    builder.AddListeningPort(addresses_[i], grpc::InsecureServerCredentials(), &state->ports[i]);
+  }
+  for (Service* s : services_) builder.RegisterService(&s->grpc_service_);
+  builder.RegisterAsyncGenericService(&state->generic);
+  state->idle_cq = builder.AddCompletionQueue(true);
+  builder.SetOption(std::make_unique<RuntimeQueuesOption>(runtime_));
+  for (auto& fn : configure_) fn(builder);
+
+  state->server = builder.BuildAndStart();
+  bool bound = state->server != nullptr;
+  for (std::size_t i = 0; bound && i < addresses_.size(); ++i) {
+    bound = state->ports[i] != 0;
+  }
+  if (!bound) {
+    if (state->server) state->server->Shutdown();
+    state->idle_cq->Shutdown();
+    return Status::unavailable(
+        absl::StrCat("could not start a server listening on ", absl::StrJoin(addresses_, ", "),
+                     " (address in use, or not a valid address?)"));
+  }
+
+  // Keep calls requested on every worker, so each worker accepts calls on its own queue.
+  for (std::size_t w = 0; w < runtime_->worker_count(); ++w) {
+    Worker* worker = runtime_->core().workers[w].get();
+    for (Service* s : services_) {
+      for (std::size_t m = 0; m < s->unary_methods_.size(); ++m) {
+        for (int k = 0; k < requests_per_worker_; ++k) {
+          (new UnaryCall(state.get(), worker, &s->grpc_service_, static_cast<int>(m),
+                         s->unary_methods_[m].get()))
+              ->arm();
+        }
+      }
+    }
+    (new UnknownMethodCall(state.get(), worker))->arm();
+  }
+  return std::unique_ptr<Server>(new Server(std::move(state)));
+}
+
+// ---------------------------------------------------------------------------------- Server
+
+Server::Server(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+Server::~Server() {
+  try {
+    shutdown();
+  } catch (const std::exception& e) {
+    detail::log(detail::LogLevel::kError, absl::StrCat("trellis::Server destroyed: ", e.what()));
+    std::abort();
+  }
+}
+
+const std::vector<int>& Server::ports() const { return state_->ports; }
+int Server::port() const { return state_->ports.front(); }
+
+void Server::shutdown(std::chrono::milliseconds grace) {
+  if (detail::current_worker() != nullptr) {
+    throw std::logic_error(
+        "trellis::Server::shutdown blocks and must not run on a runtime worker thread");
+  }
+  std::lock_guard once(state_->shutdown_mu);
+  if (state_->shut_down) return;
+  state_->shut_down = true;
+  state_->server->Shutdown(std::chrono::system_clock::now() + grace);
+  // Core is done with the calls; wait until our side of each has run its last completion.
+  {
+    std::unique_lock lock(state_->mu);
+    state_->cv.wait(lock, [this] { return state_->live_calls.load() == 0; });
+  }
+  state_->idle_cq->Shutdown();
+  void* tag;
+  bool ok;
+  while (state_->idle_cq->Next(&tag, &ok)) {
+  }
+}
+
+int wait_for_shutdown_signal() {
+  boost::asio::io_context io;
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  int received = 0;
+  signals.async_wait([&](const boost::system::error_code&, int signo) { received = signo; });
+  io.run();
+  return received;
+}
+
+}  // namespace trellis

@@ -1,0 +1,268 @@
+// Unit tests of the owned runtime: tasks, join handles, blocking pool, timers, shutdown.
+#include "trellis/runtime.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <future>
+#include <thread>
+#include <variant>
+
+#include "trellis/timer.hpp"
+
+namespace trellis {
+namespace {
+
+using namespace std::chrono_literals;
+using boost::asio::experimental::awaitable_operators::operator||;
+
+// An upper bound for waits in tests; never reached when the code is right.
+constexpr auto kTestDeadline = 30s;
+
+std::unique_ptr<Runtime> make_runtime(std::size_t workers = 2) {
+  return Runtime::multi_thread().worker_threads(workers).build();
+}
+
+TEST(RuntimeTest, BuilderSetsWorkerCount) {
+  EXPECT_EQ(make_runtime(3)->worker_count(), 3u);
+  EXPECT_EQ(Runtime::current_thread().build()->worker_count(), 1u);
+}
+
+TEST(RuntimeTest, BlockOnReturnsValue) {
+  auto rt = make_runtime();
+  int v = rt->block_on([]() -> Task<int> { co_return 42; }());
+  EXPECT_EQ(v, 42);
+}
+
+TEST(RuntimeTest, BlockOnRethrows) {
+  auto rt = make_runtime();
+  EXPECT_THROW(rt->block_on([]() -> Task<void> {
+    throw std::runtime_error("boom");
+    co_return;
+  }()),
+               std::runtime_error);
+}
+
+TEST(RuntimeTest, BlockOnFromWorkerIsRejected) {
+  auto rt = make_runtime();
+  bool rejected = rt->block_on([&]() -> Task<bool> {
+    try {
+      rt->block_on([]() -> Task<int> { co_return 1; }());
+    } catch (const std::logic_error&) {
+      co_return true;
+    }
+    co_return false;
+  }());
+  EXPECT_TRUE(rejected);
+}
+
+TEST(RuntimeTest, TasksRunOnWorkersAndKnowTheirRuntime) {
+  auto rt = make_runtime();
+  EXPECT_EQ(Runtime::current(), nullptr);
+  Runtime* seen = rt->block_on([]() -> Task<Runtime*> { co_return Runtime::current(); }());
+  EXPECT_EQ(seen, rt.get());
+}
+
+TEST(RuntimeTest, SpawnJoinYieldsValue) {
+  auto rt = make_runtime();
+  auto handle = rt->spawn([]() -> Task<std::string> { co_return "done"; }());
+  std::string v = rt->block_on([&]() -> Task<std::string> { co_return co_await handle.join(); }());
+  EXPECT_EQ(v, "done");
+  EXPECT_TRUE(handle.is_finished());
+}
+
+TEST(RuntimeTest, SpawnJoinRethrowsTaskException) {
+  auto rt = make_runtime();
+  auto handle = rt->spawn([]() -> Task<int> {
+    throw std::invalid_argument("bad");
+    co_return 0;
+  }());
+  EXPECT_THROW(rt->block_on(handle.join()), std::invalid_argument);
+  auto m = rt->metrics();
+  EXPECT_EQ(m.tasks_failed, 1u);
+}
+
+TEST(RuntimeTest, UnobservedFailureReachesErrorHook) {
+  std::promise<std::string> reported;
+  auto rt = Runtime::multi_thread()
+                .worker_threads(1)
+                .on_error([&](std::exception_ptr e, const std::string&) {
+                  try {
+                    std::rethrow_exception(e);
+                  } catch (const std::exception& ex) {
+                    reported.set_value(ex.what());
+                  }
+                })
+                .build();
+  {
+    // Dropping the handle detaches the task; its failure must still be seen.
+    rt->spawn([]() -> Task<void> {
+      throw std::runtime_error("lost?");
+      co_return;
+    }());
+  }
+  auto f = reported.get_future();
+  ASSERT_EQ(f.wait_for(kTestDeadline), std::future_status::ready);
+  EXPECT_EQ(f.get(), "lost?");
+}
+
+TEST(RuntimeTest, AbortCancelsSuspendedTask) {
+  auto rt = make_runtime();
+  std::promise<void> started;
+  auto handle = rt->spawn([](std::promise<void>& started) -> Task<int> {
+    started.set_value();
+    co_await sleep_for(1h);
+    co_return 1;
+  }(started));
+  ASSERT_EQ(started.get_future().wait_for(kTestDeadline), std::future_status::ready);
+  handle.abort();
+  try {
+    rt->block_on(handle.join());
+    FAIL() << "an aborted task must not yield a value";
+  } catch (const boost::system::system_error& e) {
+    EXPECT_EQ(e.code(), boost::asio::error::operation_aborted);
+  }
+}
+
+TEST(RuntimeTest, SleepForCompletes) {
+  auto rt = make_runtime();
+  auto start = std::chrono::steady_clock::now();
+  rt->block_on([]() -> Task<void> { co_await sleep_for(20ms); }());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 20ms);
+}
+
+TEST(RuntimeTest, TimersFireInDeadlineOrder) {
+  auto rt = Runtime::current_thread().build();
+  std::vector<int> order;
+  rt->block_on([&]() -> Task<void> {
+    auto ex = co_await boost::asio::this_coro::executor;
+    // Coroutine lambdas take what they use as parameters: a capture would dangle once the
+    // temporary closure is gone, while parameters live in the coroutine frame.
+    auto sleeper = [](std::vector<int>& out, int n) -> Task<void> {
+      co_await sleep_for(n * 10ms);
+      out.push_back(n);
+    };
+    Executor here(ex.target<Executor>()->worker());
+    auto a = rt->spawn(here, sleeper(order, 3));
+    auto b = rt->spawn(here, sleeper(order, 1));
+    auto c = rt->spawn(here, sleeper(order, 2));
+    co_await a.join();
+    co_await b.join();
+    co_await c.join();
+  }());
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+TEST(RuntimeTest, AwaitableOrCancelsTheSlowerTimer) {
+  auto rt = make_runtime();
+  auto result = rt->block_on([]() -> Task<std::variant<int, int>> {
+    auto fast = []() -> Task<int> {
+      co_await sleep_for(1ms);
+      co_return 1;
+    };
+    auto slow = []() -> Task<int> {
+      co_await sleep_for(1h);
+      co_return 2;
+    };
+    co_return co_await (fast() || slow());
+  }());
+  EXPECT_EQ(result.index(), 0u);
+}
+
+TEST(RuntimeTest, CoroutineStaysOnItsWorker) {
+  auto rt = make_runtime(2);
+  bool same = rt->block_on([]() -> Task<bool> {
+    auto id = std::this_thread::get_id();
+    for (int i = 0; i < 5; ++i) {
+      co_await sleep_for(1ms);
+      if (std::this_thread::get_id() != id) co_return false;
+    }
+    co_return true;
+  }());
+  EXPECT_TRUE(same);
+}
+
+TEST(RuntimeTest, SpawnBlockingRunsOffWorkers) {
+  auto rt = make_runtime();
+  auto [value, on_worker] = rt->block_on([&]() -> Task<std::pair<int, bool>> {
+    auto worker_thread = std::this_thread::get_id();
+    int v = co_await rt->spawn_blocking([&] {
+      return Runtime::current() == nullptr && std::this_thread::get_id() != worker_thread ? 7 : -1;
+    });
+    co_return std::pair{v, std::this_thread::get_id() == worker_thread};
+  }());
+  EXPECT_EQ(value, 7);
+  EXPECT_TRUE(on_worker) << "the awaiting task resumes on its own worker";
+}
+
+TEST(RuntimeTest, SpawnBlockingRethrows) {
+  auto rt = make_runtime();
+  EXPECT_THROW(rt->block_on([&]() -> Task<void> {
+    co_await rt->spawn_blocking([]() -> void { throw std::out_of_range("x"); });
+  }()),
+               std::out_of_range);
+}
+
+TEST(RuntimeTest, ShutdownAbortsPendingTimers) {
+  auto rt = make_runtime();
+  std::promise<void> started;
+  auto handle = rt->spawn([](std::promise<void>& started) -> Task<bool> {
+    started.set_value();
+    auto [ec] = co_await sleep_for(1h, boost::asio::as_tuple(use_task));
+    co_return ec == boost::asio::error::operation_aborted;
+  }(started));
+  ASSERT_EQ(started.get_future().wait_for(kTestDeadline), std::future_status::ready);
+  // The joiner lives outside the runtime being shut down.
+  auto other = make_runtime(1);
+  auto joined = std::async(std::launch::async, [&] { return other->block_on(handle.join()); });
+  rt->shutdown();
+  ASSERT_EQ(joined.wait_for(kTestDeadline), std::future_status::ready);
+  EXPECT_TRUE(joined.get());
+}
+
+TEST(RuntimeTest, ShutdownGraceLetsTasksFinish) {
+  auto rt = make_runtime();
+  std::atomic<bool> finished{false};
+  rt->spawn([](std::atomic<bool>& finished) -> Task<void> {
+    co_await sleep_for(20ms);
+    finished = true;
+  }(finished));
+  rt->shutdown(30s);
+  EXPECT_TRUE(finished.load());
+}
+
+TEST(RuntimeTest, WatchdogReportsBlockedWorker) {
+  std::promise<std::size_t> stalled;
+  auto rt = Runtime::multi_thread()
+                .worker_threads(1)
+                .watchdog(20ms, [&](std::size_t worker, std::chrono::milliseconds) {
+                  stalled.set_value(worker);
+                })
+                .build();
+  auto report = stalled.get_future().share();
+  rt->block_on([&]() -> Task<void> {
+    // Deliberately block the worker until the watchdog has noticed (bounded).
+    report.wait_for(kTestDeadline);
+    co_return;
+  }());
+  ASSERT_EQ(report.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(report.get(), 0u);
+}
+
+TEST(RuntimeTest, MetricsCountTasks) {
+  auto rt = make_runtime();
+  for (int i = 0; i < 3; ++i) {
+    auto h = rt->spawn([]() -> Task<int> { co_return 1; }());
+    rt->block_on(h.join());
+  }
+  auto m = rt->metrics();
+  EXPECT_GE(m.tasks_spawned, 3u);
+  EXPECT_GE(m.tasks_completed, 3u);
+  EXPECT_EQ(m.workers.size(), 2u);
+}
+
+}  // namespace
+}  // namespace trellis
