@@ -90,9 +90,12 @@ class Server::State {
   explicit State(Runtime* rt) : runtime(rt) { rt->core().live_servers.fetch_add(1); }
   ~State() { runtime->core().live_servers.fetch_sub(1); }
 
-  void call_started() { live_calls.fetch_add(1, std::memory_order_relaxed); }
-  void call_ended() {
-    if (live_calls.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+  // Every call object, requested or accepted, is counted: gRPC finalizes a pending request
+  // (touching the grpc::Server) just before handing it back, so the server may only be destroyed
+  // once every object has seen its last completion.
+  void call_object_created() { call_objects.fetch_add(1, std::memory_order_relaxed); }
+  void call_object_destroyed() {
+    if (call_objects.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard lock(mu);
       cv.notify_all();
     }
@@ -105,8 +108,8 @@ class Server::State {
   std::unique_ptr<grpc::ServerCompletionQueue> idle_cq;
   grpc::AsyncGenericService generic;
   std::vector<int> ports;
-  std::atomic<int> live_calls{0};
-  std::mutex mu;  // with cv: waits for live_calls to reach zero
+  std::atomic<int> call_objects{0};
+  std::mutex mu;  // with cv: waits for call_objects to reach zero
   std::condition_variable cv;
   std::mutex shutdown_mu;  // makes shutdown() idempotent
   bool shut_down = false;
@@ -125,7 +128,9 @@ class UnaryCall {
         index_(index),
         method_(method),
         responder_(&grpc_ctx_),
-        ctx_(&grpc_ctx_, method->path()) {}
+        ctx_(&grpc_ctx_, method->path()) {
+    server_->call_object_created();
+  }
 
   // Asks gRPC for the next call of this method on this worker's queue.
   void arm() {
@@ -137,12 +142,10 @@ class UnaryCall {
  private:
   void accepted(bool ok) {
     if (!ok) {
-      // The server is shutting down; this request never became a call. The server may be gone
-      // already: touch nothing but this object.
-      delete this;
+      // The server is shutting down; this request never became a call.
+      free();
       return;
     }
-    server_->call_started();
     (new UnaryCall(server_, worker_, service_, index_, method_))->arm();
     handler_running_ = true;
     boost::asio::co_spawn(
@@ -195,10 +198,13 @@ class UnaryCall {
   }
 
   void maybe_free() {
-    if (!done_ || !finished_) return;
+    if (done_ && finished_) free();
+  }
+
+  void free() {
     Server::State* server = server_;
     delete this;
-    server->call_ended();
+    server->call_object_destroyed();
   }
 
   Server::State* server_;
@@ -225,7 +231,9 @@ class UnaryCall {
 class UnknownMethodCall {
  public:
   UnknownMethodCall(Server::State* server, Worker* worker)
-      : server_(server), worker_(worker), stream_(&ctx_) {}
+      : server_(server), worker_(worker), stream_(&ctx_) {
+    server_->call_object_created();
+  }
 
   void arm() {
     server_->generic.RequestCall(&ctx_, &stream_, worker_->cq(), worker_->cq(), &on_accepted_);
@@ -234,10 +242,9 @@ class UnknownMethodCall {
  private:
   void accepted(bool ok) {
     if (!ok) {
-      delete this;
+      finished(false);
       return;
     }
-    server_->call_started();
     (new UnknownMethodCall(server_, worker_))->arm();
     stream_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                                 absl::StrCat("unknown method ", ctx_.method())),
@@ -247,7 +254,7 @@ class UnknownMethodCall {
   void finished(bool) {
     Server::State* server = server_;
     delete this;
-    server->call_ended();
+    server->call_object_destroyed();
   }
 
   Server::State* server_;
@@ -305,6 +312,9 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   builder.RegisterAsyncGenericService(&state->generic);
   state->idle_cq = builder.AddCompletionQueue(true);
   builder.SetOption(std::make_unique<RuntimeQueuesOption>(runtime_));
+  // gRPC enables SO_REUSEPORT by default, which lets a second server bind a port that is in use
+  // and silently share its traffic. Trellis fails instead; configure() can turn it back on.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (auto& fn : configure_) fn(builder);
 
   state->server = builder.BuildAndStart();
@@ -365,7 +375,7 @@ void Server::shutdown(std::chrono::milliseconds grace) {
   // Core is done with the calls; wait until our side of each has run its last completion.
   {
     std::unique_lock lock(state_->mu);
-    state_->cv.wait(lock, [this] { return state_->live_calls.load() == 0; });
+    state_->cv.wait(lock, [this] { return state_->call_objects.load() == 0; });
   }
   state_->idle_cq->Shutdown();
   void* tag;

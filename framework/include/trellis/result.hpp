@@ -30,6 +30,9 @@ class Result {
   static_assert(!std::is_same_v<std::decay_t<T>, Status>, "Result<Status> is meaningless");
 
  public:
+  // An error (UNKNOWN, "no result"); exists because Asio default-constructs the result of a
+  // task that ended with an exception.
+  Result() : state_(std::in_place_index<1>, StatusCode::kUnknown, "no result") {}
   Result(const T& value) : state_(std::in_place_index<0>, value) {}  // NOLINT: implicit
   Result(T&& value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
   Result(Status status)  // NOLINT: implicit by design

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test twice: a normal build, then one with AddressSanitizer and
+# UndefinedBehaviorSanitizer. Installs the Debian packages it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+jobs=$(nproc)
+run_suite() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+}
+
+echo "== tests (RelWithDebInfo)"
+run_suite build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp
+run_suite build/sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRELLIS_SANITIZE=ON \
+  -DTRELLIS_BUILD_BENCH=OFF
