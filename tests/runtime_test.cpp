@@ -6,6 +6,8 @@
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <future>
 #include <thread>
@@ -170,6 +172,21 @@ TEST(RuntimeTest, AwaitableOrCancelsTheSlowerTimer) {
     co_return co_await (fast() || slow());
   }());
   EXPECT_EQ(result.index(), 0u);
+}
+
+TEST(RuntimeTest, SleepOffTheRuntimeFailsClearly) {
+  boost::asio::io_context io;
+  boost::system::error_code result;
+  boost::asio::co_spawn(io, []() -> Task<void> { co_await sleep_for(1ms); }(),
+                        [&](std::exception_ptr e) {
+                          try {
+                            if (e) std::rethrow_exception(e);
+                          } catch (const boost::system::system_error& err) {
+                            result = err.code();
+                          }
+                        });
+  io.run();
+  EXPECT_EQ(result, boost::asio::error::operation_not_supported);
 }
 
 TEST(RuntimeTest, CoroutineStaysOnItsWorker) {

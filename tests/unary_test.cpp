@@ -3,7 +3,10 @@
 
 #include <google/protobuf/wrappers.pb.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <filesystem>
 #include <thread>
 
 #include "echo_service.hpp"
@@ -215,6 +218,32 @@ TEST_F(UnaryTest, CallAfterShutdownFailsUnavailable) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
 }
 
+TEST(TargetTest, UnixDnsAndIpv4TargetsReachTheServer) {
+  auto rt = Runtime::multi_thread().worker_threads(2).build();
+  EchoImpl echo;
+  char dir_template[] = "/tmp/trellis-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  std::string socket_path = std::string(dir_template) + "/echo.sock";
+  auto server = Server::Builder(*rt)
+                    .add_insecure_port("127.0.0.1:0")
+                    .add_insecure_port("unix:" + socket_path)
+                    .add_service(echo)
+                    .build();
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::string port = std::to_string((*server)->ports()[0]);
+  for (std::string target : {"unix:" + socket_path, "dns:///127.0.0.1:" + port,
+                             "ipv4:127.0.0.1:" + port, "localhost:" + port}) {
+    EchoClient client(Channel::insecure(target));
+    CallOptions options;
+    options.set_timeout(20s);
+    auto r = rt->block_on(client.Echo(with_message(target), options));
+    ASSERT_TRUE(r.ok()) << target << ": " << r.status();
+    EXPECT_EQ(r->message(), target);
+  }
+  (*server)->shutdown();
+  std::filesystem::remove_all(dir_template);
+}
+
 TEST(ServerBuildTest, UnbindableAddressIsAnError) {
   auto rt = Runtime::current_thread().build();
   EchoImpl echo;
@@ -236,15 +265,36 @@ TEST(ServerBuildTest, DuplicateServiceIsAnError) {
   EXPECT_EQ(s.status().code(), StatusCode::kAlreadyExists);
 }
 
-TEST(ClientTest, CallOffRuntimeIsRejectedClearly) {
+TEST(ClientTest, UnreachableServerIsUnavailable) {
   auto rt = Runtime::current_thread().build();
-  EchoClient client(Channel::insecure("127.0.0.1:1"));
-  // Awaiting from a task of a runtime works; here the call task is driven by block_on.
+  // Bind a port, then release it, so nothing listens there.
+  std::string target;
+  {
+    EchoImpl echo;
+    auto s = Server::Builder(*rt).add_insecure_port("127.0.0.1:0").add_service(echo).build();
+    ASSERT_TRUE(s.ok());
+    target = "127.0.0.1:" + std::to_string((*s)->port());
+  }
+  EchoClient client(Channel::insecure(target));
   CallOptions options;
-  options.set_timeout(5s);
+  options.set_timeout(20s);
   auto r = rt->block_on(client.Echo(with_message("x"), options));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+}
+
+TEST(ClientTest, AwaitingOffTheRuntimeIsAClearError) {
+  EchoClient client(Channel::insecure("127.0.0.1:1"));
+  boost::asio::io_context io;  // a foreign executor: not a Trellis worker
+  std::optional<Result<EchoResponse>> result;
+  boost::asio::co_spawn(io, client.Echo(with_message("x")),
+                        [&](std::exception_ptr e, Result<EchoResponse> r) {
+                          if (!e) result = std::move(r);
+                        });
+  io.run();
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(result->status().message().find("Trellis runtime"), std::string::npos);
 }
 
 }  // namespace

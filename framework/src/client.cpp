@@ -73,13 +73,11 @@ void UnaryClientCall::start(Worker* w, const std::shared_ptr<grpc::Channel>& cha
 
 void UnaryClientCall::try_cancel() { impl_->try_cancel(); }
 
-Worker* worker_for(const boost::asio::any_io_executor& ex) {
+Worker* worker_for(const boost::asio::any_io_executor& ex) noexcept {
   if (const Executor* te = ex.target<Executor>(); te != nullptr && te->worker() != nullptr) {
     return te->worker();
   }
-  if (Worker* w = current_worker()) return w;
-  throw std::logic_error(
-      "Trellis calls must be awaited on a Trellis runtime (spawn them, or use Runtime::block_on)");
+  return current_worker();
 }
 
 }  // namespace trellis::detail

@@ -8,6 +8,7 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <grpcpp/channel.h>
 #include <grpcpp/impl/codegen/rpc_method.h>
 #include <grpcpp/support/byte_buffer.h>
@@ -92,6 +93,16 @@ auto async_unary_call(std::shared_ptr<grpc::Channel> channel,
       [](auto handler, std::shared_ptr<grpc::Channel> channel,
          const grpc::internal::RpcMethod* method, grpc::ByteBuffer request, CallOptions options) {
         Worker* w = worker_for(boost::asio::get_associated_executor(handler));
+        if (w == nullptr) {
+          auto ex = boost::asio::get_associated_executor(handler);
+          boost::asio::post(ex, [h = std::move(handler)]() mutable {
+            std::move(h)(Status::failed_precondition(
+                             "Trellis calls must be awaited on a Trellis runtime (spawn them, "
+                             "or use Runtime::block_on)"),
+                         grpc::ByteBuffer());
+          });
+          return;
+        }
         auto* op = new UnaryClientCallOp<decltype(handler)>(std::move(handler), w);
         if (running_in(w)) {
           op->start(w, channel, *method, std::move(request), std::move(options));

@@ -19,8 +19,9 @@ bool running_in(const Worker* w) noexcept;
 boost::asio::execution_context& context_of(Worker* w) noexcept;
 Runtime& runtime_of(Worker* w) noexcept;
 // The worker an operation whose handler is bound to `ex` runs on: the Trellis worker behind
-// `ex`, else the calling thread's worker. Throws std::logic_error if there is neither.
-Worker* worker_for(const boost::asio::any_io_executor& ex);
+// `ex`, else the calling thread's worker, else nullptr (the operation then fails at once with an
+// error saying it must run on a Trellis runtime).
+Worker* worker_for(const boost::asio::any_io_executor& ex) noexcept;
 }  // namespace detail
 
 // Satisfies Asio's executor requirements (and converts to boost::asio::any_io_executor), so

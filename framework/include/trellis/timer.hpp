@@ -9,6 +9,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/execution/executor.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -77,7 +78,7 @@ class TimerOpImpl final : public TimerOp {
 // Completes at `deadline` with no error, or earlier with boost::asio::error::operation_aborted
 // when the handler's cancellation slot is signalled (any cancellation type) or the runtime shuts
 // down. The timer lives on the Trellis worker of the handler's executor; await it from a task
-// running on a Trellis runtime. With the default token this returns a Task<void> that throws
+// running on a Trellis runtime (elsewhere it fails with operation_not_supported). With the default token this returns a Task<void> that throws
 // boost::system::system_error on cancellation, so `co_await (rpc() || sleep_for(1s))` works.
 template <class Token = boost::asio::use_awaitable_t<>>
 auto sleep_until(std::chrono::steady_clock::time_point deadline, Token&& token = {}) {
@@ -86,6 +87,13 @@ auto sleep_until(std::chrono::steady_clock::time_point deadline, Token&& token =
         using H = decltype(handler);
         auto ex = boost::asio::get_associated_executor(handler);
         detail::Worker* worker = detail::worker_for(ex);
+        if (worker == nullptr) {
+          // Not on a Trellis runtime: there is no timer heap to wait on.
+          boost::asio::post(ex, [h = std::move(handler)]() mutable {
+            std::move(h)(boost::asio::error::operation_not_supported);
+          });
+          return;
+        }
         auto* op = new detail::TimerOpImpl<H>(std::move(handler));
         op->deadline = deadline;
         op->worker = worker;
