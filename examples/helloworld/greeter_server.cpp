@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   int signo = trellis::wait_for_shutdown_signal();
   std::fprintf(stderr, "greeter_server: signal %d, draining in-flight calls\n", signo);
   (*server)->shutdown(std::chrono::milliseconds(absl::GetFlag(FLAGS_grace_ms)));
-  server->value().reset();
+  server.value().reset();  // servers go before their runtime
   runtime->shutdown();
   return 0;
 }

@@ -11,6 +11,9 @@ foreach(var PROTOC PLUGIN PROTO_ROOT PROTO OUT_DIR EXPECT)
   endif()
 endforeach()
 
+# A ";" reaches us escaped as "\;" (add_test arguments are CMake lists).
+string(REPLACE "\\;" ";" EXPECT "${EXPECT}")
+
 file(REMOVE_RECURSE "${OUT_DIR}")
 file(MAKE_DIRECTORY "${OUT_DIR}")
 execute_process(

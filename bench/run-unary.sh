@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# Unary benchmark: Trellis's helloworld greeter_server against a plain grpc++ async
+# completion-queue server (bench/baseline_server.cpp), in the same run on the same machine.
+#
+#   bench/run-unary.sh [options]
+#
+# For every repetition and every server (interleaved: baseline, trellis, baseline, trellis, ...):
+# start the server pinned to core 0 (--port 0; the port is read from its "listening on port N"
+# line), run the closed-loop load generator (bench/unary_load.cpp) pinned to core 1 (warmup, then
+# the measured window), stop the server with SIGTERM. The load generator reads the server's CPU
+# time (utime + stime of all its threads, /proc/PID/stat) at both edges of the measured window,
+# which gives the server CPU microseconds per RPC, and the whole machine's CPU time (/proc/stat),
+# which tells whether something else ran during the window: such a run is discarded and redone.
+# Prints a markdown table of the medians and the trellis/baseline ratios.
+#
+# Options (environment variable in brackets):
+#   --build-dir DIR      build directory [BUILD_DIR, default build/release]; configured with
+#                        cmake -G Ninja -DCMAKE_BUILD_TYPE=Release if it has no build files yet.
+#                        If the top-level project does not configure or build, the bench
+#                        directory is configured on its own in DIR/bench-standalone.
+#   --repeats R          repetitions of each server [REPEATS, default 3]
+#   --threads T          server worker threads, passed as --threads T [SERVER_THREADS, default 1]
+#   --duration-s S       measured window [DURATION_S, default 10]
+#   --warmup-s W         warmup before the window [WARMUP_S, default 2]
+#   --concurrency C      outstanding calls [CONCURRENCY, default 64]
+#   --channels K         client channels (connections) [CHANNELS, default 2]
+#   --payload N          length of the name in HelloRequest [PAYLOAD, default 16]
+#   --servers LIST       comma-separated subset of baseline,trellis [SERVERS, default both]
+#   --server-cpus LIST   taskset CPU list for the server [SERVER_CPUS, default 0]
+#   --load-cpus LIST     taskset CPU list for the load generator [LOAD_CPUS, default 1]
+#   --max-other-cpu X    a run is redone if other processes used more than X cores during its
+#                        window [MAX_OTHER_CPU, default 0.10]
+#   --quiet-s N          before each run, wait until the machine has been idle (busy < X cores)
+#                        for N consecutive seconds [QUIET_S, default 5] ...
+#   --quiet-timeout-s N  ... but wait at most N s [QUIET_TIMEOUT_S, default 600]
+#   --attempts N         attempts per run before giving up on it [ATTEMPTS, default 6]
+#   --out DIR            where results.jsonl, server logs and table.md go
+#                        [OUT_DIR, default BUILD_DIR/bench-results/unary-<timestamp>]
+# Also: TRELLIS_SERVER=path overrides the Trellis binary (default
+# BUILD_DIR/examples/helloworld/greeter_server); BASELINE_ARGS adds flags to baseline_server;
+# TRELLIS_ARGS replaces the extra flags given to the Trellis server (by default --host 127.0.0.1
+# if its --help mentions a host flag).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+build_dir=${BUILD_DIR:-build/release}
+repeats=${REPEATS:-3}
+threads=${SERVER_THREADS:-1}
+duration_s=${DURATION_S:-10}
+warmup_s=${WARMUP_S:-2}
+concurrency=${CONCURRENCY:-64}
+channels=${CHANNELS:-2}
+payload=${PAYLOAD:-16}
+servers=${SERVERS:-baseline,trellis}
+server_cpus=${SERVER_CPUS:-0}
+load_cpus=${LOAD_CPUS:-1}
+max_other_cpu=${MAX_OTHER_CPU:-0.10}
+quiet_s=${QUIET_S:-5}
+quiet_timeout_s=${QUIET_TIMEOUT_S:-600}
+max_attempts=${ATTEMPTS:-6}
+out_dir=${OUT_DIR:-}
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  [ $# -ge 2 ] || usage
+  case "$1" in
+    --build-dir) build_dir=$2 ;;
+    --repeats) repeats=$2 ;;
+    --threads) threads=$2 ;;
+    --duration-s) duration_s=$2 ;;
+    --warmup-s) warmup_s=$2 ;;
+    --concurrency) concurrency=$2 ;;
+    --channels) channels=$2 ;;
+    --payload) payload=$2 ;;
+    --servers) servers=$2 ;;
+    --server-cpus) server_cpus=$2 ;;
+    --load-cpus) load_cpus=$2 ;;
+    --max-other-cpu) max_other_cpu=$2 ;;
+    --quiet-s) quiet_s=$2 ;;
+    --quiet-timeout-s) quiet_timeout_s=$2 ;;
+    --attempts) max_attempts=$2 ;;
+    --out) out_dir=$2 ;;
+    *) usage ;;
+  esac
+  shift 2
+done
+
+log() { echo "run-unary: $*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# Build.
+# ---------------------------------------------------------------------------------------------
+configure_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release)
+bench_bin=""
+if [ ! -f "$build_dir/build.ninja" ] && [ ! -f "$build_dir/Makefile" ]; then
+  log "configuring $build_dir"
+  cmake -S . -B "$build_dir" "${configure_args[@]}" >"/tmp/run-unary-configure.$$.log" 2>&1 ||
+    log "top-level configure failed (see /tmp/run-unary-configure.$$.log)"
+fi
+if [ -f "$build_dir/build.ninja" ] || [ -f "$build_dir/Makefile" ]; then
+  if cmake --build "$build_dir" --target bench_baseline_server bench_unary_load; then
+    bench_bin="$build_dir/bench"
+  else
+    log "building the bench targets in the top-level project failed"
+  fi
+fi
+if [ -z "$bench_bin" ]; then
+  standalone="$build_dir/bench-standalone"
+  log "building bench/ on its own in $standalone"
+  if [ ! -f "$standalone/build.ninja" ]; then
+    cmake -S bench -B "$standalone" "${configure_args[@]}" >/dev/null
+  fi
+  cmake --build "$standalone"
+  bench_bin="$standalone"
+fi
+
+trellis_bin=${TRELLIS_SERVER:-$build_dir/examples/helloworld/greeter_server}
+trellis_note=""
+if [ -z "${TRELLIS_SERVER:-}" ] && [ "$bench_bin" = "$build_dir/bench" ]; then
+  # Ninja builds an output file named as a target; a failure only means Trellis is not ready.
+  cmake --build "$build_dir" --target examples/helloworld/greeter_server \
+    >"/tmp/run-unary-trellis-build.$$.log" 2>&1 ||
+    trellis_note="build failed, see /tmp/run-unary-trellis-build.$$.log"
+fi
+if [ ! -x "$trellis_bin" ]; then
+  trellis_note="missing: $trellis_bin${trellis_note:+ ($trellis_note)}"
+  log "trellis server $trellis_note"
+fi
+# Loopback only: pass --host 127.0.0.1 when the Trellis server has such a flag.
+if [ -n "${TRELLIS_ARGS+set}" ]; then
+  trellis_args=$TRELLIS_ARGS
+elif [ -x "$trellis_bin" ] && "$trellis_bin" --help 2>&1 | grep -q -- '-host'; then
+  trellis_args="--host 127.0.0.1"
+else
+  trellis_args=""
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Measure.
+# ---------------------------------------------------------------------------------------------
+[ -n "$out_dir" ] || out_dir="$build_dir/bench-results/unary-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$out_dir"
+results="$out_dir/results.jsonl"
+: >"$results"
+
+# Busy cores of the whole machine over one second (from /proc/stat).
+machine_busy() {
+  local a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    t = y[2] - x[2]; printf "%.3f", (t > 0 ? n * (y[1] - x[1]) / t : 0) }'
+}
+
+# Waits until the machine has been idle for $quiet_s consecutive seconds (bounded).
+wait_quiet() {
+  local waited=0 quiet=0 busy
+  while [ "$quiet" -lt "$quiet_s" ]; do
+    busy=$(machine_busy)
+    waited=$((waited + 1))
+    if awk -v b="$busy" -v m="$max_other_cpu" 'BEGIN { exit !(b < m) }'; then
+      quiet=$((quiet + 1))
+      continue
+    fi
+    quiet=0
+    if [ "$waited" -ge "$quiet_timeout_s" ]; then
+      log "machine still busy ($busy cores) after ${waited}s; measuring anyway"
+      return 0
+    fi
+    [ $((waited % 60)) -eq 1 ] && log "machine busy ($busy cores), waiting for it to be idle"
+  done
+}
+
+server_pid=""
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  local rc=0
+  kill -TERM "$server_pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$server_pid" 2>/dev/null; then
+    log "server $server_pid did not exit on SIGTERM within 10 s; killing it"
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  wait "$server_pid" 2>/dev/null || rc=$?
+  server_pid=""
+  return $rc
+}
+trap 'stop_server || true' EXIT
+
+# run_once NAME REP ATTEMPT: one measurement; appends a JSON line to $results. Returns 1 if the
+# run is to be redone (other load on the machine).
+run_once() {
+  local name=$1 rep=$2 attempt=$3 bin port="" json rc=0
+  local server_log="$out_dir/$name-$rep-$attempt.log"
+  local cmd
+  if [ "$name" = baseline ]; then
+    bin="$bench_bin/baseline_server"
+    # shellcheck disable=SC2206
+    cmd=("$bin" --port 0 --threads "$threads" ${BASELINE_ARGS:-})
+  else
+    bin="$trellis_bin"
+    # shellcheck disable=SC2206
+    cmd=("$bin" --port 0 --threads "$threads" ${trellis_args})
+  fi
+  wait_quiet
+  taskset -c "$server_cpus" "${cmd[@]}" >"$server_log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*listening on port[^0-9]*\([0-9][0-9]*\).*/\1/p' "$server_log" | head -n 1)
+    [ -n "$port" ] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then
+    log "$name printed no 'listening on port N' line within 10 s; log: $server_log"
+    stop_server || true
+    return 2
+  fi
+  json=$(taskset -c "$load_cpus" "$bench_bin/unary_load" --target "127.0.0.1:$port" \
+    --concurrency "$concurrency" --duration-s "$duration_s" --warmup-s "$warmup_s" \
+    --channels "$channels" --payload "$payload" --server-pid "$server_pid") || {
+    log "$name: load generator failed"
+    stop_server || true
+    return 2
+  }
+  stop_server || rc=$?
+  [ "$rc" -eq 0 ] || log "$name exited with status $rc on SIGTERM (log: $server_log)"
+  local other
+  other=$(sed -n 's/.*"other_cpu_util": \([0-9.]*\).*/\1/p' <<<"$json")
+  echo "${json%\}}, \"server\": \"$name\", \"rep\": $rep, \"attempt\": $attempt, \"server_exit\": $rc, \"discarded\": $(awk -v o="${other:-0}" -v m="$max_other_cpu" 'BEGIN { print (o > m) ? "true" : "false" }')}" >>"$results"
+  log "$name rep $rep: $json"
+  if awk -v o="${other:-0}" -v m="$max_other_cpu" 'BEGIN { exit !(o > m) }'; then
+    log "$name rep $rep: other processes used $other cores during the window; redoing"
+    return 1
+  fi
+  return 0
+}
+
+IFS=, read -r -a server_list <<<"$servers"
+for rep in $(seq "$repeats"); do
+  for name in "${server_list[@]}"; do
+    if [ "$name" = trellis ] && [ ! -x "$trellis_bin" ]; then continue; fi
+    for attempt in $(seq "$max_attempts"); do
+      st=0
+      run_once "$name" "$rep" "$attempt" || st=$?
+      [ "$st" -eq 1 ] || break
+    done
+  done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------------------------
+python3 - "$results" "$trellis_note" >"$out_dir/table.md" <<'EOF'
+import json, statistics, sys
+
+results_path, trellis_note = sys.argv[1], sys.argv[2]
+runs = [json.loads(line) for line in open(results_path) if line.strip()]
+kept = {}
+for r in runs:
+    if not r["discarded"]:
+        kept.setdefault(r["server"], []).append(r)
+
+cols = [("rps", "rps", "{:.0f}"), ("p50_us", "p50 (us)", "{:.0f}"),
+        ("p99_us", "p99 (us)", "{:.0f}"),
+        ("server_cpu_us_per_rpc", "server CPU (us/RPC)", "{:.1f}"),
+        ("server_cpu_util", "server CPU (cores)", "{:.2f}"),
+        ("client_cpu_util", "load gen CPU (cores)", "{:.2f}")]
+
+def med(rs, key):
+    return statistics.median(r[key] for r in rs)
+
+print("| server | runs | " + " | ".join(c[1] for c in cols) + " | errors |")
+print("|---|---|" + "---|" * len(cols) + "---|")
+medians = {}
+for name in ("baseline", "trellis"):
+    rs = kept.get(name)
+    if not rs:
+        if name == "trellis":
+            print("| **Trellis: not measured yet** (" + (trellis_note or "no valid run") + ") | 0 |"
+                  + " — |" * len(cols) + " — |")
+        continue
+    medians[name] = {c[0]: med(rs, c[0]) for c in cols}
+    print(f"| {name} | {len(rs)} | " + " | ".join(c[2].format(medians[name][c[0]]) for c in cols)
+          + f" | {sum(r['errors'] for r in rs)} |")
+if "baseline" in medians and "trellis" in medians:
+    b, t = medians["baseline"], medians["trellis"]
+    print("| **trellis / baseline** | | " + " | ".join(
+        "{:.2f}x".format(t[c[0]] / b[c[0]]) if b[c[0]] else "—" for c in cols) + " | |")
+
+print()
+print("Individual runs (medians above are over the runs not discarded):")
+print()
+print("| server | rep | attempt | rps | p50 (us) | p90 (us) | p99 (us) | server CPU (us/RPC) "
+      "| server CPU (cores) | load gen CPU (cores) | other CPU (cores) | discarded |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in runs:
+    print(f"| {r['server']} | {r['rep']} | {r['attempt']} | {r['rps']:.0f} | {r['p50_us']:.0f} "
+          f"| {r['p90_us']:.0f} | {r['p99_us']:.0f} | {r['server_cpu_us_per_rpc']:.1f} "
+          f"| {r['server_cpu_util']:.2f} | {r['client_cpu_util']:.2f} "
+          f"| {r['other_cpu_util']:.2f} | {'yes' if r['discarded'] else 'no'} |")
+EOF
+
+echo "Unary: $repeats x {${servers}}, server threads $threads on CPU $server_cpus, load on CPU" \
+  "$load_cpus, concurrency $concurrency, channels $channels, payload $payload B," \
+  "warmup ${warmup_s}s + ${duration_s}s"
+echo
+cat "$out_dir/table.md"
+echo
+echo "raw results: $results"
