@@ -4,6 +4,7 @@
 #include <google/protobuf/wrappers.pb.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <filesystem>
@@ -128,6 +129,21 @@ TEST_F(UnaryTest, ClientCancellationReachesHandler) {
   EXPECT_EQ(r.status().code(), StatusCode::kCancelled);
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
+}
+
+TEST_F(UnaryTest, AwaitableOrTimeoutCancelsTheCall) {
+  using boost::asio::experimental::awaitable_operators::operator||;
+  EchoRequest req;
+  req.set_delay_ms(60'000);
+  EchoClient client(channel_);
+  auto winner = runtime_->block_on(
+      [](EchoClient& c, EchoRequest r) -> Task<std::size_t> {
+        auto v = co_await (c.Echo(r) || sleep_for(50ms));
+        co_return v.index();
+      }(client, req));
+  EXPECT_EQ(winner, 1u) << "the timer wins";
+  ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline))
+      << "the losing call was cancelled all the way to the server";
 }
 
 TEST_F(UnaryTest, UnknownMethodAndServiceAreUnimplemented) {

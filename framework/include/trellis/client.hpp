@@ -15,6 +15,7 @@
 
 #include "trellis/call_options.hpp"
 #include "trellis/channel.hpp"
+#include "trellis/detail/completion_handler.hpp"
 #include "trellis/detail/serialization.hpp"
 #include "trellis/executor.hpp"
 #include "trellis/result.hpp"
@@ -67,16 +68,10 @@ class UnaryClientCallOp final : public UnaryClientCall {
   };
 
   void finish(Status status, grpc::ByteBuffer response) override {
-    auto slot = boost::asio::get_associated_cancellation_slot(handler_);
-    if (slot.is_connected()) slot.clear();
-    Handler h(std::move(handler_));
-    Executor fallback(worker_);
+    Handler h = take_handler(handler_);
+    Worker* w = worker_;
     delete this;
-    auto ex = boost::asio::get_associated_executor(h, fallback);
-    boost::asio::dispatch(ex, [h = std::move(h), s = std::move(status),
-                               r = std::move(response)]() mutable {
-      std::move(h)(std::move(s), std::move(r));
-    });
+    complete(std::move(h), w, std::move(status), std::move(response));
   }
 
   Handler handler_;

@@ -13,6 +13,7 @@
 #include <boost/asio/execution/executor.hpp>
 #include <boost/system/error_code.hpp>
 
+#include "trellis/detail/completion_handler.hpp"
 #include "trellis/executor.hpp"
 #include "trellis/task.hpp"
 
@@ -52,13 +53,10 @@ class TimerOpImpl final : public TimerOp {
     schedule_timer(this);
   }
   void fire(boost::system::error_code ec) override {
-    auto slot = boost::asio::get_associated_cancellation_slot(handler_);
-    if (slot.is_connected()) slot.clear();
-    Handler h(std::move(handler_));
-    Executor fallback(worker);
+    Handler h = take_handler(handler_);
+    Worker* w = worker;
     delete this;
-    auto ex = boost::asio::get_associated_executor(h, fallback);
-    boost::asio::dispatch(ex, [h = std::move(h), ec]() mutable { std::move(h)(ec); });
+    complete(std::move(h), w, ec);
   }
   void discard() override { delete this; }
 

@@ -1,0 +1,34 @@
+// Internal: how Trellis operations hand their outcome to an Asio completion handler.
+#pragma once
+
+#include <utility>
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+
+#include "trellis/executor.hpp"
+
+namespace trellis::detail {
+
+// Moves the handler out of an operation, first disconnecting the operation's cancellation
+// handler from the handler's slot (it must not outlive the operation).
+template <class Handler>
+Handler take_handler(Handler& handler) {
+  auto slot = boost::asio::get_associated_cancellation_slot(handler);
+  if (slot.is_connected()) slot.clear();
+  return Handler(std::move(handler));
+}
+
+// Invokes `handler(args...)` on its associated executor (by default worker `w`'s): inline when
+// that is the calling worker, which is the common case of an operation completing on the worker
+// of the coroutine that awaits it.
+template <class Handler, class... Args>
+void complete(Handler handler, Worker* w, Args... args) {
+  auto ex = boost::asio::get_associated_executor(handler, Executor(w));
+  boost::asio::dispatch(ex, [h = std::move(handler), ... a = std::move(args)]() mutable {
+    std::move(h)(std::move(a)...);
+  });
+}
+
+}  // namespace trellis::detail
