@@ -18,6 +18,9 @@
 #                        cmake -G Ninja -DCMAKE_BUILD_TYPE=Release if it has no build files yet.
 #                        If the top-level project does not configure or build, the bench
 #                        directory is configured on its own in DIR/bench-standalone.
+#                        [CMAKE_ARGS] adds configure arguments (word-split; when set, the
+#                        build dir is (re)configured with them), e.g.
+#                        CMAKE_ARGS=-DCMAKE_CXX_FLAGS=-Wno-restrict
 #   --repeats R          repetitions of each server [REPEATS, default 3]
 #   --threads T          server worker threads, passed as --threads T [SERVER_THREADS, default 1]
 #   --duration-s S       measured window [DURATION_S, default 10]
@@ -36,6 +39,8 @@
 #   --attempts N         attempts per run before giving up on it [ATTEMPTS, default 6]
 #   --out DIR            where results.jsonl, server logs and table.md go
 #                        [OUT_DIR, default BUILD_DIR/bench-results/unary-<timestamp>]
+#   --report FILE        only print the tables for an earlier results.jsonl (or several
+#                        concatenated), building and measuring nothing
 # Also: TRELLIS_SERVER=path overrides the Trellis binary (default
 # BUILD_DIR/examples/helloworld/greeter_server); BASELINE_ARGS adds flags to baseline_server;
 # TRELLIS_ARGS replaces the extra flags given to the Trellis server (by default --host 127.0.0.1
@@ -61,6 +66,7 @@ quiet_s=${QUIET_S:-5}
 quiet_timeout_s=${QUIET_TIMEOUT_S:-600}
 max_attempts=${ATTEMPTS:-6}
 out_dir=${OUT_DIR:-}
+report_only=""
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -82,6 +88,7 @@ while [ $# -gt 0 ]; do
     --quiet-timeout-s) quiet_timeout_s=$2 ;;
     --attempts) max_attempts=$2 ;;
     --out) out_dir=$2 ;;
+    --report) report_only=$2 ;;
     *) usage ;;
   esac
   shift 2
@@ -89,12 +96,88 @@ done
 
 log() { echo "run-unary: $*" >&2; }
 
+# report RESULTS_JSONL TRELLIS_NOTE: the markdown tables (medians, ratios, individual runs).
+report() {
+  python3 - "$1" "$2" <<'EOF'
+import json, statistics, sys
+
+results_path, trellis_note = sys.argv[1], sys.argv[2]
+runs = [json.loads(line) for line in open(results_path) if line.strip()]
+kept = {}
+for r in runs:
+    if not r["discarded"]:
+        kept.setdefault(r["server"], []).append(r)
+
+cols = [("rps", "rps", "{:.0f}"), ("p50_us", "p50 (us)", "{:.0f}"),
+        ("p99_us", "p99 (us)", "{:.0f}"),
+        ("server_cpu_us_per_rpc", "server CPU (us/RPC)", "{:.1f}"),
+        ("server_cpu_util", "server CPU (cores)", "{:.2f}"),
+        ("client_cpu_util", "load gen CPU (cores)", "{:.2f}")]
+
+def med(rs, key):
+    return statistics.median(r[key] for r in rs)
+
+print("| server | runs | " + " | ".join(c[1] for c in cols) + " | errors |")
+print("|---|---|" + "---|" * len(cols) + "---|")
+medians = {}
+for name in ("baseline", "trellis"):
+    rs = kept.get(name)
+    if not rs:
+        if name == "trellis":
+            print("| **Trellis: not measured yet** (" + (trellis_note or "no valid run") + ") | 0 |"
+                  + " — |" * len(cols) + " — |")
+        continue
+    medians[name] = {c[0]: med(rs, c[0]) for c in cols}
+    print(f"| {name} | {len(rs)} | " + " | ".join(c[2].format(medians[name][c[0]]) for c in cols)
+          + f" | {sum(r['errors'] for r in rs)} |")
+if "baseline" in medians and "trellis" in medians:
+    b, t = medians["baseline"], medians["trellis"]
+    print("| **trellis / baseline** (ratio of medians) | | " + " | ".join(
+        "{:.2f}x".format(t[c[0]] / b[c[0]]) if b[c[0]] else "—" for c in cols) + " | |")
+    # Runs are interleaved, so each repetition's pair ran under the same conditions: the median
+    # of the per-repetition ratios is less sensitive to drift of the machine than the above.
+    last = {}
+    for r in runs:
+        if not r["discarded"]:
+            last[(r["server"], r["rep"])] = r
+    reps = sorted({rep for (name, rep) in last if ("baseline", rep) in last
+                   and ("trellis", rep) in last})
+    if reps:
+        def paired(key):
+            ratios = [last[("trellis", rep)][key] / last[("baseline", rep)][key] for rep in reps
+                      if last[("baseline", rep)][key]]
+            return "{:.2f}x".format(statistics.median(ratios)) if ratios else "—"
+        print(f"| **trellis / baseline** (median of per-repetition ratios) | {len(reps)} pairs | "
+              + " | ".join(paired(c[0]) for c in cols) + " | |")
+
+print()
+print("Individual runs (medians above are over the runs not discarded):")
+print()
+print("| server | rep | attempt | rps | p50 (us) | p90 (us) | p99 (us) | server CPU (us/RPC) "
+      "| server CPU (cores) | load gen CPU (cores) | other CPU (cores) | discarded |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in runs:
+    print(f"| {r['server']} | {r['rep']} | {r['attempt']} | {r['rps']:.0f} | {r['p50_us']:.0f} "
+          f"| {r['p90_us']:.0f} | {r['p99_us']:.0f} | {r['server_cpu_us_per_rpc']:.1f} "
+          f"| {r['server_cpu_util']:.2f} | {r['client_cpu_util']:.2f} "
+          f"| {r['other_cpu_util']:.2f} | {'yes' if r['discarded'] else 'no'} |")
+EOF
+}
+
+
+if [ -n "$report_only" ]; then
+  report "$report_only" "not in $report_only"
+  exit 0
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Build.
 # ---------------------------------------------------------------------------------------------
-configure_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release)
+# shellcheck disable=SC2206
+configure_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-})
 bench_bin=""
-if [ ! -f "$build_dir/build.ninja" ] && [ ! -f "$build_dir/Makefile" ]; then
+if [ -n "${CMAKE_ARGS:-}" ] || { [ ! -f "$build_dir/build.ninja" ] &&
+  [ ! -f "$build_dir/Makefile" ]; }; then
   log "configuring $build_dir"
   cmake -S . -B "$build_dir" "${configure_args[@]}" >"/tmp/run-unary-configure.$$.log" 2>&1 ||
     log "top-level configure failed (see /tmp/run-unary-configure.$$.log)"
@@ -131,7 +214,7 @@ fi
 # Loopback only: pass --host 127.0.0.1 when the Trellis server has such a flag.
 if [ -n "${TRELLIS_ARGS+set}" ]; then
   trellis_args=$TRELLIS_ARGS
-elif [ -x "$trellis_bin" ] && "$trellis_bin" --help 2>&1 | grep -q -- '-host'; then
+elif [ -x "$trellis_bin" ] && [[ "$("$trellis_bin" --help 2>&1 || true)" == *--host* ]]; then
   trellis_args="--host 127.0.0.1"
 else
   trellis_args=""
@@ -257,55 +340,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------------------------
-python3 - "$results" "$trellis_note" >"$out_dir/table.md" <<'EOF'
-import json, statistics, sys
-
-results_path, trellis_note = sys.argv[1], sys.argv[2]
-runs = [json.loads(line) for line in open(results_path) if line.strip()]
-kept = {}
-for r in runs:
-    if not r["discarded"]:
-        kept.setdefault(r["server"], []).append(r)
-
-cols = [("rps", "rps", "{:.0f}"), ("p50_us", "p50 (us)", "{:.0f}"),
-        ("p99_us", "p99 (us)", "{:.0f}"),
-        ("server_cpu_us_per_rpc", "server CPU (us/RPC)", "{:.1f}"),
-        ("server_cpu_util", "server CPU (cores)", "{:.2f}"),
-        ("client_cpu_util", "load gen CPU (cores)", "{:.2f}")]
-
-def med(rs, key):
-    return statistics.median(r[key] for r in rs)
-
-print("| server | runs | " + " | ".join(c[1] for c in cols) + " | errors |")
-print("|---|---|" + "---|" * len(cols) + "---|")
-medians = {}
-for name in ("baseline", "trellis"):
-    rs = kept.get(name)
-    if not rs:
-        if name == "trellis":
-            print("| **Trellis: not measured yet** (" + (trellis_note or "no valid run") + ") | 0 |"
-                  + " — |" * len(cols) + " — |")
-        continue
-    medians[name] = {c[0]: med(rs, c[0]) for c in cols}
-    print(f"| {name} | {len(rs)} | " + " | ".join(c[2].format(medians[name][c[0]]) for c in cols)
-          + f" | {sum(r['errors'] for r in rs)} |")
-if "baseline" in medians and "trellis" in medians:
-    b, t = medians["baseline"], medians["trellis"]
-    print("| **trellis / baseline** | | " + " | ".join(
-        "{:.2f}x".format(t[c[0]] / b[c[0]]) if b[c[0]] else "—" for c in cols) + " | |")
-
-print()
-print("Individual runs (medians above are over the runs not discarded):")
-print()
-print("| server | rep | attempt | rps | p50 (us) | p90 (us) | p99 (us) | server CPU (us/RPC) "
-      "| server CPU (cores) | load gen CPU (cores) | other CPU (cores) | discarded |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for r in runs:
-    print(f"| {r['server']} | {r['rep']} | {r['attempt']} | {r['rps']:.0f} | {r['p50_us']:.0f} "
-          f"| {r['p90_us']:.0f} | {r['p99_us']:.0f} | {r['server_cpu_us_per_rpc']:.1f} "
-          f"| {r['server_cpu_util']:.2f} | {r['client_cpu_util']:.2f} "
-          f"| {r['other_cpu_util']:.2f} | {'yes' if r['discarded'] else 'no'} |")
-EOF
+report "$results" "$trellis_note" >"$out_dir/table.md"
 
 echo "Unary: $repeats x {${servers}}, server threads $threads on CPU $server_cpus, load on CPU" \
   "$load_cpus, concurrency $concurrency, channels $channels, payload $payload B," \

@@ -75,8 +75,7 @@ bool spin_until(Pred pred, absl::Duration timeout) {
 void finish_one(grpc::CompletionQueue& cq, grpc::ClientContext& ctx) {
   void* tag = nullptr;
   bool ok = false;
-  if (cq.AsyncNext(&tag, &ok, in(kWaitBound)) !=
-      grpc::CompletionQueue::NextStatus::GOT_EVENT) {
+  if (cq.AsyncNext(&tag, &ok, in(kWaitBound)) != grpc::CompletionQueue::NextStatus::GOT_EVENT) {
     ADD_FAILURE() << "the call did not complete in time; cancelling it";
     ctx.TryCancel();
     cq.Next(&tag, &ok);
@@ -189,7 +188,8 @@ TEST_F(GrpcClientPeerTest, MetadataTravelsBothWaysTextAndBinary) {
   EchoResponse resp;
   grpc::Status s = call(req, &resp, &ctx);
   ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
-  for (const GrpcMetadata* md : {&ctx.GetServerInitialMetadata(), &ctx.GetServerTrailingMetadata()}) {
+  for (const GrpcMetadata* md :
+       {&ctx.GetServerInitialMetadata(), &ctx.GetServerTrailingMetadata()}) {
     EXPECT_EQ(find(*md, "echo-text"), "plain value");
     EXPECT_EQ(find(*md, "echo-data-bin"), kBinary);
     EXPECT_EQ(find(*md, "not-echoed"), std::nullopt);
@@ -322,8 +322,7 @@ class PlainEcho final : public Echo::Service {
   absl::Notification delayed_handler_started;
   absl::Notification handler_cancelled;  // a delayed handler's wait was cut short
 
-  grpc::Status Echo(grpc::ServerContext* ctx, const EchoRequest* req,
-                    EchoResponse* resp) override {
+  grpc::Status Echo(grpc::ServerContext* ctx, const EchoRequest* req, EchoResponse* resp) override {
     calls.fetch_add(1);
     if (req->throw_exception()) return grpc::Status(grpc::StatusCode::INTERNAL, "internal error");
     if (req->echo_metadata()) {

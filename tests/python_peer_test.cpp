@@ -78,7 +78,7 @@ class PythonServer {
     }
     port_ = std::stoi(line->substr(prefix.size()));
   }
-  // SIGTERMs the server (if stop() was not called) and reaps it.
+  // Stops the server (a no-op once it has been stopped and reaped).
   ~PythonServer() {
     if (child_) stop();
   }
@@ -98,6 +98,60 @@ class PythonServer {
   std::string error_;
   int port_ = 0;
 };
+
+// ------------------------------------------------------------- the child-process helper itself
+
+std::vector<std::string> python_code(const std::string& code) {
+  return {TRELLIS_TEST_PYTHON, "-c", code};
+}
+
+TEST(PeerSubprocessTest, ReportsExitCodeOutputAndEnvironment) {
+  auto run = run_with_deadline(python_code("import os, sys\n"
+                                           "print('out ' + os.environ['TRELLIS_PROBE'])\n"
+                                           "print('err', file=sys.stderr)\n"
+                                           "sys.exit(3)"),
+                               {{"TRELLIS_PROBE", "value"}}, deadline_in(kStartBound));
+  EXPECT_TRUE(run.status.exited) << run.status.describe();
+  EXPECT_EQ(run.status.exit_code, 3);
+  EXPECT_FALSE(run.status.success());
+  EXPECT_NE(run.output.find("out value\n"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("err\n"), std::string::npos) << run.output;
+}
+
+TEST(PeerSubprocessTest, KillsAChildThatRunsPastItsDeadline) {
+  std::string error;
+  // Blocks reading its stdin, which stays open: it never ends by itself.
+  auto child = Subprocess::start(python_code("import sys; sys.stdin.read()"), {}, &error);
+  ASSERT_TRUE(child) << error;
+  ExitStatus s = child->wait(deadline_in(200ms));
+  EXPECT_TRUE(s.timed_out);
+  EXPECT_EQ(s.term_signal, SIGKILL);
+  EXPECT_FALSE(s.success());
+}
+
+TEST(PeerSubprocessTest, ReadsLinesUntilDeadlineOrEnd) {
+  std::string error;
+  auto child = Subprocess::start(
+      python_code("import sys\nprint('one'); print('two 2', flush=True)\nsys.stdin.read()\n"
+                  "print('after stdin')"),
+      {}, &error);
+  ASSERT_TRUE(child) << error;
+  EXPECT_EQ(child->wait_for_line("two", deadline_in(kStartBound)), "two 2");
+  EXPECT_EQ(child->wait_for_line("one", deadline_in(100ms)), std::nullopt)
+      << "lines already passed are not seen again, and the wait ends at the deadline";
+  child->close_stdin();
+  EXPECT_EQ(child->wait_for_line("after", deadline_in(kStartBound)), "after stdin");
+  EXPECT_EQ(child->wait_for_line("more", deadline_in(kStartBound)), std::nullopt)
+      << "the output ended";
+  EXPECT_TRUE(child->wait(deadline_in(kStartBound)).success());
+  EXPECT_FALSE(child->send_signal(SIGTERM)) << "a reaped child cannot be signalled";
+}
+
+TEST(PeerSubprocessTest, MissingProgramIsAnError) {
+  std::string error;
+  EXPECT_EQ(Subprocess::start({"/nonexistent/program"}, {}, &error), nullptr);
+  EXPECT_NE(error.find("/nonexistent/program"), std::string::npos) << error;
+}
 
 // ------------------------------------------------------------- python client, Trellis server
 
@@ -125,9 +179,9 @@ TEST_F(PythonClientPeerTest, BatteryPassesAgainstTrellisServer) {
   auto run = run_with_deadline(
       python("echo_client.py", {"--target", "127.0.0.1:" + std::to_string(server_->port())}),
       python_env(), deadline_in(kBatteryBound));
-  EXPECT_TRUE(run.status.success()) << "echo_client.py " << run.status.describe()
-                                    << "; its output:\n"
-                                    << run.output;
+  EXPECT_TRUE(run.status.success())
+      << "echo_client.py " << run.status.describe() << "; its output:\n"
+      << run.output;
   EXPECT_NE(run.output.find(" passed, 0 failed"), std::string::npos) << run.output;
   // The Trellis side of the battery: its deadline-exceeded call reached the handler and the
   // handler's wait was cut short by the cancellation.
@@ -147,6 +201,8 @@ class PythonServerPeerTest : public ::testing::Test {
   }
   void TearDown() override {
     runtime_.reset();
+    // Close the connection first: a grpc server's graceful stop waits for its connections to go.
+    channel_ = Channel(nullptr);
     if (python_.error().empty()) {
       ExitStatus s = python_.stop();
       EXPECT_TRUE(s.success()) << "echo_server.py " << s.describe() << "; its output:\n"
@@ -319,9 +375,9 @@ TEST_F(PythonServerPeerTest, ReferenceBatteryPassesAgainstPythonServer) {
       python("echo_client.py", {"--target", "127.0.0.1:" + std::to_string(python_.port()),
                                 "--throw-code", "UNKNOWN"}),
       python_env(), deadline_in(kBatteryBound));
-  EXPECT_TRUE(run.status.success()) << "echo_client.py " << run.status.describe()
-                                    << "; its output:\n"
-                                    << run.output;
+  EXPECT_TRUE(run.status.success())
+      << "echo_client.py " << run.status.describe() << "; its output:\n"
+      << run.output;
 }
 
 }  // namespace

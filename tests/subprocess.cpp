@@ -21,8 +21,8 @@ namespace {
 
 // Milliseconds left until `deadline`, rounded up, for poll(); 0 once it has passed.
 int remaining_ms(Deadline deadline) {
-  auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline -
-                                                           std::chrono::steady_clock::now());
+  auto left =
+      std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
   if (left.count() <= 0) return 0;
   return static_cast<int>(std::min<std::chrono::milliseconds::rep>(left.count(), INT_MAX));
 }
@@ -116,8 +116,8 @@ std::unique_ptr<Subprocess> Subprocess::start(const std::vector<std::string>& ar
   c_env.push_back(nullptr);
 
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0].c_str(), &setup.actions, &setup.attr, c_argv.data(),
-                       c_env.data());
+  int rc =
+      posix_spawn(&pid, argv[0].c_str(), &setup.actions, &setup.attr, c_argv.data(), c_env.data());
   close(out[1]);
   close(in[0]);
   if (rc != 0) {

@@ -24,10 +24,10 @@ inline Deadline deadline_in(std::chrono::steady_clock::duration timeout) {
 
 // How a child process ended.
 struct ExitStatus {
-  bool exited = false;      // it exited by itself, with exit_code
+  bool exited = false;  // it exited by itself, with exit_code
   int exit_code = -1;
-  int term_signal = 0;      // it was killed by this signal
-  bool timed_out = false;   // it ran past its deadline and was killed with SIGKILL
+  int term_signal = 0;     // it was killed by this signal
+  bool timed_out = false;  // it ran past its deadline and was killed with SIGKILL
 
   bool success() const { return exited && exit_code == 0; }
   // "exited with code 1", "killed by signal 9 (Killed)", ...

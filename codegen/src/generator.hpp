@@ -1,11 +1,11 @@
 // protoc-gen-trellis: the protoc plugin that writes Trellis service bases and clients.
 #pragma once
 
-#include <cstdint>
-#include <string>
-
 #include <google/protobuf/compiler/code_generator.h>
 #include <google/protobuf/descriptor.h>
+
+#include <cstdint>
+#include <string>
 
 namespace trellis::codegen {
 

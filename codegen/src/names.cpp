@@ -1,14 +1,14 @@
 #include "names.hpp"
 
+#include <google/protobuf/compiler/cpp/names.h>
+
 #include <array>
 #include <string_view>
 
-#include <google/protobuf/compiler/cpp/names.h>
-
 namespace google::protobuf::compiler::cpp {
 // Exported by libprotoc and declared in cpp/helpers.h, which is not usable outside protobuf's
-// source tree (it includes headers Debian does not ship). Appends "_" to C++ keywords; the C++
-// generator applies it to package components, message, enum and field names.
+// source tree (it includes headers Debian does not ship). Appends "_" to a C++ keyword, as the C++
+// generator does for message, enum and field names (and, in recent releases, package names).
 std::string ResolveKeyword(const std::string& name);
 }  // namespace google::protobuf::compiler::cpp
 
@@ -20,9 +20,9 @@ namespace cpp = google::protobuf::compiler::cpp;
 namespace {
 
 // Keywords that protobuf 3.21's list lacks (it predates C++20) but that cannot name a member
-// function. Package and message names must keep protobuf's exact rule; method names are ours.
+// function. Names of protobuf's classes must follow its exact rule; method names are ours.
 constexpr std::array<std::string_view, 10> kExtraKeywords = {
-    "char16_t", "char32_t", "char8_t",  "co_await", "co_return",
+    "char16_t", "char32_t", "char8_t",   "co_await",  "co_return",
     "co_yield", "concept",  "consteval", "constinit", "requires",
 };
 
@@ -62,9 +62,7 @@ std::string CppMessageType(const pb::Descriptor* message) {
 
 std::string CppClassName(const pb::Descriptor* message) { return cpp::ClassName(message); }
 
-std::string CppClassName(const pb::EnumDescriptor* enum_type) {
-  return cpp::ClassName(enum_type);
-}
+std::string CppClassName(const pb::EnumDescriptor* enum_type) { return cpp::ClassName(enum_type); }
 
 std::string CppEnumValueName(const pb::EnumValueDescriptor* value) {
   const pb::EnumDescriptor* enum_type = value->type();

@@ -1,9 +1,9 @@
 // C++ and file names of the things protoc-gen-trellis generates.
 #pragma once
 
-#include <string>
-
 #include <google/protobuf/descriptor.h>
+
+#include <string>
 
 namespace trellis::codegen {
 
@@ -16,6 +16,8 @@ std::string SourceName(const google::protobuf::FileDescriptor* file);
 
 // The C++ namespace of a file's package, without leading "::": package "a.b.c" ->
 // "a::b::c"; components that are C++ keywords get protobuf's "_" suffix; "" for no package.
+// (protobuf 3.21 itself does not rename package components, so its .pb.h for such a package does
+// not compile; newer releases do what this does.)
 std::string CppNamespace(const google::protobuf::FileDescriptor* file);
 
 // The fully qualified C++ class of a message exactly as protoc's C++ generator names it:

@@ -1,10 +1,9 @@
 // Compile check of generated code: implements every generated service base of the golden protos
 // and calls every generated client method, the way user code does. It is never run; it fails the
 // build when the generator and the framework API drift apart. Compiled with TRELLIS_WARNINGS.
-#include <utility>
-
 #include <trellis/client.hpp>
 #include <trellis/service.hpp>
+#include <utility>
 
 #include "codegen_test/api/v1/services.trellis.h"
 #include "codegen_test/common/types.trellis.h"

@@ -11,7 +11,8 @@ repo="$(cd "$here/../.." && pwd)"
 build="$(cd "${1:-$repo/build}" && pwd)"
 
 cmake --build "$build" --target protoc-gen-trellis
-plugin="$(find "$build" -type f -name protoc-gen-trellis -perm -u+x | head -n 1)"
+plugin="$build/codegen/protoc-gen-trellis"
+[ -x "$plugin" ] || plugin="$(find "$build" -type f -name protoc-gen-trellis -perm -u+x | head -n 1)"
 [ -n "$plugin" ] || { echo "update-golden: no protoc-gen-trellis under $build" >&2; exit 1; }
 protoc="$(command -v protoc)"
 # The well-known types (google/protobuf/*.proto) sit next to the headers of libprotobuf.

@@ -24,6 +24,7 @@ Prints "listening on port N" once serving; stops gracefully on SIGTERM or SIGINT
 """
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -105,7 +106,10 @@ def main():
     if args.exit_on_stdin_eof:
 
         def watch_stdin():
-            sys.stdin.buffer.read()
+            # Raw reads of fd 0: a daemon thread blocked in a buffered read would hold its lock
+            # at interpreter shutdown, which is fatal.
+            while os.read(sys.stdin.fileno(), 4096):
+                pass
             stop.set()
 
         threading.Thread(target=watch_stdin, daemon=True).start()
