@@ -1,5 +1,7 @@
 #include "generator.hpp"
 
+#include "absl/strings/str_cat.h"
+
 #include <google/protobuf/io/zero_copy_stream.h>
 
 #include <algorithm>
@@ -457,7 +459,7 @@ std::string GenerateSource(const pb::FileDescriptor* file) {
     }
     for (const pb::MethodDescriptor* method : methods) {
       AppendWrapped(&out, 2, "add_unary_method(",
-                    {"\"" + MethodPath(method) + "\"", "&" + server + "::" + CppMethodName(method)},
+                    {absl::StrCat("\"", MethodPath(method), "\""), absl::StrCat("&", server, "::", CppMethodName(method))},
                     ");");
     }
     if (!methods.empty()) out += "}\n";
@@ -473,8 +475,8 @@ std::string GenerateSource(const pb::FileDescriptor* file) {
                   ")");
     out += "    : methods_{\n";
     for (const pb::MethodDescriptor* method : methods) {
-      AppendWrapped(&out, 10, "." + CppMethodName(method) + "{",
-                    {"channel", "\"" + MethodPath(method) + "\""}, "},");
+      AppendWrapped(&out, 10, absl::StrCat(".", CppMethodName(method), "{"),
+                    {"channel", absl::StrCat("\"", MethodPath(method), "\"")}, "},");
     }
     out += "      } {}\n";
   }
