@@ -21,6 +21,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "client_checks.hpp"
 #include "echo_service.hpp"
 #include "trellis/client.hpp"
 #include "trellis/runtime.hpp"
@@ -37,7 +38,6 @@ constexpr auto kTestDeadline = absl::Seconds(30);  // bound of every wait for an
 constexpr auto kWaitBound = 30s;                   // the same, for grpc++ completion queues
 constexpr auto kCallTimeout = 30s;                 // deadline of every call expected to succeed
 constexpr int kConcurrentCalls = 1000;
-const std::string kBinary("\x00\xff\x10 bytes", 8);
 
 std::chrono::system_clock::time_point in(std::chrono::system_clock::duration d) {
   return std::chrono::system_clock::now() + d;
@@ -181,7 +181,7 @@ TEST_F(GrpcClientPeerTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
 TEST_F(GrpcClientPeerTest, MetadataTravelsBothWaysTextAndBinary) {
   grpc::ClientContext ctx;
   ctx.AddMetadata("echo-text", "plain value");
-  ctx.AddMetadata("echo-data-bin", kBinary);
+  ctx.AddMetadata("echo-data-bin", kBinaryValue);
   ctx.AddMetadata("not-echoed", "x");
   auto req = with_message("md");
   req.set_echo_metadata(true);
@@ -191,7 +191,7 @@ TEST_F(GrpcClientPeerTest, MetadataTravelsBothWaysTextAndBinary) {
   for (const GrpcMetadata* md :
        {&ctx.GetServerInitialMetadata(), &ctx.GetServerTrailingMetadata()}) {
     EXPECT_EQ(find(*md, "echo-text"), "plain value");
-    EXPECT_EQ(find(*md, "echo-data-bin"), kBinary);
+    EXPECT_EQ(find(*md, "echo-data-bin"), kBinaryValue);
     EXPECT_EQ(find(*md, "not-echoed"), std::nullopt);
   }
 }
@@ -199,7 +199,7 @@ TEST_F(GrpcClientPeerTest, MetadataTravelsBothWaysTextAndBinary) {
 TEST_F(GrpcClientPeerTest, TrailersAndDetailsOnAnError) {
   grpc::ClientContext ctx;
   ctx.AddMetadata("echo-text", "on error");
-  ctx.AddMetadata("echo-data-bin", kBinary);
+  ctx.AddMetadata("echo-data-bin", kBinaryValue);
   EchoRequest req;
   req.set_echo_metadata(true);
   req.set_status_code(static_cast<int>(grpc::StatusCode::NOT_FOUND));
@@ -211,7 +211,7 @@ TEST_F(GrpcClientPeerTest, TrailersAndDetailsOnAnError) {
   EXPECT_EQ(s.error_message(), "gone");
   EXPECT_EQ(s.error_details(), "\x01\x02");
   EXPECT_EQ(find(ctx.GetServerTrailingMetadata(), "echo-text"), "on error");
-  EXPECT_EQ(find(ctx.GetServerTrailingMetadata(), "echo-data-bin"), kBinary);
+  EXPECT_EQ(find(ctx.GetServerTrailingMetadata(), "echo-data-bin"), kBinaryValue);
 }
 
 TEST_F(GrpcClientPeerTest, DeadlineExceededAndHandlerCancelled) {
@@ -426,55 +426,17 @@ TEST_F(GrpcServerPeerTest, SucceedsWithoutDeadline) {
 }
 
 TEST_F(GrpcServerPeerTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
-  for (int code = 1; code <= 16; ++code) {
-    SCOPED_TRACE("code " + std::to_string(code));
-    EchoRequest req;
-    req.set_status_code(code);
-    req.set_status_message("message for " + std::to_string(code));
-    req.set_status_details(details_for(code));
-    auto r = call(req);
-    ASSERT_FALSE(r.ok());
-    EXPECT_EQ(static_cast<int>(r.status().code()), code);
-    EXPECT_EQ(r.status().message(), req.status_message());
-    EXPECT_EQ(r.status().details(), req.status_details());
-  }
+  CheckEveryStatusCodeRoundTrips(
+      [this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
 TEST_F(GrpcServerPeerTest, MetadataTravelsBothWaysTextAndBinary) {
-  ResponseMetadata md;
-  CallOptions options;
-  options.add_metadata("echo-text", "plain value")
-      .add_metadata("echo-data-bin", kBinary)
-      .add_metadata("not-echoed", "x")
-      .capture_response_metadata(&md);
-  auto req = with_message("md");
-  req.set_echo_metadata(true);
-  auto r = call(req, options);
-  ASSERT_TRUE(r.ok()) << r.status();
-  for (const Metadata* m : {&md.initial, &md.trailing}) {
-    EXPECT_EQ(m->get("echo-text"), "plain value");
-    EXPECT_EQ(m->get("echo-data-bin"), kBinary);
-    EXPECT_FALSE(m->contains("not-echoed"));
-  }
+  CheckMetadataTravelsBothWays([this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
 TEST_F(GrpcServerPeerTest, TrailersAndDetailsOnAnError) {
-  ResponseMetadata md;
-  CallOptions options;
-  options.add_metadata("echo-text", "on error")
-      .add_metadata("echo-data-bin", kBinary)
-      .capture_response_metadata(&md);
-  EchoRequest req;
-  req.set_echo_metadata(true);
-  req.set_status_code(static_cast<int>(StatusCode::kNotFound));
-  req.set_status_message("gone");
-  req.set_status_details("\x01\x02");
-  auto r = call(req, options);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status(), Status(StatusCode::kNotFound, "gone", "\x01\x02"));
-  EXPECT_EQ(md.trailing.get("echo-text"), "on error");
-  EXPECT_EQ(md.trailing.get("echo-data-bin"), kBinary);
-  EXPECT_FALSE(md.trailing.contains("grpc-status-details-bin")) << "reserved keys are left out";
+  CheckTrailersAndDetailsOnAnError(
+      [this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
 TEST_F(GrpcServerPeerTest, DeadlineExceededOnClientAndSeenByServer) {

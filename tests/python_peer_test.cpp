@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "client_checks.hpp"
 #include "echo_service.hpp"
 #include "subprocess.hpp"
 #include "trellis/client.hpp"
@@ -36,7 +37,6 @@ constexpr auto kCallTimeout = 30s;                 // deadline of every call exp
 constexpr auto kStartBound = 30s;                  // a python peer must be serving by then
 constexpr auto kBatteryBound = 60s;                // the whole python client battery
 constexpr int kConcurrentCalls = 1000;
-const std::string kBinary("\x00\xff\x10 bytes", 8);
 
 std::vector<std::string> python(const std::string& script, std::vector<std::string> args) {
   std::vector<std::string> argv = {TRELLIS_TEST_PYTHON,
@@ -248,54 +248,17 @@ TEST_F(PythonServerPeerTest, SucceedsWithoutDeadline) {
 }
 
 TEST_F(PythonServerPeerTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
-  for (int code = 1; code <= 16; ++code) {
-    SCOPED_TRACE("code " + std::to_string(code));
-    EchoRequest req;
-    req.set_status_code(code);
-    req.set_status_message("message for " + std::to_string(code));
-    req.set_status_details(std::string("\x00\x01\xfe", 3) + char(code));
-    auto r = call(req);
-    ASSERT_FALSE(r.ok());
-    EXPECT_EQ(static_cast<int>(r.status().code()), code);
-    EXPECT_EQ(r.status().message(), req.status_message());
-    EXPECT_EQ(r.status().details(), req.status_details());
-  }
+  CheckEveryStatusCodeRoundTrips(
+      [this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
 TEST_F(PythonServerPeerTest, MetadataTravelsBothWaysTextAndBinary) {
-  ResponseMetadata md;
-  CallOptions options;
-  options.add_metadata("echo-text", "plain value")
-      .add_metadata("echo-data-bin", kBinary)
-      .add_metadata("not-echoed", "x")
-      .capture_response_metadata(&md);
-  auto req = with_message("md");
-  req.set_echo_metadata(true);
-  auto r = call(req, options);
-  ASSERT_TRUE(r.ok()) << r.status();
-  for (const Metadata* m : {&md.initial, &md.trailing}) {
-    EXPECT_EQ(m->get("echo-text"), "plain value");
-    EXPECT_EQ(m->get("echo-data-bin"), kBinary);
-    EXPECT_FALSE(m->contains("not-echoed"));
-  }
+  CheckMetadataTravelsBothWays([this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
 TEST_F(PythonServerPeerTest, TrailersAndDetailsOnAnError) {
-  ResponseMetadata md;
-  CallOptions options;
-  options.add_metadata("echo-text", "on error")
-      .add_metadata("echo-data-bin", kBinary)
-      .capture_response_metadata(&md);
-  EchoRequest req;
-  req.set_echo_metadata(true);
-  req.set_status_code(static_cast<int>(StatusCode::kNotFound));
-  req.set_status_message("gone");
-  req.set_status_details("\x01\x02");
-  auto r = call(req, options);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status(), Status(StatusCode::kNotFound, "gone", "\x01\x02"));
-  EXPECT_EQ(md.trailing.get("echo-text"), "on error");
-  EXPECT_EQ(md.trailing.get("echo-data-bin"), kBinary);
+  CheckTrailersAndDetailsOnAnError(
+      [this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
 TEST_F(PythonServerPeerTest, DeadlineExceededOnClientAndSeenByServer) {

@@ -1,7 +1,6 @@
 // End-to-end unary calls: a Trellis server and a Trellis client over real loopback sockets.
-#include <gtest/gtest.h>
-
 #include <google/protobuf/wrappers.pb.h>
+#include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -10,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "client_checks.hpp"
 #include "echo_service.hpp"
 #include "trellis/client.hpp"
 #include "trellis/runtime.hpp"
@@ -25,7 +25,8 @@ class UnaryTest : public ::testing::Test {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server = Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(echo_).build();
+    auto server =
+        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(echo_).build();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
     target_ = "127.0.0.1:" + std::to_string(server_->port());
@@ -64,34 +65,12 @@ TEST_F(UnaryTest, EchoesAndReportsPeer) {
 }
 
 TEST_F(UnaryTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
-  for (int code = 1; code <= 16; ++code) {
-    EchoRequest req;
-    req.set_status_code(code);
-    req.set_status_message("message for " + std::to_string(code));
-    req.set_status_details(std::string("\x00\x01\xfe", 3));
-    auto r = call(req);
-    ASSERT_FALSE(r.ok());
-    EXPECT_EQ(static_cast<int>(r.status().code()), code);
-    EXPECT_EQ(r.status().message(), req.status_message());
-    EXPECT_EQ(r.status().details(), req.status_details());
-  }
+  CheckEveryStatusCodeRoundTrips(
+      [this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
 TEST_F(UnaryTest, MetadataTravelsBothWaysTextAndBinary) {
-  const std::string binary("\x00\xff\x10 bytes", 8);
-  ResponseMetadata response_md;
-  CallOptions options;
-  options.add_metadata("echo-text", "plain value")
-      .add_metadata("echo-data-bin", binary)
-      .capture_response_metadata(&response_md);
-  auto req = with_message("md");
-  req.set_echo_metadata(true);
-  auto r = call(req, options);
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(response_md.initial.get("echo-text"), "plain value");
-  EXPECT_EQ(response_md.initial.get("echo-data-bin"), binary);
-  EXPECT_EQ(response_md.trailing.get("echo-text"), "plain value");
-  EXPECT_EQ(response_md.trailing.get("echo-data-bin"), binary);
+  CheckMetadataTravelsBothWays([this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
 TEST_F(UnaryTest, ServerSeesTheClientDeadline) {
@@ -136,18 +115,18 @@ TEST_F(UnaryTest, AwaitableOrTimeoutCancelsTheCall) {
   EchoRequest req;
   req.set_delay_ms(60'000);
   EchoClient client(channel_);
-  auto winner = runtime_->block_on(
-      [](EchoClient& c, EchoRequest r) -> Task<std::size_t> {
-        auto v = co_await (c.Echo(r) || sleep_for(50ms));
-        co_return v.index();
-      }(client, req));
+  auto winner = runtime_->block_on([](EchoClient& c, EchoRequest r) -> Task<std::size_t> {
+    auto v = co_await (c.Echo(r) || sleep_for(50ms));
+    co_return v.index();
+  }(client, req));
   EXPECT_EQ(winner, 1u) << "the timer wins";
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline))
       << "the losing call was cancelled all the way to the server";
 }
 
 TEST_F(UnaryTest, UnknownMethodAndServiceAreUnimplemented) {
-  UnaryClientMethod<EchoRequest, EchoResponse> missing_method(channel_, "/trellis.testing.Echo/Nope");
+  UnaryClientMethod<EchoRequest, EchoResponse> missing_method(channel_,
+                                                              "/trellis.testing.Echo/Nope");
   UnaryClientMethod<EchoRequest, EchoResponse> missing_service(channel_, "/no.Such/Echo");
   for (auto* m : {&missing_method, &missing_service}) {
     auto r = runtime_->block_on((*m)(with_message("x")));
@@ -170,15 +149,14 @@ TEST_F(UnaryTest, ThrowingHandlerYieldsInternalAndServerLives) {
 
 TEST_F(UnaryTest, MalformedRequestBytesYieldInternal) {
   // BytesValue's field 1 is bytes; EchoRequest's field 1 is a proto3 string, which must be UTF-8.
-  UnaryClientMethod<google::protobuf::BytesValue, EchoResponse> bogus(
-      channel_, "/trellis.testing.Echo/Echo");
+  UnaryClientMethod<google::protobuf::BytesValue, EchoResponse> bogus(channel_,
+                                                                      "/trellis.testing.Echo/Echo");
   google::protobuf::BytesValue not_utf8;
   not_utf8.set_value(std::string("\xff\xfe\xfd", 3));
   auto r = runtime_->block_on(bogus(not_utf8));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInternal);
-  EXPECT_NE(r.status().message().find("failed to parse request"), std::string::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("failed to parse request"), std::string::npos) << r.status();
   EXPECT_EQ(echo_.observed.calls.load(), 0) << "the handler never sees a malformed request";
   EXPECT_TRUE(call(with_message("alive")).ok());
 }
@@ -276,7 +254,8 @@ TEST(ServerBuildTest, UnbindableAddressIsAnError) {
 TEST(ServerBuildTest, DuplicateServiceIsAnError) {
   auto rt = Runtime::current_thread().build();
   EchoImpl a, b;
-  auto s = Server::Builder(*rt).add_insecure_port("127.0.0.1:0").add_service(a).add_service(b).build();
+  auto s =
+      Server::Builder(*rt).add_insecure_port("127.0.0.1:0").add_service(a).add_service(b).build();
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.status().code(), StatusCode::kAlreadyExists);
 }
