@@ -20,8 +20,8 @@
 #   IMPORT_DIRS  more directories to search for imports (protoc -I), after PROTO_ROOT. The
 #                protobuf include directory (well-known types) is always searched last.
 #   GRPC_STUBS   also run grpc_cpp_plugin (foo/bar.grpc.pb.h/.cc) and link PUBLIC gRPC::grpc++.
-#   SKIP_STREAMING  leave streaming methods out of the Trellis stubs instead of failing on them
-#                (protoc-gen-trellis option skip_streaming).
+#   SKIP_STREAMING  leave streaming methods out of the Trellis stubs (protoc-gen-trellis option
+#                skip_streaming); by default they are generated like the unary ones.
 #
 # Example, with the protos of Debian's grpc-proto package:
 #   trellis_generate(TARGET grpc_testing_proto
@@ -29,7 +29,7 @@
 #     PROTOS /usr/share/grpc-proto/grpc/testing/test.proto
 #            /usr/share/grpc-proto/grpc/testing/empty.proto
 #            /usr/share/grpc-proto/grpc/testing/messages.proto
-#     GRPC_STUBS SKIP_STREAMING)
+#     GRPC_STUBS)
 #
 # The plugin is the protoc-gen-trellis target of this project (codegen/), which may be defined
 # after this file is included.

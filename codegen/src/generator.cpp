@@ -1,7 +1,5 @@
 #include "generator.hpp"
 
-#include "absl/strings/str_cat.h"
-
 #include <google/protobuf/io/zero_copy_stream.h>
 
 #include <algorithm>
@@ -11,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "names.hpp"
 
 namespace trellis::codegen {
@@ -51,6 +50,39 @@ const char* StreamingKind(const pb::MethodDescriptor* method) {
   if (method->client_streaming()) return "client-streaming";
   if (method->server_streaming()) return "server-streaming";
   return nullptr;
+}
+
+// What the generated code of a method looks like, by its kind.
+struct MethodShape {
+  const char* add_method;       // the trellis::Service member that registers the handler
+  const char* client_method;    // the trellis class a client holds for the method
+  const char* server_contract;  // comment on the handler, after the rpc line ("" for unary)
+  const char* client_contract;  // comment on the client member function ("" for unary)
+};
+
+MethodShape ShapeOf(const pb::MethodDescriptor* method) {
+  if (method->client_streaming() && method->server_streaming()) {
+    return {"add_bidi_streaming_method", "BidiStreamingClientMethod",
+            "Bidi-streaming: read() from `reader`, write() to `writer`; the returned status ends "
+            "the call.",
+            "Bidi-streaming: write() requests, read() responses, in any order; then finish() for "
+            "the status."};
+  }
+  if (method->client_streaming()) {
+    return {"add_client_streaming_method", "ClientStreamingClientMethod",
+            "Client-streaming: read() the requests from `reader` until std::nullopt; return the "
+            "response.",
+            "Client-streaming: write() the requests, then finish() for the response or the error "
+            "status."};
+  }
+  if (method->server_streaming()) {
+    return {"add_server_streaming_method", "ServerStreamingClientMethod",
+            "Server-streaming: write() the responses to `writer`; the returned status ends the "
+            "call.",
+            "Server-streaming: read() the responses until std::nullopt, then finish() for the "
+            "call's status."};
+  }
+  return {"add_unary_method", "UnaryClientMethod", "", ""};
 }
 
 // "rpc SayHello(HelloRequest) returns (HelloReply)", as the proto file would declare it.
@@ -162,45 +194,83 @@ void AppendWrapped(std::string* out, size_t indent, const std::string& head,
   std::vector<std::string> lines = aligned;
   if (lines.empty() || (!broken.empty() && broken.size() < lines.size())) lines = broken;
   if (lines.empty()) {
-    // Nothing fits: one argument per line, an argument too long even so broken before its
-    // last word ("const Type&" / "request) = 0;").
+    // Nothing fits: one argument per line, an argument too long even so broken after the
+    // opening bracket of its template type ("Template<" / "Type>& name") and, if still too
+    // long, before its last word ("const Type&" / "request) = 0;").
     lines.push_back(head_line);
     const std::string arg_indent(indent + 4, ' ');
+    const std::string continuation(indent + 8, ' ');
     for (size_t i = 0; i < pieces.size(); ++i) {
-      size_t space = args[i].rfind(' ');
-      if (arg_indent.size() + pieces[i].size() <= kColumns || space == std::string::npos) {
+      if (arg_indent.size() + pieces[i].size() <= kColumns) {
         lines.push_back(arg_indent + pieces[i]);
+        continue;
+      }
+      std::string first_indent = arg_indent;
+      size_t start = 0;
+      if (size_t angle = args[i].find('<'); angle != std::string::npos) {
+        lines.push_back(arg_indent + pieces[i].substr(0, angle + 1));
+        first_indent = continuation;
+        start = angle + 1;
+      }
+      size_t space = args[i].rfind(' ');
+      if (first_indent.size() + pieces[i].size() - start <= kColumns ||
+          space == std::string::npos || space < start) {
+        lines.push_back(first_indent + pieces[i].substr(start));
       } else {
-        lines.push_back(arg_indent + pieces[i].substr(0, space));
-        lines.push_back(arg_indent + "    " + pieces[i].substr(space + 1));
+        lines.push_back(first_indent + pieces[i].substr(start, space - start));
+        lines.push_back(continuation + pieces[i].substr(space + 1));
       }
     }
   }
   for (const std::string& line : lines) *out += line + "\n";
 }
 
+// A C++ template type as generated code spells it, `open``args...``close`, for example
+// {"::trellis::ClientWriter<", {request, response}, ">"}: the parts show where it may be broken.
+struct TypeName {
+  std::string open;
+  std::vector<std::string> args;
+  std::string close;
+
+  std::string Text() const {
+    std::string text = open;
+    for (size_t i = 0; i < args.size(); ++i) text += (i == 0 ? "" : ", ") + args[i];
+    return text + close;
+  }
+};
+
+constexpr const char* kTaskOfResult = "::trellis::Task<::trellis::Result<";
+
+// ::trellis::Task<::trellis::Result<`response`>>, the result of unary calls and handlers.
+TypeName TaskOfResult(const std::string& response) { return {kTaskOfResult, {response}, ">>"}; }
+
 // Appends the declaration `prefix``result` `name`(`params`)`tail` of a generated member
-// function whose result is ::trellis::Task<::trellis::Result<`response`>>. When even
-// "result name(" does not fit on a line, the result type gets lines of its own.
-void AppendFunction(std::string* out, const std::string& prefix, const std::string& response,
+// function. When even "result name(" does not fit on a line, the result type gets lines of its
+// own.
+void AppendFunction(std::string* out, const std::string& prefix, const TypeName& result,
                     const std::string& name, const std::vector<std::string>& params,
                     const std::string& tail) {
   const size_t indent = 2;
-  const std::string result = "::trellis::Task<::trellis::Result<" + response + ">>";
-  const std::string head = prefix + result + " " + name + "(";
+  const std::string text = result.Text();
+  const std::string head = prefix + text + " " + name + "(";
   if (indent + head.size() <= kColumns) {
     AppendWrapped(out, indent, head, params, tail);
     return;
   }
-  const std::string inner = "::trellis::Result<" + response + ">>";
-  if (indent + prefix.size() + result.size() <= kColumns) {
-    *out += std::string(indent, ' ') + prefix + result + "\n";
-  } else if (indent + 4 + inner.size() <= kColumns) {
-    *out += std::string(indent, ' ') + prefix + "::trellis::Task<\n";
-    *out += std::string(indent + 4, ' ') + inner + "\n";
+  if (indent + prefix.size() + text.size() <= kColumns) {
+    *out += std::string(indent, ' ') + prefix + text + "\n";
+  } else if (result.open == kTaskOfResult && result.args.size() == 1) {
+    const std::string& response = result.args[0];
+    const std::string inner = "::trellis::Result<" + response + ">>";
+    if (indent + 4 + inner.size() <= kColumns) {
+      *out += std::string(indent, ' ') + prefix + "::trellis::Task<\n";
+      *out += std::string(indent + 4, ' ') + inner + "\n";
+    } else {
+      *out += std::string(indent, ' ') + prefix + kTaskOfResult + "\n";
+      *out += std::string(indent + 4, ' ') + response + ">>\n";
+    }
   } else {
-    *out += std::string(indent, ' ') + prefix + "::trellis::Task<::trellis::Result<\n";
-    *out += std::string(indent + 4, ' ') + response + ">>\n";
+    AppendWrapped(out, indent, prefix + result.open, result.args, result.close);
   }
   AppendWrapped(out, indent, name + "(", params, tail);
 }
@@ -243,8 +313,7 @@ void CollectPackageNames(const pb::FileDescriptor* file, const std::string& pack
   }
 }
 
-// Rejects what Trellis cannot generate: streaming methods (unless skipped) and names that
-// would collide in C++.
+// Rejects names that would collide in C++ (methods left out by skip_streaming do not count).
 bool Check(const pb::FileDescriptor* file, const Options& options, std::string* error) {
   const std::string plugin = std::string(kPluginName) + ": ";
   std::set<const pb::FileDescriptor*> seen;
@@ -268,16 +337,14 @@ bool Check(const pb::FileDescriptor* file, const Options& options, std::string* 
         {ClientClassName(service), "the name of class " + ClientClassName(service)},
         {"name", "trellis::Service::name()"},
         {"add_unary_method", "trellis::Service::add_unary_method()"},
+        {"add_server_streaming_method", "trellis::Service::add_server_streaming_method()"},
+        {"add_client_streaming_method", "trellis::Service::add_client_streaming_method()"},
+        {"add_bidi_streaming_method", "trellis::Service::add_bidi_streaming_method()"},
         {"methods_", "the member " + ClientClassName(service) + "::methods_"},
     };
     for (int m = 0; m < service->method_count(); ++m) {
       const pb::MethodDescriptor* method = service->method(m);
-      if (const char* kind = StreamingKind(method); kind != nullptr) {
-        if (options.skip_streaming) continue;
-        *error = plugin + method->full_name() + " is a " + kind +
-                 " method; Trellis does not support streaming methods yet";
-        return false;
-      }
+      if (options.skip_streaming && StreamingKind(method) != nullptr) continue;
       const std::string name = CppMethodName(method);
       auto [it, inserted] = reserved.emplace(name, "method " + method->full_name());
       if (!inserted) {
@@ -299,35 +366,44 @@ void CloseNamespace(std::string* out, const pb::FileDescriptor* file) {
   if (!file->package().empty()) *out += "\n}  // namespace " + CppNamespace(file) + "\n";
 }
 
-// The methods Trellis generates code for, in declaration order.
-std::vector<const pb::MethodDescriptor*> UnaryMethods(const pb::ServiceDescriptor* service) {
+// The methods Trellis generates code for, in declaration order: all of them, or only the unary
+// ones with skip_streaming.
+std::vector<const pb::MethodDescriptor*> GeneratedMethods(const pb::ServiceDescriptor* service,
+                                                          const Options& options) {
   std::vector<const pb::MethodDescriptor*> methods;
   for (int m = 0; m < service->method_count(); ++m) {
-    if (StreamingKind(service->method(m)) == nullptr) methods.push_back(service->method(m));
+    const pb::MethodDescriptor* method = service->method(m);
+    if (!options.skip_streaming || StreamingKind(method) == nullptr) methods.push_back(method);
   }
   return methods;
 }
 
-// The comment above a generated member function: the rpc line and the proto's comment.
-void AppendMethodComment(std::string* out, const pb::MethodDescriptor* method) {
+// The comment above a generated member function: the rpc line, for a streaming method its
+// contract (`contract`), and the proto's comment.
+void AppendMethodComment(std::string* out, const pb::MethodDescriptor* method,
+                         const std::string& contract) {
   AppendComment(out, 2, RpcSignature(method));
+  if (!contract.empty()) AppendComment(out, 2, contract);
   AppendProtoComment(out, 2, method);
 }
 
-// A streaming method left out by skip_streaming.
-void AppendSkippedMethods(std::string* out, const pb::ServiceDescriptor* service) {
+// The streaming methods left out by skip_streaming, as comments.
+void AppendSkippedMethods(std::string* out, const pb::ServiceDescriptor* service,
+                          const Options& options) {
+  if (!options.skip_streaming) return;
   for (int m = 0; m < service->method_count(); ++m) {
     const pb::MethodDescriptor* method = service->method(m);
     if (const char* kind = StreamingKind(method); kind != nullptr) {
       *out += "\n";
-      AppendComment(out, 2,
-                    RpcSignature(method) + ": not generated, " + kind +
-                        " methods are not supported yet (skip_streaming).");
+      AppendComment(
+          out, 2,
+          RpcSignature(method) + ": a " + kind + " method, not generated (skip_streaming).");
     }
   }
 }
 
-void AppendServiceClass(std::string* out, const pb::ServiceDescriptor* service) {
+void AppendServiceClass(std::string* out, const pb::ServiceDescriptor* service,
+                        const Options& options) {
   const std::string cls = ServiceClassName(service);
   AppendComment(out, 0,
                 "Server side of " + service->full_name() +
@@ -341,21 +417,36 @@ void AppendServiceClass(std::string* out, const pb::ServiceDescriptor* service) 
   }
   *out += " public:\n";
   *out += "  " + cls + "();\n";
-  for (const pb::MethodDescriptor* method : UnaryMethods(service)) {
+  for (const pb::MethodDescriptor* method : GeneratedMethods(service, options)) {
+    const std::string request = CppMessageType(method->input_type());
+    const std::string response = CppMessageType(method->output_type());
+    const std::string context = "::trellis::ServerContext& context";
+    const std::string reader = "::trellis::ServerReader<" + request + ">& reader";
+    const std::string writer = "::trellis::ServerWriter<" + response + ">& writer";
+    const TypeName status = {"::trellis::Task<", {"::trellis::Status"}, ">"};
+    TypeName result = TaskOfResult(response);
+    std::vector<std::string> params = {context, "const " + request + "& request"};
+    if (method->client_streaming() && method->server_streaming()) {
+      result = status;
+      params = {context, reader, writer};
+    } else if (method->client_streaming()) {
+      params = {context, reader};
+    } else if (method->server_streaming()) {
+      result = status;
+      params.push_back(writer);
+    }
     *out += "\n";
-    AppendMethodComment(out, method);
-    AppendFunction(out, "virtual ", CppMessageType(method->output_type()), CppMethodName(method),
-                   {"::trellis::ServerContext& context",
-                    "const " + CppMessageType(method->input_type()) + "& request"},
-                   ") = 0;");
+    AppendMethodComment(out, method, ShapeOf(method).server_contract);
+    AppendFunction(out, "virtual ", result, CppMethodName(method), params, ") = 0;");
   }
-  AppendSkippedMethods(out, service);
+  AppendSkippedMethods(out, service, options);
   *out += "};\n";
 }
 
-void AppendClientClass(std::string* out, const pb::ServiceDescriptor* service) {
+void AppendClientClass(std::string* out, const pb::ServiceDescriptor* service,
+                       const Options& options) {
   const std::string cls = ClientClassName(service);
-  const std::vector<const pb::MethodDescriptor*> methods = UnaryMethods(service);
+  const std::vector<const pb::MethodDescriptor*> methods = GeneratedMethods(service, options);
   AppendComment(out, 0, "Client side of " + service->full_name() + ".");
   AppendProtoComment(out, 0, service);
   *out += "class " + cls + " {\n";
@@ -363,29 +454,43 @@ void AppendClientClass(std::string* out, const pb::ServiceDescriptor* service) {
   AppendWrapped(out, 2, "explicit " + cls + "(", {"const ::trellis::Channel& channel"}, ");");
   for (const pb::MethodDescriptor* method : methods) {
     const std::string name = CppMethodName(method);
+    const std::string request = CppMessageType(method->input_type());
+    const std::string response = CppMessageType(method->output_type());
+    // Unary calls are coroutines; streaming ones return the stream, which starts the call.
+    TypeName result = TaskOfResult(response);
+    if (method->client_streaming() && method->server_streaming()) {
+      result = {"::trellis::ClientReaderWriter<", {request, response}, ">"};
+    } else if (method->client_streaming()) {
+      result = {"::trellis::ClientWriter<", {request, response}, ">"};
+    } else if (method->server_streaming()) {
+      result = {"::trellis::ClientReader<", {response}, ">"};
+    }
+    std::vector<std::string> params = {"::trellis::CallOptions options = {}"};
+    std::vector<std::string> args = {"std::move(options)"};
+    if (!method->client_streaming()) {
+      params.insert(params.begin(), "const " + request + "& request");
+      args.insert(args.begin(), "request");
+    }
     *out += "\n";
-    AppendMethodComment(out, method);
-    AppendFunction(out, "", CppMessageType(method->output_type()), name,
-                   {"const " + CppMessageType(method->input_type()) + "& request",
-                    "::trellis::CallOptions options = {}"},
-                   ") const {");
-    AppendWrapped(out, 4, "return methods_." + name + "(", {"request", "std::move(options)"}, ");");
+    AppendMethodComment(out, method, ShapeOf(method).client_contract);
+    AppendFunction(out, "", result, name, params, ") const {");
+    AppendWrapped(out, 4, "return methods_." + name + "(", args, ");");
     *out += "  }\n";
   }
-  AppendSkippedMethods(out, service);
+  AppendSkippedMethods(out, service, options);
   if (!methods.empty()) {
     *out += "\n private:\n";
     *out += "  struct {\n";
     for (const pb::MethodDescriptor* method : methods) {
-      std::string type = "::trellis::UnaryClientMethod<" + CppMessageType(method->input_type()) +
-                         ", " + CppMessageType(method->output_type()) + ">";
-      std::string line = "    " + type + " " + CppMethodName(method) + ";";
+      const std::string holder = std::string("::trellis::") + ShapeOf(method).client_method + "<";
+      const std::vector<std::string> types = {CppMessageType(method->input_type()),
+                                              CppMessageType(method->output_type())};
+      std::string line =
+          "    " + TypeName{holder, types, ">"}.Text() + " " + CppMethodName(method) + ";";
       if (line.size() <= kColumns) {
         *out += line + "\n";
       } else {
-        AppendWrapped(out, 4, "::trellis::UnaryClientMethod<",
-                      {CppMessageType(method->input_type()), CppMessageType(method->output_type())},
-                      ">");
+        AppendWrapped(out, 4, holder, types, ">");
         *out += "        " + CppMethodName(method) + ";\n";
       }
     }
@@ -394,7 +499,7 @@ void AppendClientClass(std::string* out, const pb::ServiceDescriptor* service) {
   *out += "};\n";
 }
 
-std::string GenerateHeader(const pb::FileDescriptor* file) {
+std::string GenerateHeader(const pb::FileDescriptor* file, const Options& options) {
   std::string out;
   AppendComment(
       &out, 0,
@@ -405,33 +510,36 @@ std::string GenerateHeader(const pb::FileDescriptor* file) {
     out += "#include \"" + PbHeaderName(file) + "\"\n";
     return out;
   }
-  out += "#pragma once\n\n";
-  out += "#include <trellis/client.hpp>\n";
-  out += "#include <trellis/service.hpp>\n";
-  out += "#include <utility>\n\n";
   // The file's own .pb.h includes those of its imports; the explicit includes of the files
   // that define request and response types only keep the header self-evidently complete.
   std::set<std::string> pb_headers = {PbHeaderName(file)};
+  bool streaming = false;
   for (int s = 0; s < file->service_count(); ++s) {
-    for (const pb::MethodDescriptor* method : UnaryMethods(file->service(s))) {
+    for (const pb::MethodDescriptor* method : GeneratedMethods(file->service(s), options)) {
       pb_headers.insert(PbHeaderName(method->input_type()->file()));
       pb_headers.insert(PbHeaderName(method->output_type()->file()));
+      streaming |= StreamingKind(method) != nullptr;
     }
   }
+  out += "#pragma once\n\n";
+  out += "#include <trellis/client.hpp>\n";
+  if (streaming) out += "#include <trellis/client_stream.hpp>\n";
+  out += "#include <trellis/service.hpp>\n";
+  out += "#include <utility>\n\n";
   for (const std::string& header : pb_headers) out += "#include \"" + header + "\"\n";
   out += "\n";
   OpenNamespace(&out, file);
   for (int s = 0; s < file->service_count(); ++s) {
     if (s > 0) out += "\n";
-    AppendServiceClass(&out, file->service(s));
+    AppendServiceClass(&out, file->service(s), options);
     out += "\n";
-    AppendClientClass(&out, file->service(s));
+    AppendClientClass(&out, file->service(s), options);
   }
   CloseNamespace(&out, file);
   return out;
 }
 
-std::string GenerateSource(const pb::FileDescriptor* file) {
+std::string GenerateSource(const pb::FileDescriptor* file, const Options& options) {
   std::string out;
   AppendComment(
       &out, 0,
@@ -445,7 +553,7 @@ std::string GenerateSource(const pb::FileDescriptor* file) {
   OpenNamespace(&out, file);
   for (int s = 0; s < file->service_count(); ++s) {
     const pb::ServiceDescriptor* service = file->service(s);
-    const std::vector<const pb::MethodDescriptor*> methods = UnaryMethods(service);
+    const std::vector<const pb::MethodDescriptor*> methods = GeneratedMethods(service, options);
     if (s > 0) out += "\n";
 
     const std::string server = ServiceClassName(service);
@@ -458,8 +566,9 @@ std::string GenerateSource(const pb::FileDescriptor* file) {
       out += server + "::" + server + "()\n    : " + base + body + "\n";
     }
     for (const pb::MethodDescriptor* method : methods) {
-      AppendWrapped(&out, 2, "add_unary_method(",
-                    {absl::StrCat("\"", MethodPath(method), "\""), absl::StrCat("&", server, "::", CppMethodName(method))},
+      AppendWrapped(&out, 2, absl::StrCat(ShapeOf(method).add_method, "("),
+                    {absl::StrCat("\"", MethodPath(method), "\""),
+                     absl::StrCat("&", server, "::", CppMethodName(method))},
                     ");");
     }
     if (!methods.empty()) out += "}\n";
@@ -510,8 +619,8 @@ bool TrellisGenerator::Generate(const pb::FileDescriptor* file, const std::strin
   Options options;
   if (!ParseOptions(parameter, &options, error)) return false;
   if (!Check(file, options, error)) return false;
-  return Write(context, HeaderName(file), GenerateHeader(file), error) &&
-         Write(context, SourceName(file), GenerateSource(file), error);
+  return Write(context, HeaderName(file), GenerateHeader(file, options), error) &&
+         Write(context, SourceName(file), GenerateSource(file, options), error);
 }
 
 }  // namespace trellis::codegen

@@ -13,7 +13,8 @@ namespace trellis::codegen {
 // file, a server base class SService and a client class SClient (see docs/codegen.md).
 //
 // Parameters (--trellis_opt=...), comma-separated:
-//   skip_streaming   leave streaming methods out (with a comment) instead of failing on them.
+//   skip_streaming   leave streaming methods out (only a comment marks them): the generated
+//                    classes then have unary methods only.
 class TrellisGenerator final : public google::protobuf::compiler::CodeGenerator {
  public:
   bool Generate(const google::protobuf::FileDescriptor* file, const std::string& parameter,

@@ -34,6 +34,7 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
     reader_->StartCall();
     reader_->Finish(&response_, &status_, static_cast<Completion*>(this));
     w->track(this);
+    Worker::count_call(w->live_client_calls, 1);
   }
 
   void try_cancel() { ctx_.TryCancel(); }
@@ -44,6 +45,7 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
   void complete(bool) override {
     // Finish always completes with ok=true; the outcome is in status_.
     worker_->untrack(this);
+    Worker::count_call(worker_->live_client_calls, -1);
     if (capture_ != nullptr) {
       capture_->initial = from_grpc(ctx_.GetServerInitialMetadata());
       capture_->trailing = from_grpc(ctx_.GetServerTrailingMetadata());

@@ -543,6 +543,8 @@ RuntimeMetrics Runtime::metrics() const {
   m.blocking_threads = core_->blocking_thread_count();
   for (auto& w : core_->workers) {
     m.workers.push_back({w->busy_time(), w->queue_depth(), w->events()});
+    m.server_calls += w->live_server_calls.load(std::memory_order_relaxed);
+    m.client_calls += w->live_client_calls.load(std::memory_order_relaxed);
   }
   return m;
 }

@@ -8,6 +8,7 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/async_stream.h>
 #include <grpcpp/support/async_unary_call.h>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -17,10 +18,12 @@
 #include <condition_variable>
 #include <csignal>
 #include <mutex>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "forward.hpp"
 #include "grpc_convert.hpp"
 #include "log.hpp"
 #include "runtime_core.hpp"
@@ -32,6 +35,7 @@ namespace trellis {
 namespace {
 
 using detail::Completion;
+using detail::Forward;
 using detail::Worker;
 
 // grpc::ServerBuilder only registers completion queues it made itself for that server. Trellis
@@ -72,17 +76,6 @@ class RuntimeQueuesOption final : public grpc::ServerBuilderOption {
   Runtime* runtime_;
 };
 
-// A member Completion that forwards to a method of its owner.
-template <class Owner, void (Owner::*Fn)(bool)>
-class Forward final : public Completion {
- public:
-  explicit Forward(Owner* owner) : owner_(owner) {}
-  void complete(bool ok) override { (owner_->*Fn)(ok); }
-
- private:
-  Owner* owner_;
-};
-
 }  // namespace
 
 class Server::State {
@@ -117,6 +110,24 @@ class Server::State {
 
 namespace {
 
+// The status a call ends with when its handler's task has completed with `error` or `status`.
+// An exception is logged and answered INTERNAL with a generic message (the client must not see
+// server internals), or CANCELLED when it came from the call's own cancellation.
+Status handler_outcome(std::exception_ptr error, Status status, const ServerContext& ctx) {
+  if (!error) return status;
+  if (ctx.is_cancelled()) return Status::cancelled("call cancelled");
+  std::string what = "unknown exception";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  detail::log(detail::LogLevel::kError,
+              absl::StrCat("handler of ", std::string(ctx.method()), " threw: ", what));
+  return Status::internal("internal error");
+}
+
 // One incoming unary call, from request to the last completion. Lives on one worker.
 class UnaryCall {
  public:
@@ -147,6 +158,8 @@ class UnaryCall {
       return;
     }
     (new UnaryCall(server_, worker_, service_, index_, method_))->arm();
+    Worker::count_call(worker_->live_server_calls, 1);
+    accepted_ = true;
     handler_running_ = true;
     boost::asio::co_spawn(
         Executor(worker_), method_->invoke(ctx_, &request_, &response_),
@@ -158,22 +171,7 @@ class UnaryCall {
 
   void handler_done(std::exception_ptr error, Status status) {
     handler_running_ = false;
-    if (error) {
-      if (ctx_.is_cancelled()) {
-        status = Status::cancelled("call cancelled");
-      } else {
-        std::string what = "unknown exception";
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          what = e.what();
-        } catch (...) {
-        }
-        detail::log(detail::LogLevel::kError,
-                    absl::StrCat("handler of ", method_->path(), " threw: ", what));
-        status = Status::internal("internal error");
-      }
-    }
+    status = handler_outcome(std::move(error), std::move(status), ctx_);
     if (status.ok()) {
       responder_.Finish(response_, grpc::Status::OK, &on_finished_);
     } else {
@@ -202,6 +200,7 @@ class UnaryCall {
   }
 
   void free() {
+    if (accepted_) Worker::count_call(worker_->live_server_calls, -1);
     Server::State* server = server_;
     delete this;
     server->call_object_destroyed();
@@ -212,6 +211,7 @@ class UnaryCall {
   detail::GrpcService* service_;
   int index_;
   detail::UnaryMethod* method_;
+  bool accepted_ = false;
 
   grpc::ServerContext grpc_ctx_;
   grpc::ByteBuffer request_;
@@ -263,6 +263,210 @@ class UnknownMethodCall {
   grpc::GenericServerAsyncReaderWriter stream_;
   Forward<UnknownMethodCall, &UnknownMethodCall::accepted> on_accepted_{this};
   Forward<UnknownMethodCall, &UnknownMethodCall::finished> on_finished_{this};
+};
+
+// One incoming streaming call (any streaming kind), from request to the last completion. Lives
+// on one worker, where the handler's reads and writes run. It is freed when the handler has
+// returned, the status has been sent, gRPC has reported the call done, and no read or write is
+// in flight.
+class StreamCall final : public detail::StreamCore {
+ public:
+  StreamCall(Server::State* server, Worker* worker, detail::GrpcService* service,
+             detail::StreamMethod* method)
+      : server_(server),
+        worker_(worker),
+        service_(service),
+        method_(method),
+        stream_(&grpc_ctx_),
+        ctx_(&grpc_ctx_, method->path()) {
+    server_->call_object_created();
+  }
+
+  void arm() {
+    grpc_ctx_.AsyncNotifyWhenDone(&on_done_);
+    service_->RequestAsyncBidiStreaming(method_->index(), &grpc_ctx_, &stream_, worker_->cq(),
+                                        worker_->cq(), &on_accepted_);
+  }
+
+  Worker* bind(Worker*) override { return worker_; }
+
+  void read(detail::ReadOp* op) override {
+    if (read_op_ != nullptr) {
+      misuse("a read was started while another read is pending on the stream");
+      complete_later(op, false, grpc::ByteBuffer());
+      return;
+    }
+    if (reads_ended_ || failure_ || status_sent_) {
+      complete_later(op, false, grpc::ByteBuffer());
+      return;
+    }
+    read_op_ = op;
+    ++outstanding_;
+    stream_.Read(&read_buffer_, &on_read_);
+  }
+
+  void write(grpc::ByteBuffer message, bool, detail::WriteOp* op) override {
+    if (write_op_ != nullptr) {
+      misuse("a write was started while another write is pending on the stream");
+      complete_later(op, false);
+      return;
+    }
+    if (failure_ || handler_returned_) {
+      complete_later(op, false);
+      return;
+    }
+    write_op_ = op;
+    ++outstanding_;
+    stream_.Write(message, &on_written_);
+  }
+
+  // Client-side operations; the typed server API never starts them.
+  void writes_done(detail::WriteOp* op) override { complete_later(op, false); }
+  void finish(detail::FinishOp* op) override {
+    complete_later(op, Status::failed_precondition("a server stream is finished by its handler"));
+  }
+
+  void cancel() override { grpc_ctx_.TryCancel(); }
+
+  // The call ends with `status` once the handler returns; reads and writes fail from now on.
+  void fail(Status status) override {
+    if (!failure_) failure_ = std::move(status);
+  }
+
+ private:
+  friend class detail::CallbackScope<StreamCall>;
+  using Scope = detail::CallbackScope<StreamCall>;
+
+  void accepted(bool ok) {
+    if (!ok) {
+      free();  // the server is shutting down; this request never became a call
+      return;
+    }
+    Scope scope(this);
+    (new StreamCall(server_, worker_, service_, method_))->arm();
+    Worker::count_call(worker_->live_server_calls, 1);
+    accepted_ = true;
+    handler_running_ = true;
+    boost::asio::co_spawn(
+        Executor(worker_), method_->invoke(ctx_, *this),
+        boost::asio::bind_cancellation_slot(ctx_.cancellation_signal().slot(),
+                                            [this](std::exception_ptr error, Status status) {
+                                              handler_done(std::move(error), std::move(status));
+                                            }));
+  }
+
+  void handler_done(std::exception_ptr error, Status status) {
+    Scope scope(this);
+    handler_running_ = false;
+    handler_returned_ = true;
+    final_status_ = handler_outcome(std::move(error), std::move(status), ctx_);
+    if (failure_) final_status_ = *failure_;
+    // gRPC allows one write in flight: a write the handler left pending goes out first.
+    if (write_op_ == nullptr) send_status();
+  }
+
+  void send_status() {
+    status_sent_ = true;
+    ++outstanding_;
+    stream_.Finish(detail::to_grpc(final_status_), &on_finished_);
+  }
+
+  // A failed read is the client's half-close or a broken call (cancelled by the client, deadline,
+  // connection lost); core tells which, so the handler learns from is_cancelled() at once.
+  void read_done(bool ok) {
+    Scope scope(this);
+    --outstanding_;
+    if (!ok) {
+      reads_ended_ = true;
+      if (grpc_call_failed_before_recv_message(grpc_ctx_.c_call()) != 0) ctx_.mark_cancelled();
+    }
+    detail::ReadOp* op = std::exchange(read_op_, nullptr);
+    if (ok) {
+      op->complete(true, std::move(read_buffer_));
+    } else {
+      op->complete(false, grpc::ByteBuffer());
+    }
+  }
+
+  // A write fails only when the call is dead.
+  void written(bool ok) {
+    Scope scope(this);
+    --outstanding_;
+    if (!ok) ctx_.mark_cancelled();
+    std::exchange(write_op_, nullptr)->complete(ok);
+    if (handler_returned_ && !status_sent_ && write_op_ == nullptr) send_status();
+  }
+
+  void done(bool) {
+    Scope scope(this);
+    done_ = true;
+    if (grpc_ctx_.IsCancelled()) {
+      ctx_.mark_cancelled();
+      if (handler_running_) {
+        ctx_.cancellation_signal().emit(boost::asio::cancellation_type::terminal);
+      }
+    }
+  }
+
+  void finished(bool) {
+    Scope scope(this);
+    --outstanding_;
+    finished_ = true;
+  }
+
+  void misuse(const char* what) {
+    detail::log(detail::LogLevel::kError, absl::StrCat(std::string(ctx_.method()), ": ", what));
+    fail(Status::internal(what));
+  }
+
+  template <class... Args>
+  void complete_later(detail::StreamOp<Args...>* op, Args... args) {
+    detail::post(worker_, detail::make_runnable([op, ... a = std::move(args)]() mutable {
+                   op->complete(std::move(a)...);
+                 }));
+  }
+
+  void maybe_free() {
+    if (callback_depth_ == 0 && done_ && finished_ && outstanding_ == 0 && !handler_running_) {
+      free();
+    }
+  }
+
+  void free() {
+    if (accepted_) Worker::count_call(worker_->live_server_calls, -1);
+    Server::State* server = server_;
+    delete this;
+    server->call_object_destroyed();
+  }
+
+  Server::State* server_;
+  Worker* worker_;
+  detail::GrpcService* service_;
+  detail::StreamMethod* method_;
+
+  grpc::ServerContext grpc_ctx_;
+  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
+  ServerContext ctx_;
+  grpc::ByteBuffer read_buffer_;
+  detail::ReadOp* read_op_ = nullptr;
+  detail::WriteOp* write_op_ = nullptr;
+  std::optional<Status> failure_;
+  Status final_status_;
+  int outstanding_ = 0;  // reads, writes and the status in flight in gRPC
+  int callback_depth_ = 0;
+  bool accepted_ = false;
+  bool handler_running_ = false;
+  bool handler_returned_ = false;
+  bool reads_ended_ = false;
+  bool status_sent_ = false;
+  bool done_ = false;
+  bool finished_ = false;
+
+  Forward<StreamCall, &StreamCall::accepted> on_accepted_{this};
+  Forward<StreamCall, &StreamCall::read_done> on_read_{this};
+  Forward<StreamCall, &StreamCall::written> on_written_{this};
+  Forward<StreamCall, &StreamCall::done> on_done_{this};
+  Forward<StreamCall, &StreamCall::finished> on_finished_{this};
 };
 
 }  // namespace
@@ -334,11 +538,15 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   for (std::size_t w = 0; w < runtime_->worker_count(); ++w) {
     Worker* worker = runtime_->core().workers[w].get();
     for (Service* s : services_) {
-      for (std::size_t m = 0; m < s->unary_methods_.size(); ++m) {
+      for (auto& method : s->unary_methods_) {
         for (int k = 0; k < requests_per_worker_; ++k) {
-          (new UnaryCall(state.get(), worker, &s->grpc_service_, static_cast<int>(m),
-                         s->unary_methods_[m].get()))
+          (new UnaryCall(state.get(), worker, &s->grpc_service_, method->index(), method.get()))
               ->arm();
+        }
+      }
+      for (auto& method : s->stream_methods_) {
+        for (int k = 0; k < requests_per_worker_; ++k) {
+          (new StreamCall(state.get(), worker, &s->grpc_service_, method.get()))->arm();
         }
       }
     }

@@ -5,9 +5,11 @@
 namespace trellis {
 namespace detail {
 
-int GrpcService::add_raw_unary(const std::string& path) {
-  AddMethod(new grpc::internal::RpcServiceMethod(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC,
-                                                 nullptr));
+int GrpcService::add_raw(const std::string& path, bool streaming) {
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      path.c_str(),
+      streaming ? grpc::internal::RpcMethod::BIDI_STREAMING : grpc::internal::RpcMethod::NORMAL_RPC,
+      nullptr));
   int index = method_count_++;
   MarkMethodRaw(index);
   return index;
@@ -18,10 +20,15 @@ int GrpcService::add_raw_unary(const std::string& path) {
 Service::Service(std::string full_name) : name_(std::move(full_name)) {}
 Service::~Service() = default;
 
+// grpc keeps the name pointer: the Method owns the string and never moves it.
 void Service::add(std::unique_ptr<detail::UnaryMethod> method) {
-  // grpc keeps the name pointer: UnaryMethod owns the string and never moves it.
-  grpc_service_.add_raw_unary(method->path());
+  method->set_index(grpc_service_.add_raw(method->path(), false));
   unary_methods_.push_back(std::move(method));
+}
+
+void Service::add(std::unique_ptr<detail::StreamMethod> method) {
+  method->set_index(grpc_service_.add_raw(method->path(), true));
+  stream_methods_.push_back(std::move(method));
 }
 
 }  // namespace trellis

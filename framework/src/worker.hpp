@@ -109,6 +109,16 @@ class Worker {
   std::uint64_t events() const { return events_.load(std::memory_order_relaxed); }
   std::size_t queue_depth() const { return depth_.load(std::memory_order_relaxed); }
 
+  // Call objects alive on this worker: accepted server calls and started client calls. Written
+  // only by the worker thread (count_call), read by Runtime::metrics; tests use them to find
+  // leaks.
+  std::atomic<std::int64_t> live_server_calls{0};
+  std::atomic<std::int64_t> live_client_calls{0};
+  static void count_call(std::atomic<std::int64_t>& counter, std::int64_t delta) {
+    // Single writer: a plain load and store, no locked read-modify-write on the hot path.
+    counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+  }
+
  private:
   class Wakeup final : public Completion {
    public:

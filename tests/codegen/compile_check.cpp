@@ -1,7 +1,12 @@
 // Compile check of generated code: implements every generated service base of the golden protos
-// and calls every generated client method, the way user code does. It is never run; it fails the
-// build when the generator and the framework API drift apart. Compiled with TRELLIS_WARNINGS.
+// and calls every generated client method, unary and streaming, the way user code does. It is
+// never run; it fails the build when the generator and the framework API drift apart. Compiled
+// with TRELLIS_WARNINGS.
+#include <optional>
+#include <string>
 #include <trellis/client.hpp>
+#include <trellis/client_stream.hpp>
+#include <trellis/server_stream.hpp>
 #include <trellis/service.hpp>
 #include <utility>
 
@@ -16,8 +21,12 @@ namespace common = ::codegen_test::common;
 using ::google::protobuf::Empty;
 using ::trellis::Result;
 using ::trellis::ServerContext;
+using ::trellis::ServerReader;
+using ::trellis::ServerWriter;
 using ::trellis::Status;
 using ::trellis::Task;
+using LongRequest = v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest;
+using LongResponse = v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest;
 
 class EchoImpl final : public v1::EchoService {
  public:
@@ -42,6 +51,48 @@ class EchoImpl final : public v1::EchoService {
   AnUnusuallyLongMethodNameForTheWrappingTest(
       ServerContext&, const v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest&) override {
     co_return v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest();
+  }
+
+  // Server streaming: one reply per character.
+  Task<Status> Split(ServerContext& context, const v1::EchoRequest& request,
+                     ServerWriter<v1::EchoReply>& writer) override {
+    for (char c : request.text()) {
+      v1::EchoReply reply;
+      reply.set_text(std::string(1, c));
+      if (!co_await writer.write(reply)) co_return Status::cancelled("gone");
+    }
+    (void)context.is_cancelled();
+    co_return Status();
+  }
+  // Client streaming: all requests joined.
+  Task<Result<v1::EchoReply>> Join(ServerContext&, ServerReader<v1::EchoRequest>& reader) override {
+    v1::EchoReply reply;
+    while (std::optional<v1::EchoRequest> request = co_await reader.read()) {
+      reply.mutable_text()->append(request->text());
+    }
+    co_return reply;
+  }
+  // Bidi: every request echoed.
+  Task<Status> Chat(ServerContext&, ServerReader<v1::EchoRequest>& reader,
+                    ServerWriter<v1::EchoReply>& writer) override {
+    while (std::optional<v1::EchoRequest> request = co_await reader.read()) {
+      v1::EchoReply reply;
+      reply.set_text(request->text());
+      if (!co_await writer.write(reply)) break;
+    }
+    co_return Status();
+  }
+  Task<Status> AnUnusuallyLongServerStreamingMethodName(ServerContext&, const LongRequest&,
+                                                        ServerWriter<LongResponse>&) override {
+    co_return Status::unimplemented("AnUnusuallyLongServerStreamingMethodName");
+  }
+  Task<Result<LongResponse>> AnUnusuallyLongClientStreamingMethodName(
+      ServerContext&, ServerReader<LongRequest>&) override {
+    co_return LongResponse();
+  }
+  Task<Status> AnUnusuallyLongBidiStreamingMethodName(ServerContext&, ServerReader<LongRequest>&,
+                                                      ServerWriter<LongResponse>&) override {
+    co_return Status();
   }
 };
 
@@ -88,6 +139,38 @@ Task<bool> CallEverything(const ::trellis::Channel& channel) {
   ok &= (co_await admin.Reset(common::Empty())).ok();
   ok &= (co_await ping.Ping(::PingRequest())).ok();
   ok &= (co_await ping.Status(common::Empty())).ok();
+
+  // Server streaming: read until the end, then the status.
+  ::trellis::ClientReader<v1::EchoReply> split =
+      echo.Split(request, ::trellis::CallOptions().add_metadata("k", "v"));
+  while (std::optional<v1::EchoReply> part = co_await split.read()) ok &= !part->text().empty();
+  Status split_status = co_await split.finish();
+  ok &= split_status.ok();
+
+  // Client streaming: write, then finish for the response.
+  ::trellis::ClientWriter<v1::EchoRequest, v1::EchoReply> join = echo_copy.Join();
+  ok &= co_await join.write(request);
+  ok &= co_await join.writes_done();
+  Result<v1::EchoReply> joined = co_await join.finish();
+  ok &= joined.ok();
+
+  // Bidi: write and read, then the status.
+  ::trellis::ClientReaderWriter<v1::EchoRequest, v1::EchoReply> chat =
+      echo.Chat(::trellis::CallOptions());
+  ok &= co_await chat.write(request);
+  ok &= (co_await chat.read()).has_value();
+  ok &= co_await chat.writes_done();
+  ok &= (co_await chat.finish()).ok();
+
+  // The wrapped declarations; streams are move-only values, cancel() ends the call.
+  auto long_reader = echo.AnUnusuallyLongServerStreamingMethodName(LongRequest());
+  ::trellis::ClientReader<LongResponse> moved_reader = std::move(long_reader);
+  moved_reader.cancel();
+  auto long_writer = echo.AnUnusuallyLongClientStreamingMethodName();
+  ok &= (co_await long_writer.finish()).ok();
+  auto long_chat = echo.AnUnusuallyLongBidiStreamingMethodName();
+  ok &= co_await long_chat.write(LongRequest());
+  ok &= (co_await long_chat.finish()).ok();
   co_return ok;
 }
 

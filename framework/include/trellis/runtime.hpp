@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -46,6 +47,8 @@ struct RuntimeMetrics {
   std::uint64_t tasks_completed = 0;
   std::uint64_t tasks_failed = 0;  // ended with an exception (aborted tasks included)
   std::size_t blocking_threads = 0;
+  std::int64_t server_calls = 0;  // incoming calls accepted and not yet fully finished
+  std::int64_t client_calls = 0;  // outgoing calls (unary and streams) not yet freed
   std::vector<WorkerMetrics> workers;
 };
 

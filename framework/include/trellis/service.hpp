@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "trellis/detail/serialization.hpp"
 #include "trellis/result.hpp"
 #include "trellis/server_context.hpp"
+#include "trellis/server_stream.hpp"
 #include "trellis/status.hpp"
 #include "trellis/task.hpp"
 
@@ -20,18 +22,36 @@ class Server;
 
 namespace detail {
 
-// A unary method seen untyped: request bytes in, response bytes out. The typed half (parse,
-// call the handler, serialize) is the only per-method template code.
-class UnaryMethod {
+// A method of a service as the server sees it: its path and its index among the grpc::Service's
+// methods.
+class Method {
  public:
-  explicit UnaryMethod(std::string path) : path_(std::move(path)) {}
-  virtual ~UnaryMethod() = default;
+  explicit Method(std::string path) : path_(std::move(path)) {}
+  virtual ~Method() = default;
   const std::string& path() const { return path_; }
-  virtual Task<Status> invoke(ServerContext& ctx, grpc::ByteBuffer* request,
-                              grpc::ByteBuffer* response) = 0;
+  int index() const { return index_; }
+  void set_index(int index) { index_ = index; }
 
  private:
   std::string path_;
+  int index_ = -1;
+};
+
+// A unary method seen untyped: request bytes in, response bytes out. The typed half (parse,
+// call the handler, serialize) is the only per-method template code.
+class UnaryMethod : public Method {
+ public:
+  using Method::Method;
+  virtual Task<Status> invoke(ServerContext& ctx, grpc::ByteBuffer* request,
+                              grpc::ByteBuffer* response) = 0;
+};
+
+// A streaming method (any of the three kinds) seen untyped: the framework hands it the call's
+// stream and finishes the call with the returned status.
+class StreamMethod : public Method {
+ public:
+  using Method::Method;
+  virtual Task<Status> invoke(ServerContext& ctx, StreamCore& stream) = 0;
 };
 
 template <class Svc, class Req, class Resp>
@@ -55,10 +75,71 @@ class TypedUnaryMethod final : public UnaryMethod {
   Handler handler_;
 };
 
+template <class Svc, class Req, class Resp>
+class TypedServerStreamingMethod final : public StreamMethod {
+ public:
+  using Handler = Task<Status> (Svc::*)(ServerContext&, const Req&, ServerWriter<Resp>&);
+  TypedServerStreamingMethod(std::string path, Svc* service, Handler handler)
+      : StreamMethod(std::move(path)), service_(service), handler_(handler) {}
+
+  Task<Status> invoke(ServerContext& ctx, StreamCore& stream) override {
+    std::optional<Req> request = co_await async_read<Req>(&stream, use_task);
+    if (!request) co_return Status::internal("the client sent no request message");
+    ServerWriter<Resp> writer(&stream);
+    co_return co_await (service_->*handler_)(ctx, *request, writer);
+  }
+
+ private:
+  Svc* service_;
+  Handler handler_;
+};
+
+template <class Svc, class Req, class Resp>
+class TypedClientStreamingMethod final : public StreamMethod {
+ public:
+  using Handler = Task<Result<Resp>> (Svc::*)(ServerContext&, ServerReader<Req>&);
+  TypedClientStreamingMethod(std::string path, Svc* service, Handler handler)
+      : StreamMethod(std::move(path)), service_(service), handler_(handler) {}
+
+  Task<Status> invoke(ServerContext& ctx, StreamCore& stream) override {
+    ServerReader<Req> reader(&stream);
+    Result<Resp> result = co_await (service_->*handler_)(ctx, reader);
+    if (!result.ok()) co_return result.status();
+    ServerWriter<Resp> writer(&stream);
+    if (!co_await writer.write(*result)) co_return Status::cancelled("the call ended");
+    co_return Status();
+  }
+
+ private:
+  Svc* service_;
+  Handler handler_;
+};
+
+template <class Svc, class Req, class Resp>
+class TypedBidiStreamingMethod final : public StreamMethod {
+ public:
+  using Handler = Task<Status> (Svc::*)(ServerContext&, ServerReader<Req>&, ServerWriter<Resp>&);
+  TypedBidiStreamingMethod(std::string path, Svc* service, Handler handler)
+      : StreamMethod(std::move(path)), service_(service), handler_(handler) {}
+
+  Task<Status> invoke(ServerContext& ctx, StreamCore& stream) override {
+    ServerReader<Req> reader(&stream);
+    ServerWriter<Resp> writer(&stream);
+    co_return co_await (service_->*handler_)(ctx, reader, writer);
+  }
+
+ private:
+  Svc* service_;
+  Handler handler_;
+};
+
 // Exposes the protected registration API of grpc::Service to Trellis.
 class GrpcService final : public grpc::Service {
  public:
-  int add_raw_unary(const std::string& path);
+  // Registers a method taking raw bytes; returns its index. Every streaming kind is registered
+  // as bidi: the wire format is the same, and Trellis reads a server-streaming request itself.
+  int add_raw(const std::string& path, bool streaming);
+  using grpc::Service::RequestAsyncBidiStreaming;
   using grpc::Service::RequestAsyncUnary;
 
  private:
@@ -88,13 +169,38 @@ class Service {
     add(std::make_unique<detail::TypedUnaryMethod<Svc, Req, Resp>>(
         path, static_cast<Svc*>(this), handler));
   }
+  // Registers a server-streaming handler: one request in, responses written to the writer.
+  template <class Svc, class Req, class Resp>
+  void add_server_streaming_method(
+      const char* path, Task<Status> (Svc::*handler)(ServerContext&, const Req&,
+                                                     ServerWriter<Resp>&)) {
+    add(std::make_unique<detail::TypedServerStreamingMethod<Svc, Req, Resp>>(
+        path, static_cast<Svc*>(this), handler));
+  }
+  // Registers a client-streaming handler: requests read from the reader, one response.
+  template <class Svc, class Req, class Resp>
+  void add_client_streaming_method(
+      const char* path, Task<Result<Resp>> (Svc::*handler)(ServerContext&, ServerReader<Req>&)) {
+    add(std::make_unique<detail::TypedClientStreamingMethod<Svc, Req, Resp>>(
+        path, static_cast<Svc*>(this), handler));
+  }
+  // Registers a bidi-streaming handler.
+  template <class Svc, class Req, class Resp>
+  void add_bidi_streaming_method(const char* path,
+                                 Task<Status> (Svc::*handler)(ServerContext&, ServerReader<Req>&,
+                                                              ServerWriter<Resp>&)) {
+    add(std::make_unique<detail::TypedBidiStreamingMethod<Svc, Req, Resp>>(
+        path, static_cast<Svc*>(this), handler));
+  }
 
  private:
   friend class Server;
   void add(std::unique_ptr<detail::UnaryMethod> method);
+  void add(std::unique_ptr<detail::StreamMethod> method);
 
   std::string name_;
   std::vector<std::unique_ptr<detail::UnaryMethod>> unary_methods_;
+  std::vector<std::unique_ptr<detail::StreamMethod>> stream_methods_;
   detail::GrpcService grpc_service_;
 };
 

@@ -20,14 +20,14 @@ class StreamerService : public ::trellis::Service {
   virtual ::trellis::Task<::trellis::Result<::codegen_test::streaming::Reply>> Unary(
       ::trellis::ServerContext& context, const ::codegen_test::streaming::Request& request) = 0;
 
-  // rpc ServerStream(Request) returns (stream Reply): not generated, server-streaming methods are
-  // not supported yet (skip_streaming).
+  // rpc ServerStream(Request) returns (stream Reply): a server-streaming method, not generated
+  // (skip_streaming).
 
-  // rpc ClientStream(stream Request) returns (Reply): not generated, client-streaming methods are
-  // not supported yet (skip_streaming).
+  // rpc ClientStream(stream Request) returns (Reply): a client-streaming method, not generated
+  // (skip_streaming).
 
-  // rpc Bidi(stream Request) returns (stream Reply): not generated, bidi-streaming methods are not
-  // supported yet (skip_streaming).
+  // rpc Bidi(stream Request) returns (stream Reply): a bidi-streaming method, not generated
+  // (skip_streaming).
 };
 
 // Client side of codegen_test.streaming.Streamer.
@@ -43,14 +43,14 @@ class StreamerClient {
     return methods_.Unary(request, std::move(options));
   }
 
-  // rpc ServerStream(Request) returns (stream Reply): not generated, server-streaming methods are
-  // not supported yet (skip_streaming).
+  // rpc ServerStream(Request) returns (stream Reply): a server-streaming method, not generated
+  // (skip_streaming).
 
-  // rpc ClientStream(stream Request) returns (Reply): not generated, client-streaming methods are
-  // not supported yet (skip_streaming).
+  // rpc ClientStream(stream Request) returns (Reply): a client-streaming method, not generated
+  // (skip_streaming).
 
-  // rpc Bidi(stream Request) returns (stream Reply): not generated, bidi-streaming methods are not
-  // supported yet (skip_streaming).
+  // rpc Bidi(stream Request) returns (stream Reply): a bidi-streaming method, not generated
+  // (skip_streaming).
 
  private:
   struct {

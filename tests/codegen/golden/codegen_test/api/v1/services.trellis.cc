@@ -11,6 +11,15 @@ EchoService::EchoService() : ::trellis::Service("codegen_test.api.v1.Echo") {
   add_unary_method("/codegen_test.api.v1.Echo/requires", &EchoService::requires_);
   add_unary_method("/codegen_test.api.v1.Echo/AnUnusuallyLongMethodNameForTheWrappingTest",
                    &EchoService::AnUnusuallyLongMethodNameForTheWrappingTest);
+  add_server_streaming_method("/codegen_test.api.v1.Echo/Split", &EchoService::Split);
+  add_client_streaming_method("/codegen_test.api.v1.Echo/Join", &EchoService::Join);
+  add_bidi_streaming_method("/codegen_test.api.v1.Echo/Chat", &EchoService::Chat);
+  add_server_streaming_method("/codegen_test.api.v1.Echo/AnUnusuallyLongServerStreamingMethodName",
+                              &EchoService::AnUnusuallyLongServerStreamingMethodName);
+  add_client_streaming_method("/codegen_test.api.v1.Echo/AnUnusuallyLongClientStreamingMethodName",
+                              &EchoService::AnUnusuallyLongClientStreamingMethodName);
+  add_bidi_streaming_method("/codegen_test.api.v1.Echo/AnUnusuallyLongBidiStreamingMethodName",
+                            &EchoService::AnUnusuallyLongBidiStreamingMethodName);
 }
 
 EchoClient::EchoClient(const ::trellis::Channel& channel)
@@ -22,6 +31,15 @@ EchoClient::EchoClient(const ::trellis::Channel& channel)
           .requires_{channel, "/codegen_test.api.v1.Echo/requires"},
           .AnUnusuallyLongMethodNameForTheWrappingTest{
               channel, "/codegen_test.api.v1.Echo/AnUnusuallyLongMethodNameForTheWrappingTest"},
+          .Split{channel, "/codegen_test.api.v1.Echo/Split"},
+          .Join{channel, "/codegen_test.api.v1.Echo/Join"},
+          .Chat{channel, "/codegen_test.api.v1.Echo/Chat"},
+          .AnUnusuallyLongServerStreamingMethodName{
+              channel, "/codegen_test.api.v1.Echo/AnUnusuallyLongServerStreamingMethodName"},
+          .AnUnusuallyLongClientStreamingMethodName{
+              channel, "/codegen_test.api.v1.Echo/AnUnusuallyLongClientStreamingMethodName"},
+          .AnUnusuallyLongBidiStreamingMethodName{
+              channel, "/codegen_test.api.v1.Echo/AnUnusuallyLongBidiStreamingMethodName"},
       } {}
 
 AdminService::AdminService() : ::trellis::Service("codegen_test.api.v1.Admin") {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <trellis/client.hpp>
+#include <trellis/client_stream.hpp>
 #include <trellis/service.hpp>
 #include <utility>
 
@@ -55,6 +56,64 @@ class EchoService : public ::trellis::Service {
       ::trellis::ServerContext& context,
       const ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest&
           request) = 0;
+
+  // rpc Split(EchoRequest) returns (stream EchoReply)
+  // Server-streaming: write() the responses to `writer`; the returned status ends the call.
+  // One reply per word of the request.
+  virtual ::trellis::Task<::trellis::Status> Split(
+      ::trellis::ServerContext& context, const ::codegen_test::api::v1::EchoRequest& request,
+      ::trellis::ServerWriter<::codegen_test::api::v1::EchoReply>& writer) = 0;
+
+  // rpc Join(stream EchoRequest) returns (EchoReply)
+  // Client-streaming: read() the requests from `reader` until std::nullopt; return the response.
+  // The requests joined into one reply.
+  virtual ::trellis::Task<::trellis::Result<::codegen_test::api::v1::EchoReply>> Join(
+      ::trellis::ServerContext& context,
+      ::trellis::ServerReader<::codegen_test::api::v1::EchoRequest>& reader) = 0;
+
+  // rpc Chat(stream EchoRequest) returns (stream EchoReply)
+  // Bidi-streaming: read() from `reader`, write() to `writer`; the returned status ends the call.
+  // Every request echoed as it comes.
+  virtual ::trellis::Task<::trellis::Status> Chat(
+      ::trellis::ServerContext& context,
+      ::trellis::ServerReader<::codegen_test::api::v1::EchoRequest>& reader,
+      ::trellis::ServerWriter<::codegen_test::api::v1::EchoReply>& writer) = 0;
+
+  // rpc
+  // AnUnusuallyLongServerStreamingMethodName(AnUnusuallyLongRequestMessageNameForTheWrappingTest)
+  // returns (stream AnUnusuallyLongResponseMessageNameForTheWrappingTest)
+  // Server-streaming: write() the responses to `writer`; the returned status ends the call.
+  // Streaming methods whose types must be wrapped.
+  virtual ::trellis::Task<::trellis::Status> AnUnusuallyLongServerStreamingMethodName(
+      ::trellis::ServerContext& context,
+      const ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest& request,
+      ::trellis::ServerWriter<
+          ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>&
+          writer) = 0;
+
+  // rpc AnUnusuallyLongClientStreamingMethodName(stream
+  // AnUnusuallyLongRequestMessageNameForTheWrappingTest) returns
+  // (AnUnusuallyLongResponseMessageNameForTheWrappingTest)
+  // Client-streaming: read() the requests from `reader` until std::nullopt; return the response.
+  virtual ::trellis::Task<::trellis::Result<
+      ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>>
+  AnUnusuallyLongClientStreamingMethodName(
+      ::trellis::ServerContext& context,
+      ::trellis::ServerReader<
+          ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest>&
+          reader) = 0;
+
+  // rpc AnUnusuallyLongBidiStreamingMethodName(stream
+  // AnUnusuallyLongRequestMessageNameForTheWrappingTest) returns (stream
+  // AnUnusuallyLongResponseMessageNameForTheWrappingTest)
+  // Bidi-streaming: read() from `reader`, write() to `writer`; the returned status ends the call.
+  virtual ::trellis::Task<::trellis::Status> AnUnusuallyLongBidiStreamingMethodName(
+      ::trellis::ServerContext& context,
+      ::trellis::ServerReader<
+          ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest>& reader,
+      ::trellis::ServerWriter<
+          ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>&
+          writer) = 0;
 };
 
 // Client side of codegen_test.api.v1.Echo.
@@ -114,6 +173,67 @@ class EchoClient {
     return methods_.AnUnusuallyLongMethodNameForTheWrappingTest(request, std::move(options));
   }
 
+  // rpc Split(EchoRequest) returns (stream EchoReply)
+  // Server-streaming: read() the responses until std::nullopt, then finish() for the call's status.
+  // One reply per word of the request.
+  ::trellis::ClientReader<::codegen_test::api::v1::EchoReply> Split(
+      const ::codegen_test::api::v1::EchoRequest& request,
+      ::trellis::CallOptions options = {}) const {
+    return methods_.Split(request, std::move(options));
+  }
+
+  // rpc Join(stream EchoRequest) returns (EchoReply)
+  // Client-streaming: write() the requests, then finish() for the response or the error status.
+  // The requests joined into one reply.
+  ::trellis::ClientWriter<::codegen_test::api::v1::EchoRequest, ::codegen_test::api::v1::EchoReply>
+  Join(::trellis::CallOptions options = {}) const {
+    return methods_.Join(std::move(options));
+  }
+
+  // rpc Chat(stream EchoRequest) returns (stream EchoReply)
+  // Bidi-streaming: write() requests, read() responses, in any order; then finish() for the status.
+  // Every request echoed as it comes.
+  ::trellis::ClientReaderWriter<::codegen_test::api::v1::EchoRequest,
+                                ::codegen_test::api::v1::EchoReply>
+  Chat(::trellis::CallOptions options = {}) const {
+    return methods_.Chat(std::move(options));
+  }
+
+  // rpc
+  // AnUnusuallyLongServerStreamingMethodName(AnUnusuallyLongRequestMessageNameForTheWrappingTest)
+  // returns (stream AnUnusuallyLongResponseMessageNameForTheWrappingTest)
+  // Server-streaming: read() the responses until std::nullopt, then finish() for the call's status.
+  // Streaming methods whose types must be wrapped.
+  ::trellis::ClientReader<
+      ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>
+  AnUnusuallyLongServerStreamingMethodName(
+      const ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest& request,
+      ::trellis::CallOptions options = {}) const {
+    return methods_.AnUnusuallyLongServerStreamingMethodName(request, std::move(options));
+  }
+
+  // rpc AnUnusuallyLongClientStreamingMethodName(stream
+  // AnUnusuallyLongRequestMessageNameForTheWrappingTest) returns
+  // (AnUnusuallyLongResponseMessageNameForTheWrappingTest)
+  // Client-streaming: write() the requests, then finish() for the response or the error status.
+  ::trellis::ClientWriter<
+      ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest,
+      ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>
+  AnUnusuallyLongClientStreamingMethodName(::trellis::CallOptions options = {}) const {
+    return methods_.AnUnusuallyLongClientStreamingMethodName(std::move(options));
+  }
+
+  // rpc AnUnusuallyLongBidiStreamingMethodName(stream
+  // AnUnusuallyLongRequestMessageNameForTheWrappingTest) returns (stream
+  // AnUnusuallyLongResponseMessageNameForTheWrappingTest)
+  // Bidi-streaming: write() requests, read() responses, in any order; then finish() for the status.
+  ::trellis::ClientReaderWriter<
+      ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest,
+      ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>
+  AnUnusuallyLongBidiStreamingMethodName(::trellis::CallOptions options = {}) const {
+    return methods_.AnUnusuallyLongBidiStreamingMethodName(std::move(options));
+  }
+
  private:
   struct {
     ::trellis::UnaryClientMethod<::codegen_test::api::v1::EchoRequest,
@@ -132,6 +252,27 @@ class EchoClient {
         ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest,
         ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>
         AnUnusuallyLongMethodNameForTheWrappingTest;
+    ::trellis::ServerStreamingClientMethod<::codegen_test::api::v1::EchoRequest,
+                                           ::codegen_test::api::v1::EchoReply>
+        Split;
+    ::trellis::ClientStreamingClientMethod<::codegen_test::api::v1::EchoRequest,
+                                           ::codegen_test::api::v1::EchoReply>
+        Join;
+    ::trellis::BidiStreamingClientMethod<::codegen_test::api::v1::EchoRequest,
+                                         ::codegen_test::api::v1::EchoReply>
+        Chat;
+    ::trellis::ServerStreamingClientMethod<
+        ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest,
+        ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>
+        AnUnusuallyLongServerStreamingMethodName;
+    ::trellis::ClientStreamingClientMethod<
+        ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest,
+        ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>
+        AnUnusuallyLongClientStreamingMethodName;
+    ::trellis::BidiStreamingClientMethod<
+        ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest,
+        ::codegen_test::api::v1::AnUnusuallyLongResponseMessageNameForTheWrappingTest>
+        AnUnusuallyLongBidiStreamingMethodName;
   } methods_;
 };
 

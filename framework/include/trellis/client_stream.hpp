@@ -1,0 +1,206 @@
+// trellis client streams: the calls of server-streaming, client-streaming and bidi methods.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include <grpcpp/channel.h>
+#include <grpcpp/impl/codegen/rpc_method.h>
+
+#include "trellis/call_options.hpp"
+#include "trellis/channel.hpp"
+#include "trellis/detail/stream_core.hpp"
+#include "trellis/result.hpp"
+#include "trellis/task.hpp"
+
+namespace trellis {
+
+namespace detail {
+
+// Creates the client side of a streaming call. It starts on the worker of its first operation.
+// `request` (server streaming): the one request, sent with the half-close when the call starts.
+// A non-OK `status` (the request did not serialize) makes every operation fail and finish()
+// complete with it.
+StreamCore* new_client_stream(const std::shared_ptr<grpc::Channel>& channel,
+                              const grpc::internal::RpcMethod& method, CallOptions options,
+                              std::optional<grpc::ByteBuffer> request, Status status);
+// Drops the caller's handle: cancels the call unless it has finished, and frees it once gRPC is
+// done with it. Any thread.
+void release_client_stream(StreamCore* core) noexcept;
+// Cancels the call. Any thread.
+void cancel_client_stream(StreamCore* core) noexcept;
+
+struct ClientStreamReleaser {
+  void operator()(StreamCore* core) const noexcept { release_client_stream(core); }
+};
+using ClientStreamHandle = std::unique_ptr<StreamCore, ClientStreamReleaser>;
+
+// The parts every client stream has: finish, cancel, and the lifetime of the call.
+class ClientStreamBase {
+ public:
+  // Cancels the call: pending and later operations fail, finish() gives CANCELLED. Any thread.
+  void cancel() noexcept { cancel_client_stream(core_.get()); }
+
+ protected:
+  explicit ClientStreamBase(ClientStreamHandle core) : core_(std::move(core)) {}
+  // Half-closes if needed, reads and discards what the server still sends, and completes with
+  // the call's final status (also filling CallOptions::capture_response_metadata).
+  template <class Token>
+  auto finish_status(Token&& token) {
+    return detail::async_finish(core_.get(), std::forward<Token>(token));
+  }
+  template <class Msg, class Token>
+  auto write_message(const Msg& message, Token&& token) {
+    grpc::ByteBuffer bytes;
+    Status serialized = detail::serialize(message, &bytes);
+    return detail::async_write(core_.get(), std::move(serialized), std::move(bytes), false,
+                               std::forward<Token>(token));
+  }
+
+  ClientStreamHandle core_;
+};
+
+}  // namespace detail
+
+// The client side of a server-streaming call. Move-only; destroying it before the call has
+// finished cancels the call. Operations may be awaited from any task on a Trellis runtime; the
+// call runs on the worker of the first one. Like all Trellis operations they take an Asio
+// completion token (default: a Task); cancelling a pending one cancels the whole call.
+template <class Resp>
+class ClientReader : public detail::ClientStreamBase {
+ public:
+  explicit ClientReader(detail::ClientStreamHandle core) : ClientStreamBase(std::move(core)) {}
+
+  // Completes with the next response, or std::nullopt once the stream has ended (successfully
+  // or not: finish() says which). One read may be pending at a time.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto read(Token&& token = {}) {
+    return detail::async_read<Resp>(core_.get(), std::forward<Token>(token));
+  }
+  // Completes with the call's final status. Responses not read yet are discarded.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto finish(Token&& token = {}) {
+    return finish_status(std::forward<Token>(token));
+  }
+};
+
+// The client side of a client-streaming call: write requests, then finish() for the response.
+// Move-only; destroying it before finish() completes cancels the call.
+template <class Req, class Resp>
+class ClientWriter : public detail::ClientStreamBase {
+ public:
+  explicit ClientWriter(detail::ClientStreamHandle core) : ClientStreamBase(std::move(core)) {}
+
+  // Sends one request; completes with true once gRPC has taken it, false when the call has
+  // ended (finish() says why). One write at a time.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto write(const Req& message, Token&& token = {}) {
+    return write_message(message, std::forward<Token>(token));
+  }
+  // Half-closes: no more requests. Optional; finish() does it too.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto writes_done(Token&& token = {}) {
+    return detail::async_writes_done(core_.get(), std::forward<Token>(token));
+  }
+  // Half-closes if needed and completes with the response or the call's error status.
+  Task<Result<Resp>> finish() {
+    detail::StreamCore* core = core_.get();
+    co_await detail::async_writes_done(core, use_task);
+    std::optional<Resp> response = co_await detail::async_read<Resp>(core, use_task);
+    Status status = co_await detail::async_finish(core, use_task);
+    if (!status.ok()) co_return status;
+    if (!response) co_return Status::internal("the server sent no response message");
+    co_return std::move(*response);
+  }
+};
+
+// The client side of a bidi call: one task may read while another writes. Move-only; destroying
+// it before the call has finished cancels the call.
+template <class Req, class Resp>
+class ClientReaderWriter : public detail::ClientStreamBase {
+ public:
+  explicit ClientReaderWriter(detail::ClientStreamHandle core)
+      : ClientStreamBase(std::move(core)) {}
+
+  // As ClientReader::read.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto read(Token&& token = {}) {
+    return detail::async_read<Resp>(core_.get(), std::forward<Token>(token));
+  }
+  // As ClientWriter::write.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto write(const Req& message, Token&& token = {}) {
+    return write_message(message, std::forward<Token>(token));
+  }
+  // Half-closes: no more requests; responses keep coming.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto writes_done(Token&& token = {}) {
+    return detail::async_writes_done(core_.get(), std::forward<Token>(token));
+  }
+  // Half-closes if needed, discards unread responses, completes with the final status.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto finish(Token&& token = {}) {
+    return finish_status(std::forward<Token>(token));
+  }
+};
+
+namespace detail {
+
+// What generated clients hold for each streaming method: the channel and the method.
+class StreamingClientMethod {
+ public:
+  // `path` is "/package.Service/Method"; it must outlive this object (generated code passes a
+  // string literal).
+  StreamingClientMethod(const Channel& channel, const char* path)
+      : channel_(channel.grpc_channel()),
+        method_(path, grpc::internal::RpcMethod::BIDI_STREAMING, channel_) {}
+
+ protected:
+  ClientStreamHandle open(CallOptions options, std::optional<grpc::ByteBuffer> request = {},
+                          Status status = Status()) const {
+    return ClientStreamHandle(new_client_stream(channel_, method_, std::move(options),
+                                                std::move(request), std::move(status)));
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  grpc::internal::RpcMethod method_;
+};
+
+}  // namespace detail
+
+// A server-streaming method bound to a channel. Calling it serializes the request and returns the
+// stream; the call starts when the stream is first read.
+template <class Req, class Resp>
+class ServerStreamingClientMethod : public detail::StreamingClientMethod {
+ public:
+  using StreamingClientMethod::StreamingClientMethod;
+  ClientReader<Resp> operator()(const Req& request, CallOptions options = {}) const {
+    grpc::ByteBuffer bytes;
+    Status status = detail::serialize(request, &bytes);
+    return ClientReader<Resp>(open(std::move(options), std::move(bytes), std::move(status)));
+  }
+};
+
+// A client-streaming method bound to a channel; the call starts with the first operation.
+template <class Req, class Resp>
+class ClientStreamingClientMethod : public detail::StreamingClientMethod {
+ public:
+  using StreamingClientMethod::StreamingClientMethod;
+  ClientWriter<Req, Resp> operator()(CallOptions options = {}) const {
+    return ClientWriter<Req, Resp>(open(std::move(options)));
+  }
+};
+
+// A bidi-streaming method bound to a channel; the call starts with the first operation.
+template <class Req, class Resp>
+class BidiStreamingClientMethod : public detail::StreamingClientMethod {
+ public:
+  using StreamingClientMethod::StreamingClientMethod;
+  ClientReaderWriter<Req, Resp> operator()(CallOptions options = {}) const {
+    return ClientReaderWriter<Req, Resp>(open(std::move(options)));
+  }
+};
+
+}  // namespace trellis

@@ -1,0 +1,38 @@
+// Internal: a completion-queue tag that calls a member function of its owner.
+#pragma once
+
+#include "trellis/detail/runnable.hpp"
+
+namespace trellis::detail {
+
+// A member Completion that forwards to a method of its owner: one per kind of gRPC operation an
+// object has in flight, so the owner needs no tag bookkeeping.
+template <class Owner, void (Owner::*Fn)(bool)>
+class Forward final : public Completion {
+ public:
+  explicit Forward(Owner* owner) : owner_(owner) {}
+  void complete(bool ok) override { (owner_->*Fn)(ok); }
+
+ private:
+  Owner* owner_;
+};
+
+// Completing an operation resumes the coroutine that awaited it, inline; that coroutine may
+// finish, drop its handle or end the call, re-entering the object whose callback is running.
+// An object that frees itself opens a CallbackScope in every callback and frees only when the
+// outermost one closes: Owner::maybe_free() must return early while callback_depth() > 0.
+template <class Owner>
+class CallbackScope {
+ public:
+  explicit CallbackScope(Owner* owner) : owner_(owner) { ++owner_->callback_depth_; }
+  ~CallbackScope() {
+    if (--owner_->callback_depth_ == 0) owner_->maybe_free();
+  }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+
+ private:
+  Owner* owner_;
+};
+
+}  // namespace trellis::detail

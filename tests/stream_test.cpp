@@ -1,0 +1,369 @@
+// End-to-end streaming calls of all three kinds: a Trellis server and a Trellis client over real
+// loopback sockets. Every test ends by checking that no call object is left alive.
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include "streamer_service.hpp"
+#include "trellis/client_stream.hpp"
+#include "trellis/runtime.hpp"
+#include "trellis/server.hpp"
+
+namespace trellis::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using namespace boost::asio::experimental::awaitable_operators;
+constexpr auto kTestDeadline = absl::Seconds(30);
+
+EchoRequest request(std::string message) {
+  EchoRequest req;
+  req.set_message(std::move(message));
+  return req;
+}
+
+EchoRequest failing_request(StatusCode code, std::string message) {
+  EchoRequest req;
+  req.set_status_code(static_cast<int>(code));
+  req.set_status_message(std::move(message));
+  req.set_status_details("\x01\x02 details");
+  return req;
+}
+
+class StreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime_ = Runtime::multi_thread().worker_threads(2).build();
+    auto server =
+        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(streamer_).build();
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value();
+    channel_ = Channel::insecure("127.0.0.1:" + std::to_string(server_->port()));
+    client_ = std::make_unique<StreamerClient>(channel_);
+  }
+
+  void TearDown() override {
+    EXPECT_TRUE(calls_return_to_zero()) << "a call object outlived its call";
+    if (server_) server_->shutdown();
+    server_.reset();
+    runtime_.reset();
+  }
+
+  // Waits (bounded) until the runtime has no live server or client call object: call objects
+  // are freed on the last gRPC completion, which may come just after the client saw the status.
+  bool calls_return_to_zero() {
+    return runtime_->block_on([](Runtime* rt) -> Task<bool> {
+      auto deadline = std::chrono::steady_clock::now() + 10s;
+      while (std::chrono::steady_clock::now() < deadline) {
+        RuntimeMetrics m = rt->metrics();
+        if (m.server_calls == 0 && m.client_calls == 0) co_return true;
+        co_await sleep_for(1ms);
+      }
+      co_return false;
+    }(runtime_.get()));
+  }
+
+  template <class T>
+  T run(Task<T> task) {
+    return runtime_->block_on(std::move(task));
+  }
+
+  void expect_handler_saw_cancellation() {
+    ASSERT_TRUE(
+        streamer_.observed.handler_saw_cancellation.WaitForNotificationWithTimeout(kTestDeadline));
+    EXPECT_TRUE(streamer_.observed.is_cancelled_was_true);
+  }
+
+  std::unique_ptr<Runtime> runtime_;
+  StreamerImpl streamer_;
+  std::unique_ptr<Server> server_;
+  Channel channel_{nullptr};
+  std::unique_ptr<StreamerClient> client_;
+};
+
+// Reads every remaining message of `stream` into a vector of their texts.
+template <class Stream>
+Task<std::vector<std::string>> read_all(Stream& stream) {
+  std::vector<std::string> out;
+  while (std::optional<EchoResponse> resp = co_await stream.read()) out.push_back(resp->message());
+  co_return out;
+}
+
+TEST_F(StreamTest, ServerStreamingDeliversEveryMessageThenOk) {
+  auto [messages, status] = run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
+    auto stream = c->Split(request("one two three"));
+    auto messages = co_await read_all(stream);
+    co_return std::pair{messages, co_await stream.finish()};
+  }(client_.get()));
+  EXPECT_EQ(messages, (std::vector<std::string>{"one", "two", "three"}));
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST_F(StreamTest, ServerStreamingEndsWithTheHandlersErrorAfterItsMessages) {
+  EchoRequest req = failing_request(StatusCode::kFailedPrecondition, "no more words");
+  req.set_message("a b");
+  auto [messages, status] = run([](StreamerClient* c, EchoRequest req)
+                                    -> Task<std::pair<std::vector<std::string>, Status>> {
+    auto stream = c->Split(req);
+    auto messages = co_await read_all(stream);
+    co_return std::pair{messages, co_await stream.finish()};
+  }(client_.get(), req));
+  EXPECT_EQ(messages, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(status.message(), "no more words");
+  EXPECT_EQ(status.details(), "\x01\x02 details");
+}
+
+TEST_F(StreamTest, ServerStreamingFinishWithoutReadingDiscardsTheMessages) {
+  Status status = run([](StreamerClient* c) -> Task<Status> {
+    auto stream = c->Split(request("unread words are discarded"));
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST_F(StreamTest, ServerStreamingSendsHeadersAndTrailers) {
+  ResponseMetadata md;
+  EchoRequest req = request("x");
+  req.set_echo_metadata(true);
+  Status status = run([](StreamerClient* c, EchoRequest req, ResponseMetadata* md) -> Task<Status> {
+    CallOptions options;
+    options.add_metadata("echo-text", "hello").add_metadata("echo-raw-bin", std::string("\0\xff", 2));
+    options.capture_response_metadata(md);
+    auto stream = c->Split(req, options);
+    co_await read_all(stream);
+    co_return co_await stream.finish();
+  }(client_.get(), req, &md));
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(md.initial.get("echo-text"), "hello");
+  EXPECT_EQ(md.trailing.get("echo-raw-bin"), std::string("\0\xff", 2));
+}
+
+TEST_F(StreamTest, ClientStreamingCollectsEveryRequest) {
+  Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
+    auto stream = c->Collect();
+    for (const char* m : {"x", "y", "z"}) {
+      if (!co_await stream.write(request(m))) break;
+    }
+    co_return co_await stream.finish();
+  }(client_.get()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "x,y,z");
+  EXPECT_EQ(streamer_.observed.requests_read, 3);
+}
+
+TEST_F(StreamTest, ClientStreamingWithNoRequests) {
+  Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
+    auto stream = c->Collect();
+    co_return co_await stream.finish();
+  }(client_.get()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "");
+}
+
+TEST_F(StreamTest, ClientStreamingHandlerThatReturnsEarlyEndsTheCall) {
+  Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
+    auto stream = c->Collect();
+    co_await stream.write(request("a"));
+    co_await stream.write(failing_request(StatusCode::kAborted, "stop here"));
+    // The handler has returned (or soon will): later writes are taken or refused, never hang.
+    for (int i = 0; i < 100; ++i) {
+      if (!co_await stream.write(request("ignored"))) break;
+    }
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_EQ(r.status().code(), StatusCode::kAborted);
+  EXPECT_EQ(r.status().message(), "stop here");
+}
+
+TEST_F(StreamTest, BidiEchoesInOrder) {
+  auto [echoed, status] = run([](StreamerClient* c) -> Task<std::pair<int, Status>> {
+    auto stream = c->Chat();
+    int echoed = 0;
+    for (int i = 0; i < 100; ++i) {
+      if (!co_await stream.write(request(std::to_string(i)))) break;
+      std::optional<EchoResponse> resp = co_await stream.read();
+      if (!resp || resp->message() != std::to_string(i)) break;
+      ++echoed;
+    }
+    co_await stream.writes_done();
+    std::optional<EchoResponse> after = co_await stream.read();
+    co_return std::pair{after ? -1 : echoed, co_await stream.finish()};
+  }(client_.get()));
+  EXPECT_EQ(echoed, 100);
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST_F(StreamTest, BidiEmptyStream) {
+  auto [messages, status] = run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
+    auto stream = c->Chat();
+    co_await stream.writes_done();
+    auto messages = co_await read_all(stream);
+    co_return std::pair{messages, co_await stream.finish()};
+  }(client_.get()));
+  EXPECT_TRUE(messages.empty());
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+// Both sides read and write at the same time from two tasks: the client writes 500 requests
+// while reading; the server pumps 300 responses while reading.
+TEST_F(StreamTest, BidiReadsAndWritesConcurrentlyOnBothSides) {
+  auto [messages, status] = run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
+    auto stream = c->Chat();
+    auto writer = [](ClientReaderWriter<EchoRequest, EchoResponse>& s) -> Task<void> {
+      co_await s.write(request("pump:300"));
+      for (int i = 0; i < 500; ++i) {
+        if (!co_await s.write(request("r"))) break;
+      }
+      co_await s.writes_done();
+    };
+    auto messages = co_await (writer(stream) && read_all(stream));
+    co_return std::pair{messages, co_await stream.finish()};
+  }(client_.get()));
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_EQ(messages.size(), 301u);
+  for (int i = 0; i < 300; ++i) EXPECT_EQ(messages[i], "pump " + std::to_string(i));
+  EXPECT_EQ(messages.back(), "read 500");
+}
+
+TEST_F(StreamTest, ClientCancelEndsTheHandlersPendingRead) {
+  auto [got, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
+    auto stream = c->Chat();
+    co_await stream.write(request("a"));
+    std::optional<EchoResponse> first = co_await stream.read();
+    stream.cancel();  // the handler is now waiting in read()
+    std::optional<EchoResponse> next = co_await stream.read();
+    co_return std::pair{first.has_value() && !next.has_value(), co_await stream.finish()};
+  }(client_.get()));
+  EXPECT_TRUE(got);
+  EXPECT_EQ(status.code(), StatusCode::kCancelled) << status;
+  expect_handler_saw_cancellation();
+}
+
+TEST_F(StreamTest, ClientCancelEndsTheHandlersPendingWait) {
+  EchoRequest req = request("first second");
+  req.set_delay_ms(600'000);
+  Status status = run([](StreamerClient* c, EchoRequest req) -> Task<Status> {
+    auto stream = c->Split(req);
+    co_await stream.read();
+    stream.cancel();
+    co_return co_await stream.finish();
+  }(client_.get(), req));
+  EXPECT_EQ(status.code(), StatusCode::kCancelled) << status;
+  expect_handler_saw_cancellation();
+}
+
+TEST_F(StreamTest, DeadlineMidStreamEndsBothSides) {
+  Status status = run([](StreamerClient* c) -> Task<Status> {
+    CallOptions options;
+    options.set_timeout(300ms);
+    auto stream = c->Chat(options);
+    co_await stream.write(request("a"));
+    co_await stream.read();
+    // Neither side sends anything now: the deadline ends the call.
+    std::optional<EchoResponse> none = co_await stream.read();
+    if (none) co_return Status::internal("unexpected message");
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_EQ(status.code(), StatusCode::kDeadlineExceeded) << status;
+  expect_handler_saw_cancellation();
+}
+
+TEST_F(StreamTest, DroppingTheStreamCancelsTheCall) {
+  bool echoed = run([](StreamerClient* c) -> Task<bool> {
+    auto stream = c->Chat();
+    co_await stream.write(request("a"));
+    co_return (co_await stream.read()).has_value();
+    // `stream` is destroyed here, mid-call.
+  }(client_.get()));
+  EXPECT_TRUE(echoed);
+  expect_handler_saw_cancellation();
+}
+
+TEST_F(StreamTest, HandlerExceptionMidStreamIsInternal) {
+  Status status = run([](StreamerClient* c) -> Task<Status> {
+    auto stream = c->Chat();
+    co_await stream.write(request("a"));
+    co_await stream.read();
+    EchoRequest boom;
+    boom.set_throw_exception(true);
+    co_await stream.write(boom);
+    co_await read_all(stream);
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
+  EXPECT_EQ(status.message(), "internal error");
+}
+
+TEST_F(StreamTest, UnknownStreamingMethodIsUnimplemented) {
+  BidiStreamingClientMethod<EchoRequest, EchoResponse> nope(channel_,
+                                                            "/trellis.testing.Streamer/Nope");
+  Status status = run([](BidiStreamingClientMethod<EchoRequest, EchoResponse>* m) -> Task<Status> {
+    auto stream = (*m)();
+    co_await stream.write(request("a"));
+    co_return co_await stream.finish();
+  }(&nope));
+  EXPECT_EQ(status.code(), StatusCode::kUnimplemented) << status;
+}
+
+TEST_F(StreamTest, TwoReadsAtOnceFailTheCall) {
+  Status status = run([](StreamerClient* c) -> Task<Status> {
+    auto stream = c->Chat();
+    co_await (stream.read() && stream.read());
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("another read"), std::string::npos) << status;
+}
+
+// A pending read has no cancellation of its own in gRPC: losing a race cancels the call.
+TEST_F(StreamTest, CancellingAPendingReadCancelsTheCall) {
+  Status status = run([](StreamerClient* c) -> Task<Status> {
+    auto stream = c->Chat();
+    co_await stream.write(request("a"));
+    co_await stream.read();  // the handler runs, and now waits for the next request
+    co_await (stream.read() || sleep_for(20ms));
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_EQ(status.code(), StatusCode::kCancelled) << status;
+  expect_handler_saw_cancellation();
+}
+
+TEST_F(StreamTest, StreamOffTheRuntimeFailsClearly) {
+  auto stream = client_->Chat();
+  boost::asio::io_context io;
+  auto status = boost::asio::co_spawn(io, stream.finish(), boost::asio::use_future);
+  io.run();
+  Status s = status.get();
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s;
+}
+
+TEST_F(StreamTest, ManyConcurrentStreams) {
+  constexpr int kStreams = 200;
+  constexpr int kMessages = 10;
+  int ok = run([](Runtime* rt, StreamerClient* c) -> Task<int> {
+    auto one = [](StreamerClient* c, int id) -> Task<bool> {
+      auto stream = c->Chat();
+      for (int i = 0; i < kMessages; ++i) {
+        std::string m = std::to_string(id) + "/" + std::to_string(i);
+        if (!co_await stream.write(request(m))) co_return false;
+        auto resp = co_await stream.read();
+        if (!resp || resp->message() != m) co_return false;
+      }
+      co_return (co_await stream.finish()).ok();
+    };
+    std::vector<JoinHandle<bool>> handles;
+    for (int id = 0; id < kStreams; ++id) handles.push_back(rt->spawn(one(c, id)));
+    int ok = 0;
+    for (auto& h : handles) ok += (co_await h.join()) ? 1 : 0;
+    co_return ok;
+  }(runtime_.get(), client_.get()));
+  EXPECT_EQ(ok, kStreams);
+}
+
+}  // namespace
+}  // namespace trellis::testing
