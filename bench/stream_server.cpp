@@ -1,0 +1,84 @@
+// The Trellis side of the streaming benchmark: trellis.bench.StreamBench (bench/stream.proto)
+// served by coroutine handlers on the Trellis runtime, doing what bench/baseline_stream_server.cpp
+// does on the plain grpc++ async API:
+//   ServerStream: build the response once, write it `count` times (without end when count is 0),
+//                 each write awaited before the next (the one write in flight Trellis allows).
+//   Echo:         read a request, write a response carrying its payload, await the write, read
+//                 the next; OK after the client's half-close.
+// A failed write (the client cancelled) ends the call with CANCELLED.
+//
+//   stream_server [--port N] [--host ADDR] [--threads T] [--grace_ms MS]
+//
+// Prints "stream_server listening on port N" on stdout; SIGINT or SIGTERM shut it down.
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "stream.trellis.h"
+#include "trellis/runtime.hpp"
+#include "trellis/server.hpp"
+
+ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one");
+ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on");
+ABSL_FLAG(int, threads, 1, "runtime worker threads; 0 means one per hardware thread");
+ABSL_FLAG(int, grace_ms, 5000, "how long in-flight calls may take to finish at shutdown");
+
+namespace {
+
+using trellis::bench::StreamRequest;
+using trellis::bench::StreamResponse;
+
+class StreamBench final : public trellis::bench::StreamBenchService {
+  trellis::Task<trellis::Status> ServerStream(
+      trellis::ServerContext&, const StreamRequest& request,
+      trellis::ServerWriter<StreamResponse>& writer) override {
+    StreamResponse response;
+    response.set_payload(std::string(request.response_size(), 'x'));
+    for (std::uint64_t i = 0; request.count() == 0 || i < request.count(); ++i) {
+      if (!co_await writer.write(response)) co_return trellis::Status::cancelled("the client went away");
+    }
+    co_return trellis::Status();
+  }
+
+  trellis::Task<trellis::Status> Echo(trellis::ServerContext&,
+                                      trellis::ServerReader<StreamRequest>& reader,
+                                      trellis::ServerWriter<StreamResponse>& writer) override {
+    while (std::optional<StreamRequest> request = co_await reader.read()) {
+      StreamResponse response;
+      response.set_payload(std::move(*request->mutable_payload()));
+      if (!co_await writer.write(response)) co_return trellis::Status::cancelled("the client went away");
+    }
+    co_return trellis::Status();
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  auto runtime = trellis::Runtime::multi_thread()
+                     .worker_threads(static_cast<std::size_t>(absl::GetFlag(FLAGS_threads)))
+                     .build();
+  StreamBench service;
+  auto server = trellis::Server::Builder(*runtime)
+                    .add_insecure_port(absl::GetFlag(FLAGS_host) + ":" +
+                                       std::to_string(absl::GetFlag(FLAGS_port)))
+                    .add_service(service)
+                    .build();
+  if (!server.ok()) {
+    std::cerr << "stream_server: " << server.status() << "\n";
+    return 1;
+  }
+  std::printf("stream_server listening on port %d\n", (*server)->port());
+  std::fflush(stdout);
+
+  int signo = trellis::wait_for_shutdown_signal();
+  std::fprintf(stderr, "stream_server: signal %d, draining in-flight calls\n", signo);
+  (*server)->shutdown(std::chrono::milliseconds(absl::GetFlag(FLAGS_grace_ms)));
+  server.value().reset();  // servers go before their runtime
+  runtime->shutdown();
+  return 0;
+}
