@@ -148,19 +148,17 @@ class UnaryCall {
     }
     (new UnaryCall(server_, worker_, service_, index_, method_))->arm();
     handler_running_ = true;
-    boost::asio::co_spawn(
-        Executor(worker_), method_->invoke(ctx_, &request_, &response_),
-        boost::asio::bind_cancellation_slot(ctx_.cancellation_signal().slot(),
-                                            [this](std::exception_ptr error, Status status) {
-                                              handler_done(std::move(error), std::move(status));
-                                            }));
+    boost::asio::co_spawn(Executor(worker_), method_->invoke(ctx_, &request_, &response_, &status_),
+                          boost::asio::bind_cancellation_slot(
+                              ctx_.cancellation_signal().slot(),
+                              [this](std::exception_ptr error) { handler_done(error); }));
   }
 
-  void handler_done(std::exception_ptr error, Status status) {
+  void handler_done(const std::exception_ptr& error) {
     handler_running_ = false;
     if (error) {
       if (ctx_.is_cancelled()) {
-        status = Status::cancelled("call cancelled");
+        status_ = Status::cancelled("call cancelled");
       } else {
         std::string what = "unknown exception";
         try {
@@ -171,23 +169,23 @@ class UnaryCall {
         }
         detail::log(detail::LogLevel::kError,
                     absl::StrCat("handler of ", method_->path(), " threw: ", what));
-        status = Status::internal("internal error");
+        status_ = Status::internal("internal error");
       }
     }
-    if (status.ok()) {
+    if (status_.ok()) {
       responder_.Finish(response_, grpc::Status::OK, &on_finished_);
     } else {
-      responder_.FinishWithError(detail::to_grpc(status), &on_finished_);
+      responder_.FinishWithError(detail::to_grpc(status_), &on_finished_);
     }
   }
 
   void done(bool) {
     done_ = true;
-    if (grpc_ctx_.IsCancelled()) {
+    // Once the handler has finished nothing reads the cancellation any more, so the common case
+    // (done arriving after the response was sent) skips IsCancelled, which takes a lock.
+    if (handler_running_ && grpc_ctx_.IsCancelled()) {
       ctx_.mark_cancelled();
-      if (handler_running_) {
-        ctx_.cancellation_signal().emit(boost::asio::cancellation_type::terminal);
-      }
+      ctx_.cancellation_signal().emit(boost::asio::cancellation_type::terminal);
     }
     maybe_free();
   }
@@ -218,6 +216,7 @@ class UnaryCall {
   grpc::ByteBuffer response_;
   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
   ServerContext ctx_;
+  Status status_;  // the handler's outcome, set by UnaryMethod::invoke
   bool handler_running_ = false;
   bool done_ = false;
   bool finished_ = false;
