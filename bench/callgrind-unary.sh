@@ -16,6 +16,8 @@
 #   --calls "N1 N2"   the two call counts [CALLS, default "2000 10000"]
 #   --servers LIST    comma-separated subset of baseline,trellis [SERVERS, default both]
 #   --out DIR         where the callgrind files go [OUT_DIR, default BUILD_DIR/callgrind-<time>]
+# BASELINE_ARGS and TRELLIS_ARGS add flags to the servers' command lines (e.g.
+# BASELINE_ARGS="--prepost 16").
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,8 +47,8 @@ mkdir -p "$out_dir"
 
 client=$build_dir/bench/unary_calls
 declare -A cmd=(
-  [baseline]="$build_dir/bench/baseline_server --port 0"
-  [trellis]="$build_dir/examples/helloworld/greeter_server --port 0 --threads 1 --host 127.0.0.1"
+  [baseline]="$build_dir/bench/baseline_server --port 0 ${BASELINE_ARGS:-}"
+  [trellis]="$build_dir/examples/helloworld/greeter_server --port 0 --threads 1 --host 127.0.0.1 ${TRELLIS_ARGS:-}"
 )
 
 # Runs server $1 under callgrind for $2 calls; prints its total instruction count.
