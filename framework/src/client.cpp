@@ -5,6 +5,7 @@
 #include <grpcpp/impl/codegen/async_unary_call.h>
 
 #include "grpc_convert.hpp"
+#include "outgoing_bytes.hpp"
 #include "worker.hpp"
 
 namespace trellis::detail {
@@ -14,8 +15,7 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
   explicit Impl(UnaryClientCall* owner) : owner_(owner) {}
 
   void start(Worker* w, const std::shared_ptr<grpc::Channel>& channel,
-             const grpc::internal::RpcMethod& method, grpc::ByteBuffer request,
-             CallOptions options) {
+             const grpc::internal::RpcMethod& method, Bytes request, CallOptions options) {
     worker_ = w;
     if (!w->accepting_ops()) {
       // The queue is about to shut down; starting an operation on it now is not allowed.
@@ -28,11 +28,12 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
     if (options.wait_for_ready()) ctx_.set_wait_for_ready(true);
     for (const auto& [k, v] : options.metadata()) ctx_.AddMetadata(k, v);
     capture_ = options.response_metadata();
-    request_ = std::move(request);
-    reader_ = grpc::internal::ClientAsyncResponseReaderHelper::Create<grpc::ByteBuffer, grpc::ByteBuffer>(
-        channel.get(), w->cq(), method, &ctx_, request_);
+    // Create serializes (takes) the request at once.
+    reader_ = grpc::internal::ClientAsyncResponseReaderHelper::Create<grpc::ByteBuffer,
+                                                                      OutgoingBytes>(
+        channel.get(), w->cq(), method, &ctx_, OutgoingBytes(std::move(request)));
     reader_->StartCall();
-    reader_->Finish(&response_, &status_, static_cast<Completion*>(this));
+    reader_->Finish(response_.get(), &status_, static_cast<Completion*>(this));
     w->track(this);
     Worker::count_call(w->live_client_calls, 1);
   }
@@ -57,8 +58,7 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
   UnaryClientCall* owner_;
   Worker* worker_ = nullptr;
   grpc::ClientContext ctx_;
-  grpc::ByteBuffer request_;
-  grpc::ByteBuffer response_;
+  Bytes response_;
   grpc::Status status_;
   grpc::ClientAsyncResponseReader<grpc::ByteBuffer>* reader_ = nullptr;  // arena-owned by the call
   ResponseMetadata* capture_ = nullptr;
@@ -68,7 +68,7 @@ UnaryClientCall::UnaryClientCall() : impl_(std::make_unique<Impl>(this)) {}
 UnaryClientCall::~UnaryClientCall() = default;
 
 void UnaryClientCall::start(Worker* w, const std::shared_ptr<grpc::Channel>& channel,
-                            const grpc::internal::RpcMethod& method, grpc::ByteBuffer request,
+                            const grpc::internal::RpcMethod& method, Bytes request,
                             CallOptions options) {
   impl_->start(w, channel, method, std::move(request), std::move(options));
 }

@@ -6,13 +6,16 @@
 #include <atomic>
 
 #include "grpc_convert.hpp"
+#include "outgoing_bytes.hpp"
 #include "forward.hpp"
 #include "worker.hpp"
 
 namespace trellis::detail {
 namespace {
 
-using Stream = grpc::ClientAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+constexpr grpc::ByteBuffer* kNoBytes = nullptr;
+
+using Stream = grpc::ClientAsyncReaderWriter<OutgoingBytes, grpc::ByteBuffer>;
 
 // The client side of one streaming call. Created unbound; the first operation binds it to a
 // worker and starts the gRPC call there. Every member below the atomics is touched only on that
@@ -24,7 +27,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
  public:
   ClientStreamCall(const std::shared_ptr<grpc::Channel>& channel,
                    const grpc::internal::RpcMethod& method, CallOptions options,
-                   std::optional<grpc::ByteBuffer> request, Status status)
+                   std::optional<Bytes> request, Status status)
       : channel_(channel), method_(method), options_(std::move(options)),
         request_(std::move(request)) {
     if (!status.ok()) failure_ = std::move(status);
@@ -39,18 +42,18 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   void read(ReadOp* op) override {
     if (read_op_ != nullptr || finishing_) {
       misuse("a read was started while another read or finish() is pending on the stream");
-      complete_later(op, false, grpc::ByteBuffer());
+      complete_later(op, false, kNoBytes);
       return;
     }
     if (!ensure_started() || reads_ended_) {
-      complete_later(op, false, grpc::ByteBuffer());
+      complete_later(op, false, kNoBytes);
       return;
     }
     read_op_ = op;
     start_read();
   }
 
-  void write(grpc::ByteBuffer message, bool last, WriteOp* op) override {
+  void write(Bytes message, bool last, WriteOp* op) override {
     if (write_pending_ || finishing_) {
       misuse("a write was started while another write, writes_done() or finish() is pending");
       complete_later(op, false);
@@ -159,7 +162,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
     // half-close in one batch (corked headers); other calls send their headers at once, so a
     // server that speaks first is not kept waiting.
     if (request_) ctx_.set_initial_metadata_corked(true);
-    stream_ = grpc::internal::ClientAsyncReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::
+    stream_ = grpc::internal::ClientAsyncReaderWriterFactory<OutgoingBytes, grpc::ByteBuffer>::
         Create(channel_.get(), w->cq(), method_, &ctx_, /*start=*/false, nullptr);
     Worker::count_call(w->live_client_calls, 1);
     w->track(this);
@@ -185,16 +188,18 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
 
   // grpc++ sends the headers with the same operation set as writes, so a write waits until
   // StartCall has completed (started()).
-  void start_write(grpc::ByteBuffer message, bool last) {
+  void start_write(Bytes message, bool last) {
     if (last) half_closed_ = true;
     write_pending_ = true;
     if (!headers_sent_) {
-      queued_write_ = QueuedWrite{std::move(message), last, false};
+      write_buffer_.take(std::move(message));
+      queued_write_ = QueuedWrite{last, false};
       return;
     }
+    write_buffer_.take(std::move(message));
     grpc::WriteOptions options;
     if (last) options.set_last_message();
-    stream_->Write(message, options, &on_written_);
+    stream_->Write(write_buffer_, options, &on_written_);
     ++outstanding_;
   }
 
@@ -202,7 +207,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
     half_closed_ = true;
     write_pending_ = true;
     if (!headers_sent_) {
-      queued_write_ = QueuedWrite{grpc::ByteBuffer(), true, true};
+      queued_write_ = QueuedWrite{true, true};
       return;
     }
     stream_->WritesDone(&on_written_);
@@ -219,7 +224,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
       } else {
         grpc::WriteOptions options;
         if (q->last) options.set_last_message();
-        stream_->Write(q->message, options, &on_written_);
+        stream_->Write(write_buffer_, options, &on_written_);
       }
       ++outstanding_;
     }
@@ -230,11 +235,13 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
     --outstanding_;
     draining_read_ = false;
     if (ok) {
+      // The message leaves read_buffer_ first: completing may start the next read into it.
+      grpc::ByteBuffer message;
+      message.Swap(&read_buffer_);
       if (ReadOp* op = std::exchange(read_op_, nullptr)) {
-        op->complete(true, std::move(read_buffer_));
+        op->complete(true, &message);
       } else {
-        read_buffer_.Clear();  // finish() discarding what the server still sends
-        advance_finish();
+        advance_finish();  // finish() discarding what the server still sends
       }
       return;
     }
@@ -261,7 +268,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
       capture->trailing = from_grpc(ctx_.GetServerTrailingMetadata());
     }
     untrack();
-    if (ReadOp* op = std::exchange(read_op_, nullptr)) op->complete(false, grpc::ByteBuffer());
+    if (ReadOp* op = std::exchange(read_op_, nullptr)) op->complete(false, kNoBytes);
     advance_finish();
   }
 
@@ -320,7 +327,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   std::shared_ptr<grpc::Channel> channel_;
   grpc::internal::RpcMethod method_;
   CallOptions options_;
-  std::optional<grpc::ByteBuffer> request_;
+  std::optional<Bytes> request_;
 
   std::atomic<Worker*> worker_{nullptr};
   std::atomic<bool> started_{false};
@@ -333,11 +340,11 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   std::optional<Status> failure_;  // a local failure; overrides what gRPC reports
 
   struct QueuedWrite {
-    grpc::ByteBuffer message;
     bool last;
     bool writes_done;
   };
   std::optional<QueuedWrite> queued_write_;  // a write waiting for StartCall to complete
+  OutgoingBytes write_buffer_;               // the message of the write in flight or queued
   bool headers_sent_ = false;
 
   ReadOp* read_op_ = nullptr;
@@ -365,7 +372,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
 
 StreamCore* new_client_stream(const std::shared_ptr<grpc::Channel>& channel,
                               const grpc::internal::RpcMethod& method, CallOptions options,
-                              std::optional<grpc::ByteBuffer> request, Status status) {
+                              std::optional<Bytes> request, Status status) {
   return new ClientStreamCall(channel, method, std::move(options), std::move(request),
                               std::move(status));
 }

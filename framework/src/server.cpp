@@ -29,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "forward.hpp"
 #include "grpc_convert.hpp"
+#include "outgoing_bytes.hpp"
 #include "log.hpp"
 #include "runtime_core.hpp"
 #include "trellis/runtime.hpp"
@@ -237,7 +238,7 @@ class UnaryCall final {
         serve(this), Executor(worker_), slot, boost::asio::cancellation_state(slot))
         .launch();
 #else
-    boost::asio::co_spawn(Executor(worker_), method_->invoke(ctx_, &request_, &response_, &status_),
+    boost::asio::co_spawn(Executor(worker_), method_->invoke(ctx_, &request_, &response_.buffer, &status_),
                           boost::asio::bind_cancellation_slot(
                               ctx_.cancellation_signal().slot(),
                               [this](std::exception_ptr error) { handler_done(error); }));
@@ -252,7 +253,7 @@ class UnaryCall final {
   serve(UnaryCall* self) {
     std::exception_ptr error;
     try {
-      co_await self->method_->invoke(self->ctx_, &self->request_, &self->response_, &self->status_);
+      co_await self->method_->invoke(self->ctx_, &self->request_, &self->response_.buffer, &self->status_);
     } catch (...) {
       error = std::current_exception();
     }
@@ -306,8 +307,8 @@ class UnaryCall final {
 
   grpc::ServerContext grpc_ctx_;
   grpc::ByteBuffer request_;
-  grpc::ByteBuffer response_;
-  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
+  detail::OutgoingBytes response_;
+  grpc::ServerAsyncResponseWriter<detail::OutgoingBytes> responder_;
   ServerContext ctx_;
   Status status_;  // the handler's outcome, set by UnaryMethod::invoke
   bool handler_running_ = false;
@@ -385,11 +386,11 @@ class StreamCall final : public detail::StreamCore {
   void read(detail::ReadOp* op) override {
     if (read_op_ != nullptr) {
       misuse("a read was started while another read is pending on the stream");
-      complete_later(op, false, grpc::ByteBuffer());
+      complete_later(op, false, static_cast<grpc::ByteBuffer*>(nullptr));
       return;
     }
     if (reads_ended_ || failure_ || status_sent_) {
-      complete_later(op, false, grpc::ByteBuffer());
+      complete_later(op, false, static_cast<grpc::ByteBuffer*>(nullptr));
       return;
     }
     read_op_ = op;
@@ -397,7 +398,7 @@ class StreamCall final : public detail::StreamCore {
     stream_.Read(&read_buffer_, &on_read_);
   }
 
-  void write(grpc::ByteBuffer message, bool, detail::WriteOp* op) override {
+  void write(detail::Bytes message, bool, detail::WriteOp* op) override {
     if (write_op_ != nullptr) {
       misuse("a write was started while another write is pending on the stream");
       complete_later(op, false);
@@ -409,7 +410,8 @@ class StreamCall final : public detail::StreamCore {
     }
     write_op_ = op;
     ++outstanding_;
-    stream_.Write(message, &on_written_);
+    write_buffer_.take(std::move(message));
+    stream_.Write(write_buffer_, &on_written_);
   }
 
   // Client-side operations; the typed server API never starts them.
@@ -473,11 +475,10 @@ class StreamCall final : public detail::StreamCore {
       if (grpc_call_failed_before_recv_message(grpc_ctx_.c_call()) != 0) ctx_.mark_cancelled();
     }
     detail::ReadOp* op = std::exchange(read_op_, nullptr);
-    if (ok) {
-      op->complete(true, std::move(read_buffer_));
-    } else {
-      op->complete(false, grpc::ByteBuffer());
-    }
+    // The message leaves read_buffer_ first: completing may start the next read into it.
+    grpc::ByteBuffer message;
+    message.Swap(&read_buffer_);
+    op->complete(ok, ok ? &message : nullptr);
   }
 
   // A write fails only when the call is dead.
@@ -537,7 +538,8 @@ class StreamCall final : public detail::StreamCore {
   detail::StreamMethod* method_;
 
   grpc::ServerContext grpc_ctx_;
-  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
+  grpc::ServerAsyncReaderWriter<detail::OutgoingBytes, grpc::ByteBuffer> stream_;
+  detail::OutgoingBytes write_buffer_;  // the message of the write in flight
   ServerContext ctx_;
   grpc::ByteBuffer read_buffer_;
   detail::ReadOp* read_op_ = nullptr;

@@ -33,15 +33,14 @@ class UnaryClientCall {
   virtual ~UnaryClientCall();
   // Starts the call on worker `w`; must run on w's thread.
   void start(Worker* w, const std::shared_ptr<grpc::Channel>& channel,
-             const grpc::internal::RpcMethod& method, grpc::ByteBuffer request,
-             CallOptions options);
+             const grpc::internal::RpcMethod& method, Bytes request, CallOptions options);
   // Asks gRPC to cancel; the call then completes CANCELLED (unless already done).
   void try_cancel();
 
  protected:
   UnaryClientCall();
   // Called once, on the worker thread, with the outcome; must free the object.
-  virtual void finish(Status status, grpc::ByteBuffer response) = 0;
+  virtual void finish(Status status, Bytes response) = 0;
 
  private:
   class Impl;
@@ -67,7 +66,7 @@ class UnaryClientCallOp final : public UnaryClientCall {
     }
   };
 
-  void finish(Status status, grpc::ByteBuffer response) override {
+  void finish(Status status, Bytes response) override {
     Handler h = take_handler(handler_);
     Worker* w = worker_;
     delete this;
@@ -79,14 +78,14 @@ class UnaryClientCallOp final : public UnaryClientCall {
 };
 
 // Starts a unary call of `method` with serialized `request`; completes with
-// void(Status, grpc::ByteBuffer response).
+// void(Status, Bytes response).
 template <class Token>
 auto async_unary_call(std::shared_ptr<grpc::Channel> channel,
-                      const grpc::internal::RpcMethod& method, grpc::ByteBuffer request,
+                      const grpc::internal::RpcMethod& method, Bytes request,
                       CallOptions options, Token&& token) {
-  return boost::asio::async_initiate<Token, void(Status, grpc::ByteBuffer)>(
+  return boost::asio::async_initiate<Token, void(Status, Bytes)>(
       [](auto handler, std::shared_ptr<grpc::Channel> channel,
-         const grpc::internal::RpcMethod* method, grpc::ByteBuffer request, CallOptions options) {
+         const grpc::internal::RpcMethod* method, Bytes request, CallOptions options) {
         Worker* w = worker_for(boost::asio::get_associated_executor(handler));
         if (w == nullptr) {
           auto ex = boost::asio::get_associated_executor(handler);
@@ -94,7 +93,7 @@ auto async_unary_call(std::shared_ptr<grpc::Channel> channel,
             std::move(h)(Status::failed_precondition(
                              "Trellis calls must be awaited on a Trellis runtime (spawn them, "
                              "or use Runtime::block_on)"),
-                         grpc::ByteBuffer());
+                         Bytes());
           });
           return;
         }
@@ -126,8 +125,8 @@ class UnaryClientMethod {
         method_(path, grpc::internal::RpcMethod::NORMAL_RPC, channel_) {}
 
   Task<Result<Resp>> operator()(const Req& request, CallOptions options = {}) const {
-    grpc::ByteBuffer bytes;
-    Status status = detail::serialize(request, &bytes);
+    detail::Bytes bytes;
+    Status status = detail::serialize(request, bytes.get());
     return call(channel_, method_, std::move(status), std::move(bytes), std::move(options));
   }
 
@@ -135,13 +134,13 @@ class UnaryClientMethod {
   // Takes everything by value: the task may outlive this object's caller's temporaries.
   static Task<Result<Resp>> call(std::shared_ptr<grpc::Channel> channel,
                                  grpc::internal::RpcMethod method, Status serialized,
-                                 grpc::ByteBuffer request, CallOptions options) {
+                                 detail::Bytes request, CallOptions options) {
     if (!serialized.ok()) co_return serialized;
     auto [status, bytes] = co_await detail::async_unary_call(
         std::move(channel), method, std::move(request), std::move(options), use_task);
     if (!status.ok()) co_return status;
     Resp response;
-    if (Status s = detail::parse(&bytes, &response, "response"); !s.ok()) co_return s;
+    if (Status s = detail::parse(bytes.get(), &response, "response"); !s.ok()) co_return s;
     co_return response;
   }
 

@@ -24,7 +24,7 @@ namespace detail {
 // complete with it.
 StreamCore* new_client_stream(const std::shared_ptr<grpc::Channel>& channel,
                               const grpc::internal::RpcMethod& method, CallOptions options,
-                              std::optional<grpc::ByteBuffer> request, Status status);
+                              std::optional<Bytes> request, Status status);
 // Drops the caller's handle: cancels the call unless it has finished, and frees it once gRPC is
 // done with it. Any thread.
 void release_client_stream(StreamCore* core) noexcept;
@@ -52,8 +52,8 @@ class ClientStreamBase {
   }
   template <class Msg, class Token>
   auto write_message(const Msg& message, Token&& token) {
-    grpc::ByteBuffer bytes;
-    Status serialized = detail::serialize(message, &bytes);
+    detail::Bytes bytes;
+    Status serialized = detail::serialize(message, bytes.get());
     return detail::async_write(core_.get(), std::move(serialized), std::move(bytes), false,
                                std::forward<Token>(token));
   }
@@ -157,7 +157,7 @@ class StreamingClientMethod {
         method_(path, grpc::internal::RpcMethod::BIDI_STREAMING, channel_) {}
 
  protected:
-  ClientStreamHandle open(CallOptions options, std::optional<grpc::ByteBuffer> request = {},
+  ClientStreamHandle open(CallOptions options, std::optional<Bytes> request = {},
                           Status status = Status()) const {
     return ClientStreamHandle(new_client_stream(channel_, method_, std::move(options),
                                                 std::move(request), std::move(status)));
@@ -177,8 +177,8 @@ class ServerStreamingClientMethod : public detail::StreamingClientMethod {
  public:
   using StreamingClientMethod::StreamingClientMethod;
   ClientReader<Resp> operator()(const Req& request, CallOptions options = {}) const {
-    grpc::ByteBuffer bytes;
-    Status status = detail::serialize(request, &bytes);
+    detail::Bytes bytes;
+    Status status = detail::serialize(request, bytes.get());
     return ClientReader<Resp>(open(std::move(options), std::move(bytes), std::move(status)));
   }
 };

@@ -55,8 +55,8 @@ class ServerWriter {
 
   template <class Token = boost::asio::use_awaitable_t<>>
   auto write(const T& message, Token&& token = {}) {
-    grpc::ByteBuffer bytes;
-    Status serialized = detail::serialize(message, &bytes);
+    detail::Bytes bytes;
+    Status serialized = detail::serialize(message, bytes.get());
     return detail::async_write(core_, std::move(serialized), std::move(bytes), false,
                                std::forward<Token>(token));
   }

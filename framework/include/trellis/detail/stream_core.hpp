@@ -29,7 +29,8 @@ class StreamOp {
   ~StreamOp() = default;
 };
 
-using ReadOp = StreamOp<bool, grpc::ByteBuffer>;  // (got a message, its bytes)
+// (got a message, its bytes): the bytes belong to the stream and are valid during complete().
+using ReadOp = StreamOp<bool, grpc::ByteBuffer*>;
 using WriteOp = StreamOp<bool>;                   // (the stream took the message)
 using FinishOp = StreamOp<Status>;                // (the call's final status)
 
@@ -46,7 +47,7 @@ class StreamCore {
   virtual Worker* bind(Worker* w) = 0;
   virtual void read(ReadOp* op) = 0;
   // `last`: half-close together with this message (client side only).
-  virtual void write(grpc::ByteBuffer message, bool last, WriteOp* op) = 0;
+  virtual void write(Bytes message, bool last, WriteOp* op) = 0;
   // Client side: half-close. Completes true at once when already half-closed.
   virtual void writes_done(WriteOp* op) = 0;
   // Client side: half-close if needed, discard unread messages, and complete with the status.
@@ -137,10 +138,10 @@ StreamOp<Args...>* make_stream_op(Handler h, Worker* w, StreamCore* core, Transf
 // (which fails the call with INTERNAL).
 template <class T>
 struct ParseMessage {
-  std::optional<T> operator()(StreamCore* core, bool got, grpc::ByteBuffer bytes) const {
+  std::optional<T> operator()(StreamCore* core, bool got, grpc::ByteBuffer* bytes) const {
     if (!got) return std::nullopt;
     std::optional<T> message(std::in_place);
-    if (Status s = parse(&bytes, &*message, "message"); !s.ok()) {
+    if (Status s = parse(bytes, &*message, "message"); !s.ok()) {
       core->fail(std::move(s));
       return std::nullopt;
     }
@@ -164,7 +165,7 @@ auto async_read(StreamCore* core, Token&& token) {
         initiate_stream_op(
             core, std::move(handler),
             [core](auto h, Worker* w) {
-              return make_stream_op<bool, grpc::ByteBuffer>(std::move(h), w, core,
+              return make_stream_op<bool, grpc::ByteBuffer*>(std::move(h), w, core,
                                                             ParseMessage<T>{});
             },
             [core](ReadOp* op) { core->read(op); }, std::optional<T>());
@@ -175,10 +176,9 @@ auto async_read(StreamCore* core, Token&& token) {
 // Writes `bytes` (already serialized; `serialized` says whether that worked): completes with
 // bool, false once the stream is closed.
 template <class Token>
-auto async_write(StreamCore* core, Status serialized, grpc::ByteBuffer bytes, bool last,
-                 Token&& token) {
+auto async_write(StreamCore* core, Status serialized, Bytes bytes, bool last, Token&& token) {
   return boost::asio::async_initiate<Token, void(bool)>(
-      [core, last](auto handler, Status serialized, grpc::ByteBuffer bytes) {
+      [core, last](auto handler, Status serialized, Bytes bytes) {
         initiate_stream_op(
             core, std::move(handler),
             [core](auto h, Worker* w) {
@@ -188,7 +188,7 @@ auto async_write(StreamCore* core, Status serialized, grpc::ByteBuffer bytes, bo
              bytes = std::move(bytes)](WriteOp* op) mutable {
               if (!serialized.ok()) {
                 core->fail(std::move(serialized));
-                core->write(grpc::ByteBuffer(), last, op);  // fails: the call has ended
+                core->write(Bytes(), last, op);  // fails: the call has ended
                 return;
               }
               core->write(std::move(bytes), last, op);
