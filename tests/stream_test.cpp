@@ -333,6 +333,29 @@ TEST_F(StreamTest, CancellingAPendingReadCancelsTheCall) {
   expect_handler_saw_cancellation();
 }
 
+TEST_F(StreamTest, StartSendsHeadersThenTheCallGoesOnAsUsual) {
+  Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
+    auto stream = c->Collect();
+    if (!co_await stream.start()) co_return Status::internal("start() failed");
+    if (!co_await stream.start()) co_return Status::internal("second start() failed");
+    co_await stream.write(request("after start"));
+    co_return co_await stream.finish();
+  }(client_.get()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "after start");
+}
+
+TEST_F(StreamTest, StartFailsWhenTheServerIsUnreachable) {
+  StreamerClient nowhere(Channel::insecure("unix:/nonexistent-dir/trellis-test.sock"));
+  auto [started, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
+    auto stream = c->Chat();
+    bool started = co_await stream.start();
+    co_return std::pair{started, co_await stream.finish()};
+  }(&nowhere));
+  EXPECT_FALSE(started);
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status;
+}
+
 TEST_F(StreamTest, StreamOffTheRuntimeFailsClearly) {
   auto stream = client_->Chat();
   boost::asio::io_context io;

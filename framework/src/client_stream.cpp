@@ -39,6 +39,23 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
     return expected;
   }
 
+  void start(WriteOp* op) override {
+    if (start_op_ != nullptr) {
+      misuse("start() was called while another start() is pending");
+      complete_later(op, false);
+      return;
+    }
+    if (!ensure_started()) {
+      complete_later(op, false);
+      return;
+    }
+    if (headers_sent_) {
+      complete_later(op, true);
+      return;
+    }
+    start_op_ = op;
+  }
+
   void read(ReadOp* op) override {
     if (read_op_ != nullptr || finishing_) {
       misuse("a read was started while another read or finish() is pending on the stream");
@@ -214,7 +231,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
     ++outstanding_;
   }
 
-  void started(bool) {
+  void started(bool ok) {
     Scope scope(this);
     --outstanding_;
     headers_sent_ = true;
@@ -228,6 +245,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
       }
       ++outstanding_;
     }
+    if (WriteOp* op = std::exchange(start_op_, nullptr)) op->complete(ok);
   }
 
   void read_done(bool ok) {
@@ -347,6 +365,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   OutgoingBytes write_buffer_;               // the message of the write in flight or queued
   bool headers_sent_ = false;
 
+  WriteOp* start_op_ = nullptr;
   ReadOp* read_op_ = nullptr;
   WriteOp* write_op_ = nullptr;
   FinishOp* finish_op_ = nullptr;

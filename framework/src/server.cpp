@@ -415,6 +415,7 @@ class StreamCall final : public detail::StreamCore {
   }
 
   // Client-side operations; the typed server API never starts them.
+  void start(detail::WriteOp* op) override { complete_later(op, false); }
   void writes_done(detail::WriteOp* op) override { complete_later(op, false); }
   void finish(detail::FinishOp* op) override {
     complete_later(op, Status::failed_precondition("a server stream is finished by its handler"));

@@ -42,6 +42,15 @@ class ClientStreamBase {
   // Cancels the call: pending and later operations fail, finish() gives CANCELLED. Any thread.
   void cancel() noexcept { cancel_client_stream(core_.get()); }
 
+  // Starts the call without sending or receiving a message, and completes with true once its
+  // headers are on their way to the server (false: the call could not start). Optional: the
+  // first operation starts the call anyway. For a server-streaming call the headers leave with
+  // the request.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto start(Token&& token = {}) {
+    return detail::async_start(core_.get(), std::forward<Token>(token));
+  }
+
  protected:
   explicit ClientStreamBase(ClientStreamHandle core) : core_(std::move(core)) {}
   // Half-closes if needed, reads and discards what the server still sends, and completes with

@@ -45,6 +45,9 @@ class StreamCore {
   // to. Server streams are bound from the start; a client stream binds to the worker of its
   // first operation and starts the call there. Any thread.
   virtual Worker* bind(Worker* w) = 0;
+  // Client side: starts the call if needed and completes once its headers have been sent
+  // (true), or the call could not start (false).
+  virtual void start(WriteOp* op) = 0;
   virtual void read(ReadOp* op) = 0;
   // `last`: half-close together with this message (client side only).
   virtual void write(Bytes message, bool last, WriteOp* op) = 0;
@@ -196,6 +199,20 @@ auto async_write(StreamCore* core, Status serialized, Bytes bytes, bool last, To
             false);
       },
       token, std::move(serialized), std::move(bytes));
+}
+
+template <class Token>
+auto async_start(StreamCore* core, Token&& token) {
+  return boost::asio::async_initiate<Token, void(bool)>(
+      [core](auto handler) {
+        initiate_stream_op(
+            core, std::move(handler),
+            [core](auto h, Worker* w) {
+              return make_stream_op<bool>(std::move(h), w, core, PassBool{});
+            },
+            [core](WriteOp* op) { core->start(op); }, false);
+      },
+      token);
 }
 
 template <class Token>
