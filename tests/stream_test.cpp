@@ -1,5 +1,6 @@
 // End-to-end streaming calls of all three kinds: a Trellis server and a Trellis client over real
 // loopback sockets. Every test ends by checking that no call object is left alive.
+#include <google/protobuf/wrappers.pb.h>
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -318,6 +319,35 @@ TEST_F(StreamTest, TwoReadsAtOnceFailTheCall) {
   }(client_.get()));
   EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status;
   EXPECT_NE(status.message().find("another read"), std::string::npos) << status;
+}
+
+TEST_F(StreamTest, WriteAfterWritesDoneFailsTheCall) {
+  auto [wrote, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
+    auto stream = c->Chat();
+    co_await stream.writes_done();
+    bool wrote = co_await stream.write(request("too late"));
+    co_return std::pair{wrote, co_await stream.finish()};
+  }(client_.get()));
+  EXPECT_FALSE(wrote);
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("after writes_done"), std::string::npos) << status;
+}
+
+// A request that does not parse (proto3 strings must be UTF-8) ends the handler's reads, and
+// the call fails INTERNAL whatever the handler returns.
+TEST_F(StreamTest, MalformedRequestMidStreamIsInternal) {
+  BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse> raw(
+      channel_, "/trellis.testing.Streamer/Chat");
+  Status status = run(
+      [](BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse>* m) -> Task<Status> {
+        auto stream = (*m)();
+        google::protobuf::BytesValue bad;
+        bad.set_value("\xff\xfe not UTF-8");  // field 1: EchoRequest.message, a string
+        co_await stream.write(bad);
+        co_return co_await stream.finish();
+      }(&raw));
+  EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
+  EXPECT_NE(status.message().find("failed to parse"), std::string::npos) << status;
 }
 
 // A pending read has no cancellation of its own in gRPC: losing a race cancels the call.
