@@ -34,6 +34,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   }
 
   Worker* bind(Worker* w) override {
+    if (Worker* bound = worker_.load(std::memory_order_acquire)) return bound;
     Worker* expected = nullptr;
     if (worker_.compare_exchange_strong(expected, w, std::memory_order_acq_rel)) return w;
     return expected;

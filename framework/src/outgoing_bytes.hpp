@@ -31,7 +31,7 @@ class grpc::SerializationTraits<trellis::detail::OutgoingBytes, void> {
     out->Clear();
     out->Swap(&message.buffer);
     *own_buffer = true;
-    return grpc::Status::OK;
+    return grpc::Status();  // OK; not a copy of grpc::Status::OK, which copies two strings
   }
   // Never received: Trellis receives grpc::ByteBuffer.
   static grpc::Status Deserialize(grpc::ByteBuffer*, trellis::detail::OutgoingBytes*) {

@@ -62,8 +62,8 @@ class ClientStreamBase {
   template <class Msg, class Token>
   auto write_message(const Msg& message, Token&& token) {
     detail::Bytes bytes;
-    Status serialized = detail::serialize(message, bytes.get());
-    return detail::async_write(core_.get(), std::move(serialized), std::move(bytes), false,
+    bool serialized = detail::serialize_for_write(message, &bytes);
+    return detail::async_write(core_.get(), serialized, std::move(bytes), false,
                                std::forward<Token>(token));
   }
 

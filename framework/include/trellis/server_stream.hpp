@@ -56,8 +56,8 @@ class ServerWriter {
   template <class Token = boost::asio::use_awaitable_t<>>
   auto write(const T& message, Token&& token = {}) {
     detail::Bytes bytes;
-    Status serialized = detail::serialize(message, bytes.get());
-    return detail::async_write(core_, std::move(serialized), std::move(bytes), false,
+    bool serialized = detail::serialize_for_write(message, &bytes);
+    return detail::async_write(core_, serialized, std::move(bytes), false,
                                std::forward<Token>(token));
   }
 

@@ -1,6 +1,7 @@
 // Internal: the untyped half of streaming calls, shared by server and client streams.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <utility>
 
@@ -8,6 +9,7 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/recycling_allocator.hpp>
 #include <grpcpp/support/byte_buffer.h>
 
 #include "trellis/detail/completion_handler.hpp"
@@ -110,6 +112,13 @@ class HandlerStreamOp final : public StreamOp<Args...> {
     if (slot.is_connected()) slot.template emplace<Cancel>(core);
   }
 
+  // One of these is allocated per stream operation: Asio's per-thread recycling cache (which
+  // Trellis workers have) serves them without malloc.
+  static void* operator new(std::size_t size) { return Allocator().allocate(units(size)); }
+  static void operator delete(void* p, std::size_t size) {
+    Allocator().deallocate(static_cast<std::max_align_t*>(p), units(size));
+  }
+
   void complete(Args... args) override {
     Handler h = take_handler(handler_);
     Worker* w = worker_;
@@ -125,6 +134,11 @@ class HandlerStreamOp final : public StreamOp<Args...> {
       if (type != boost::asio::cancellation_type::none) core->cancel();
     }
   };
+
+  using Allocator = boost::asio::recycling_allocator<std::max_align_t>;
+  static std::size_t units(std::size_t size) {
+    return (size + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
+  }
 
   Handler handler_;
   Worker* worker_;
@@ -176,21 +190,25 @@ auto async_read(StreamCore* core, Token&& token) {
       token);
 }
 
-// Writes `bytes` (already serialized; `serialized` says whether that worked): completes with
-// bool, false once the stream is closed.
+// Serializes `message` for async_write; false if it cannot be serialized.
+inline bool serialize_for_write(const google::protobuf::MessageLite& message, Bytes* out) {
+  return serialize(message, out->get()).ok();
+}
+
+// Writes `bytes`, already serialized (`serialized` false: that failed, and the call fails with
+// INTERNAL): completes with bool, false once the stream is closed.
 template <class Token>
-auto async_write(StreamCore* core, Status serialized, Bytes bytes, bool last, Token&& token) {
+auto async_write(StreamCore* core, bool serialized, Bytes bytes, bool last, Token&& token) {
   return boost::asio::async_initiate<Token, void(bool)>(
-      [core, last](auto handler, Status serialized, Bytes bytes) {
+      [core, last, serialized](auto handler, Bytes bytes) {
         initiate_stream_op(
             core, std::move(handler),
             [core](auto h, Worker* w) {
               return make_stream_op<bool>(std::move(h), w, core, PassBool{});
             },
-            [core, last, serialized = std::move(serialized),
-             bytes = std::move(bytes)](WriteOp* op) mutable {
-              if (!serialized.ok()) {
-                core->fail(std::move(serialized));
+            [core, last, serialized, bytes = std::move(bytes)](WriteOp* op) mutable {
+              if (!serialized) {
+                core->fail(Status::internal("a message could not be serialized"));
                 core->write(Bytes(), last, op);  // fails: the call has ended
                 return;
               }
@@ -198,7 +216,7 @@ auto async_write(StreamCore* core, Status serialized, Bytes bytes, bool last, To
             },
             false);
       },
-      token, std::move(serialized), std::move(bytes));
+      token, std::move(bytes));
 }
 
 template <class Token>
