@@ -150,6 +150,15 @@ Status handler_outcome(const std::exception_ptr& error, Status status, const Ser
   return Status::internal("internal error");
 }
 
+// The end of a server call object: uncounts it (`accepted`: it was counted as a live call),
+// frees it, then tells the server, whose shutdown() may be waiting for the last one.
+template <class Call>
+void destroy_call(Call* call, Server::State* server, Worker* worker, bool accepted) {
+  if (accepted) Worker::count_call(worker->live_server_calls, -1);
+  delete call;
+  server->call_object_destroyed();
+}
+
 // Freed memory blocks of one size, kept per thread for reuse. A worker frees one UnaryCall
 // (about 2 KiB, above the size glibc keeps in its per-thread cache, so malloc's slow path) and
 // allocates another for every call it serves; recycling them is a measurable share of the
@@ -291,12 +300,7 @@ class UnaryCall final {
     if (done_ && finished_) free();
   }
 
-  void free() {
-    if (accepted_) Worker::count_call(worker_->live_server_calls, -1);
-    Server::State* server = server_;
-    delete this;
-    server->call_object_destroyed();
-  }
+  void free() { destroy_call(this, server_, worker_, accepted_); }
 
   Server::State* server_;
   Worker* worker_;
@@ -344,11 +348,7 @@ class UnknownMethodCall {
                    &on_finished_);
   }
 
-  void finished(bool) {
-    Server::State* server = server_;
-    delete this;
-    server->call_object_destroyed();
-  }
+  void finished(bool) { destroy_call(this, server_, worker_, false); }
 
   Server::State* server_;
   Worker* worker_;
@@ -526,12 +526,7 @@ class StreamCall final : public detail::StreamCore {
     }
   }
 
-  void free() {
-    if (accepted_) Worker::count_call(worker_->live_server_calls, -1);
-    Server::State* server = server_;
-    delete this;
-    server->call_object_destroyed();
-  }
+  void free() { destroy_call(this, server_, worker_, accepted_); }
 
   Server::State* server_;
   Worker* worker_;

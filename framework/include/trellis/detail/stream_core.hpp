@@ -219,8 +219,9 @@ auto async_write(StreamCore* core, bool serialized, Bytes bytes, bool last, Toke
       token, std::move(bytes));
 }
 
-template <class Token>
-auto async_start(StreamCore* core, Token&& token) {
+// An operation without a message, `Fn` (StreamCore::start or writes_done): completes with bool.
+template <void (StreamCore::*Fn)(WriteOp*), class Token>
+auto async_signal(StreamCore* core, Token&& token) {
   return boost::asio::async_initiate<Token, void(bool)>(
       [core](auto handler) {
         initiate_stream_op(
@@ -228,23 +229,19 @@ auto async_start(StreamCore* core, Token&& token) {
             [core](auto h, Worker* w) {
               return make_stream_op<bool>(std::move(h), w, core, PassBool{});
             },
-            [core](WriteOp* op) { core->start(op); }, false);
+            [core](WriteOp* op) { (core->*Fn)(op); }, false);
       },
       token);
 }
 
 template <class Token>
+auto async_start(StreamCore* core, Token&& token) {
+  return async_signal<&StreamCore::start>(core, std::forward<Token>(token));
+}
+
+template <class Token>
 auto async_writes_done(StreamCore* core, Token&& token) {
-  return boost::asio::async_initiate<Token, void(bool)>(
-      [core](auto handler) {
-        initiate_stream_op(
-            core, std::move(handler),
-            [core](auto h, Worker* w) {
-              return make_stream_op<bool>(std::move(h), w, core, PassBool{});
-            },
-            [core](WriteOp* op) { core->writes_done(op); }, false);
-      },
-      token);
+  return async_signal<&StreamCore::writes_done>(core, std::forward<Token>(token));
 }
 
 template <class Token>
