@@ -296,9 +296,9 @@ int main(int argc, char** argv) {
 
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  std::fprintf(stderr,
-               "baseline_stream_server: signal %d, cpu user %ld.%06ld s, sys %ld.%06ld s\n", sig,
-               static_cast<long>(usage.ru_utime.tv_sec), static_cast<long>(usage.ru_utime.tv_usec),
-               static_cast<long>(usage.ru_stime.tv_sec), static_cast<long>(usage.ru_stime.tv_usec));
+  std::fprintf(stderr, "baseline_stream_server: signal %d, cpu user %ld.%06ld s, sys %ld.%06ld s\n",
+               sig, static_cast<long>(usage.ru_utime.tv_sec),
+               static_cast<long>(usage.ru_utime.tv_usec), static_cast<long>(usage.ru_stime.tv_sec),
+               static_cast<long>(usage.ru_stime.tv_usec));
   return 0;
 }

@@ -72,11 +72,11 @@ enum class Phase { kWarmup, kMeasure, kDrain };
 
 struct Counters {
   Phase phase = Phase::kWarmup;
-  long messages = 0;         // received in the window
-  long warmup_messages = 0;  // received before it
-  long early_ends = 0;       // streams that ended before the window did (an error)
+  long messages = 0;                 // received in the window
+  long warmup_messages = 0;          // received before it
+  long early_ends = 0;               // streams that ended before the window did (an error)
   std::vector<std::int64_t> rtt_ns;  // bidi, in the window
-  long outstanding = 0;      // operations in flight in gRPC, all streams
+  long outstanding = 0;              // operations in flight in gRPC, all streams
 };
 
 // A completion-queue tag: the stream it belongs to and what completed.
@@ -90,7 +90,7 @@ struct Tag {
 struct Stream {
   StreamBench::Stub* stub = nullptr;
   grpc::ClientContext ctx;
-  std::unique_ptr<grpc::ClientAsyncReader<StreamResponse>> reader;                 // server-stream
+  std::unique_ptr<grpc::ClientAsyncReader<StreamResponse>> reader;  // server-stream
   std::unique_ptr<grpc::ClientAsyncReaderWriter<StreamRequest, StreamResponse>> rw;  // bidi
   StreamResponse response;
   grpc::Status status;
@@ -153,8 +153,7 @@ class Driver {
         if (opts_.workload == Workload::kBidi && !s.sent.empty()) {
           if (c_->phase == Phase::kMeasure) {
             c_->rtt_ns.push_back(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(now - s.sent.front())
-                    .count());
+                std::chrono::duration_cast<std::chrono::nanoseconds>(now - s.sent.front()).count());
           }
           s.sent.pop_front();
         }

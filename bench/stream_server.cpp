@@ -38,7 +38,8 @@ class StreamBench final : public trellis::bench::StreamBenchService {
     StreamResponse response;
     response.set_payload(std::string(request.response_size(), 'x'));
     for (std::uint64_t i = 0; request.count() == 0 || i < request.count(); ++i) {
-      if (!co_await writer.write(response)) co_return trellis::Status::cancelled("the client went away");
+      if (!co_await writer.write(response))
+        co_return trellis::Status::cancelled("the client went away");
     }
     co_return trellis::Status();
   }
@@ -49,7 +50,8 @@ class StreamBench final : public trellis::bench::StreamBenchService {
     while (std::optional<StreamRequest> request = co_await reader.read()) {
       StreamResponse response;
       response.set_payload(std::move(*request->mutable_payload()));
-      if (!co_await writer.write(response)) co_return trellis::Status::cancelled("the client went away");
+      if (!co_await writer.write(response))
+        co_return trellis::Status::cancelled("the client went away");
     }
     co_return trellis::Status();
   }

@@ -163,8 +163,7 @@ class GrpcStreamer final : public Streamer::Service {
       if (!writer->Write(resp)) return grpc::Status(grpc::StatusCode::CANCELLED, "write failed");
     }
     if (req->status_code() != 0) {
-      return grpc::Status(static_cast<grpc::StatusCode>(req->status_code()),
-                          req->status_message());
+      return grpc::Status(static_cast<grpc::StatusCode>(req->status_code()), req->status_message());
     }
     return grpc::Status::OK;
   }
@@ -240,8 +239,8 @@ TEST_F(GrpcStreamServerPeerTest, ServerStreaming) {
 }
 
 TEST_F(GrpcStreamServerPeerTest, ClientStreaming) {
-  Result<EchoResponse> r = runtime_->block_on(
-      [](StreamerClient* c, CallOptions o) -> Task<Result<EchoResponse>> {
+  Result<EchoResponse> r =
+      runtime_->block_on([](StreamerClient* c, CallOptions o) -> Task<Result<EchoResponse>> {
         auto stream = c->Collect(o);
         for (const char* m : {"p", "q"}) co_await stream.write(request(m));
         co_return co_await stream.finish();
@@ -252,8 +251,8 @@ TEST_F(GrpcStreamServerPeerTest, ClientStreaming) {
 
 TEST_F(GrpcStreamServerPeerTest, BidiConcurrentReadAndWrite) {
   using namespace boost::asio::experimental::awaitable_operators;
-  auto [count, status] = runtime_->block_on(
-      [](StreamerClient* c, CallOptions o) -> Task<std::pair<int, Status>> {
+  auto [count, status] =
+      runtime_->block_on([](StreamerClient* c, CallOptions o) -> Task<std::pair<int, Status>> {
         auto stream = c->Chat(o);
         auto write_all = [](ClientReaderWriter<EchoRequest, EchoResponse>& s) -> Task<void> {
           for (int i = 0; i < 300; ++i) {

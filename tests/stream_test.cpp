@@ -95,11 +95,12 @@ Task<std::vector<std::string>> read_all(Stream& stream) {
 }
 
 TEST_F(StreamTest, ServerStreamingDeliversEveryMessageThenOk) {
-  auto [messages, status] = run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
-    auto stream = c->Split(request("one two three"));
-    auto messages = co_await read_all(stream);
-    co_return std::pair{messages, co_await stream.finish()};
-  }(client_.get()));
+  auto [messages, status] =
+      run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
+        auto stream = c->Split(request("one two three"));
+        auto messages = co_await read_all(stream);
+        co_return std::pair{messages, co_await stream.finish()};
+      }(client_.get()));
   EXPECT_EQ(messages, (std::vector<std::string>{"one", "two", "three"}));
   EXPECT_TRUE(status.ok()) << status;
 }
@@ -107,12 +108,12 @@ TEST_F(StreamTest, ServerStreamingDeliversEveryMessageThenOk) {
 TEST_F(StreamTest, ServerStreamingEndsWithTheHandlersErrorAfterItsMessages) {
   EchoRequest req = failing_request(StatusCode::kFailedPrecondition, "no more words");
   req.set_message("a b");
-  auto [messages, status] = run([](StreamerClient* c, EchoRequest req)
-                                    -> Task<std::pair<std::vector<std::string>, Status>> {
-    auto stream = c->Split(req);
-    auto messages = co_await read_all(stream);
-    co_return std::pair{messages, co_await stream.finish()};
-  }(client_.get(), req));
+  auto [messages, status] = run(
+      [](StreamerClient* c, EchoRequest req) -> Task<std::pair<std::vector<std::string>, Status>> {
+        auto stream = c->Split(req);
+        auto messages = co_await read_all(stream);
+        co_return std::pair{messages, co_await stream.finish()};
+      }(client_.get(), req));
   EXPECT_EQ(messages, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(status.message(), "no more words");
@@ -133,7 +134,8 @@ TEST_F(StreamTest, ServerStreamingSendsHeadersAndTrailers) {
   req.set_echo_metadata(true);
   Status status = run([](StreamerClient* c, EchoRequest req, ResponseMetadata* md) -> Task<Status> {
     CallOptions options;
-    options.add_metadata("echo-text", "hello").add_metadata("echo-raw-bin", std::string("\0\xff", 2));
+    options.add_metadata("echo-text", "hello")
+        .add_metadata("echo-raw-bin", std::string("\0\xff", 2));
     options.capture_response_metadata(md);
     auto stream = c->Split(req, options);
     co_await read_all(stream);
@@ -200,12 +202,13 @@ TEST_F(StreamTest, BidiEchoesInOrder) {
 }
 
 TEST_F(StreamTest, BidiEmptyStream) {
-  auto [messages, status] = run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
-    auto stream = c->Chat();
-    co_await stream.writes_done();
-    auto messages = co_await read_all(stream);
-    co_return std::pair{messages, co_await stream.finish()};
-  }(client_.get()));
+  auto [messages, status] =
+      run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
+        auto stream = c->Chat();
+        co_await stream.writes_done();
+        auto messages = co_await read_all(stream);
+        co_return std::pair{messages, co_await stream.finish()};
+      }(client_.get()));
   EXPECT_TRUE(messages.empty());
   EXPECT_TRUE(status.ok()) << status;
 }
@@ -213,18 +216,19 @@ TEST_F(StreamTest, BidiEmptyStream) {
 // Both sides read and write at the same time from two tasks: the client writes 500 requests
 // while reading; the server pumps 300 responses while reading.
 TEST_F(StreamTest, BidiReadsAndWritesConcurrentlyOnBothSides) {
-  auto [messages, status] = run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
-    auto stream = c->Chat();
-    auto writer = [](ClientReaderWriter<EchoRequest, EchoResponse>& s) -> Task<void> {
-      co_await s.write(request("pump:300"));
-      for (int i = 0; i < 500; ++i) {
-        if (!co_await s.write(request("r"))) break;
-      }
-      co_await s.writes_done();
-    };
-    auto messages = co_await (writer(stream) && read_all(stream));
-    co_return std::pair{messages, co_await stream.finish()};
-  }(client_.get()));
+  auto [messages, status] =
+      run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
+        auto stream = c->Chat();
+        auto writer = [](ClientReaderWriter<EchoRequest, EchoResponse>& s) -> Task<void> {
+          co_await s.write(request("pump:300"));
+          for (int i = 0; i < 500; ++i) {
+            if (!co_await s.write(request("r"))) break;
+          }
+          co_await s.writes_done();
+        };
+        auto messages = co_await (writer(stream) && read_all(stream));
+        co_return std::pair{messages, co_await stream.finish()};
+      }(client_.get()));
   ASSERT_TRUE(status.ok()) << status;
   ASSERT_EQ(messages.size(), 301u);
   for (int i = 0; i < 300; ++i) EXPECT_EQ(messages[i], "pump " + std::to_string(i));

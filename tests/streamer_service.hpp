@@ -68,7 +68,8 @@ class StreamerImpl final : public StreamerService {
     co_return status_of(req);
   }
 
-  Task<Result<EchoResponse>> Collect(ServerContext& ctx, ServerReader<EchoRequest>& reader) override {
+  Task<Result<EchoResponse>> Collect(ServerContext& ctx,
+                                     ServerReader<EchoRequest>& reader) override {
     Witness witness(this, ctx);
     std::vector<std::string> parts;
     while (std::optional<EchoRequest> req = co_await reader.read()) {

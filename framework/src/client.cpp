@@ -29,9 +29,9 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
     for (const auto& [k, v] : options.metadata()) ctx_.AddMetadata(k, v);
     capture_ = options.response_metadata();
     // Create serializes (takes) the request at once.
-    reader_ = grpc::internal::ClientAsyncResponseReaderHelper::Create<grpc::ByteBuffer,
-                                                                      OutgoingBytes>(
-        channel.get(), w->cq(), method, &ctx_, OutgoingBytes(std::move(request)));
+    reader_ =
+        grpc::internal::ClientAsyncResponseReaderHelper::Create<grpc::ByteBuffer, OutgoingBytes>(
+            channel.get(), w->cq(), method, &ctx_, OutgoingBytes(std::move(request)));
     reader_->StartCall();
     reader_->Finish(response_.get(), &status_, static_cast<Completion*>(this));
     w->track(this);

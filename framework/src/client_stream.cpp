@@ -5,9 +5,9 @@
 
 #include <atomic>
 
+#include "forward.hpp"
 #include "grpc_convert.hpp"
 #include "outgoing_bytes.hpp"
-#include "forward.hpp"
 #include "worker.hpp"
 
 namespace trellis::detail {
@@ -28,7 +28,9 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   ClientStreamCall(const std::shared_ptr<grpc::Channel>& channel,
                    const grpc::internal::RpcMethod& method, CallOptions options,
                    std::optional<Bytes> request, Status status)
-      : channel_(channel), method_(method), options_(std::move(options)),
+      : channel_(channel),
+        method_(method),
+        options_(std::move(options)),
         request_(std::move(request)) {
     if (!status.ok()) failure_ = std::move(status);
   }
@@ -154,7 +156,8 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
 
  private:
   ~ClientStreamCall() {
-    if (started_.load(std::memory_order_relaxed)) Worker::count_call(worker()->live_client_calls, -1);
+    if (started_.load(std::memory_order_relaxed))
+      Worker::count_call(worker()->live_client_calls, -1);
   }
 
   Worker* worker() const { return worker_.load(std::memory_order_relaxed); }
@@ -180,8 +183,9 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
     // half-close in one batch (corked headers); other calls send their headers at once, so a
     // server that speaks first is not kept waiting.
     if (request_) ctx_.set_initial_metadata_corked(true);
-    stream_ = grpc::internal::ClientAsyncReaderWriterFactory<OutgoingBytes, grpc::ByteBuffer>::
-        Create(channel_.get(), w->cq(), method_, &ctx_, /*start=*/false, nullptr);
+    stream_ =
+        grpc::internal::ClientAsyncReaderWriterFactory<OutgoingBytes, grpc::ByteBuffer>::Create(
+            channel_.get(), w->cq(), method_, &ctx_, /*start=*/false, nullptr);
     Worker::count_call(w->live_client_calls, 1);
     w->track(this);
     tracked_ = true;
@@ -324,9 +328,8 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
 
   template <class... Args>
   void complete_later(StreamOp<Args...>* op, Args... args) {
-    post(worker(), make_runnable([op, ... a = std::move(args)]() mutable {
-           op->complete(std::move(a)...);
-         }));
+    post(worker(),
+         make_runnable([op, ... a = std::move(args)]() mutable { op->complete(std::move(a)...); }));
   }
 
   void untrack() {

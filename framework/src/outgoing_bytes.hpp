@@ -1,8 +1,8 @@
 // Internal: the message type Trellis hands to grpc++ for sending.
 #pragma once
 
-#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/impl/serialization_traits.h>
+#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/status.h>
 
 #include "trellis/detail/serialization.hpp"

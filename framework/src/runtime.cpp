@@ -74,9 +74,9 @@ void raise_fd_limit_once() {
 }
 
 gpr_timespec to_gpr_deadline(std::chrono::steady_clock::time_point when) {
-  auto delta = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                   when - std::chrono::steady_clock::now())
-                   .count();
+  auto delta =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(when - std::chrono::steady_clock::now())
+          .count();
   if (delta <= 0) return gpr_inf_past(GPR_CLOCK_MONOTONIC);
   return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_nanos(delta, GPR_TIMESPAN));
 }
@@ -486,7 +486,6 @@ void report_unobserved(RuntimeCore& core, std::exception_ptr error) noexcept {
 void schedule_timer(TimerOp* op) { op->worker->schedule(op); }
 bool unschedule_timer(TimerOp* op) { return op->worker->unschedule(op); }
 
-
 }  // namespace detail
 
 // --------------------------------------------------------------------------------- Runtime
@@ -515,8 +514,7 @@ Runtime::Builder& Runtime::Builder::on_error(ErrorHook hook) {
   on_error_ = std::move(hook);
   return *this;
 }
-Runtime::Builder& Runtime::Builder::watchdog(std::chrono::milliseconds threshold,
-                                             StallHook hook) {
+Runtime::Builder& Runtime::Builder::watchdog(std::chrono::milliseconds threshold, StallHook hook) {
   watchdog_threshold_ = threshold;
   on_stall_ = std::move(hook);
   return *this;

@@ -29,8 +29,8 @@
 #include "absl/strings/str_join.h"
 #include "forward.hpp"
 #include "grpc_convert.hpp"
-#include "outgoing_bytes.hpp"
 #include "log.hpp"
+#include "outgoing_bytes.hpp"
 #include "runtime_core.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/service.hpp"
@@ -57,8 +57,8 @@ class RuntimeQueuesPlugin final : public grpc::ServerBuilderPlugin {
     static_assert(std::is_standard_layout_v<grpc::ServerInitializer>);
     grpc::Server* server = *reinterpret_cast<grpc::Server**>(si);
     for (std::size_t i = 0; i < runtime_->worker_count(); ++i) {
-      grpc_server_register_completion_queue(server->c_server(),
-                                            runtime_->completion_queue(i)->cq(), nullptr);
+      grpc_server_register_completion_queue(server->c_server(), runtime_->completion_queue(i)->cq(),
+                                            nullptr);
     }
   }
   void Finish(grpc::ServerInitializer*) override {}
@@ -247,7 +247,8 @@ class UnaryCall final {
         serve(this), Executor(worker_), slot, boost::asio::cancellation_state(slot))
         .launch();
 #else
-    boost::asio::co_spawn(Executor(worker_), method_->invoke(ctx_, &request_, &response_.buffer, &status_),
+    boost::asio::co_spawn(Executor(worker_),
+                          method_->invoke(ctx_, &request_, &response_.buffer, &status_),
                           boost::asio::bind_cancellation_slot(
                               ctx_.cancellation_signal().slot(),
                               [this](std::exception_ptr error) { handler_done(error); }));
@@ -262,7 +263,8 @@ class UnaryCall final {
   serve(UnaryCall* self) {
     std::exception_ptr error;
     try {
-      co_await self->method_->invoke(self->ctx_, &self->request_, &self->response_.buffer, &self->status_);
+      co_await self->method_->invoke(self->ctx_, &self->request_, &self->response_.buffer,
+                                     &self->status_);
     } catch (...) {
       error = std::current_exception();
     }
@@ -619,9 +621,9 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   if (!bound) {
     if (state->server) state->server->Shutdown();
     state->idle_cq->Shutdown();
-    return Status::unavailable(
-        absl::StrCat("could not start a server listening on ", absl::StrJoin(addresses_, ", "),
-                     " (address in use, or not a valid address?)"));
+    return Status::unavailable(absl::StrCat("could not start a server listening on ",
+                                            absl::StrJoin(addresses_, ", "),
+                                            " (address in use, or not a valid address?)"));
   }
 
   // Keep calls requested on every worker, so each worker accepts calls on its own queue.

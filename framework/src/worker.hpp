@@ -102,7 +102,9 @@ class Worker {
   grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
 
   // Nanoseconds since the steady epoch at which the current resumption began, 0 when idle.
-  std::int64_t resumption_start() const { return resumption_start_.load(std::memory_order_relaxed); }
+  std::int64_t resumption_start() const {
+    return resumption_start_.load(std::memory_order_relaxed);
+  }
   std::chrono::nanoseconds busy_time() const {
     return std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed));
   }

@@ -1,17 +1,17 @@
 // trellis::UnaryClientMethod: a typed unary method on a channel, what generated clients hold.
 #pragma once
 
-#include <memory>
-#include <utility>
+#include <grpcpp/channel.h>
+#include <grpcpp/impl/codegen/rpc_method.h>
+#include <grpcpp/support/byte_buffer.h>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
-#include <grpcpp/channel.h>
-#include <grpcpp/impl/codegen/rpc_method.h>
-#include <grpcpp/support/byte_buffer.h>
+#include <memory>
+#include <utility>
 
 #include "trellis/call_options.hpp"
 #include "trellis/channel.hpp"
@@ -81,8 +81,8 @@ class UnaryClientCallOp final : public UnaryClientCall {
 // void(Status, Bytes response).
 template <class Token>
 auto async_unary_call(std::shared_ptr<grpc::Channel> channel,
-                      const grpc::internal::RpcMethod& method, Bytes request,
-                      CallOptions options, Token&& token) {
+                      const grpc::internal::RpcMethod& method, Bytes request, CallOptions options,
+                      Token&& token) {
   return boost::asio::async_initiate<Token, void(Status, Bytes)>(
       [](auto handler, std::shared_ptr<grpc::Channel> channel,
          const grpc::internal::RpcMethod* method, Bytes request, CallOptions options) {
@@ -103,8 +103,8 @@ auto async_unary_call(std::shared_ptr<grpc::Channel> channel,
         } else {
           post(w, make_runnable([op, w, channel, method, request = std::move(request),
                                  options = std::move(options)]() mutable {
-            op->start(w, channel, *method, std::move(request), std::move(options));
-          }));
+                 op->start(w, channel, *method, std::move(request), std::move(options));
+               }));
         }
       },
       token, std::move(channel), &method, std::move(request), std::move(options));

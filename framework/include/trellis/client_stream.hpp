@@ -1,12 +1,12 @@
 // trellis client streams: the calls of server-streaming, client-streaming and bidi methods.
 #pragma once
 
+#include <grpcpp/channel.h>
+#include <grpcpp/impl/codegen/rpc_method.h>
+
 #include <memory>
 #include <optional>
 #include <utility>
-
-#include <grpcpp/channel.h>
-#include <grpcpp/impl/codegen/rpc_method.h>
 
 #include "trellis/call_options.hpp"
 #include "trellis/channel.hpp"

@@ -1,9 +1,13 @@
 // trellis::Runtime: the worker threads, completion queues and task machinery Trellis owns.
 #pragma once
 
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <chrono>
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <future>
@@ -12,11 +16,6 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/post.hpp>
 
 #include "trellis/executor.hpp"
 #include "trellis/join_handle.hpp"
@@ -160,8 +159,9 @@ JoinHandle<T> Runtime::spawn(Executor ex, Task<T> task) {
   auto state = std::make_shared<detail::JoinState<T>>(core_, ex);
   state->on_spawn();
   auto slot = state->cancel_slot();
-  boost::asio::co_spawn(ex, std::move(task),
-                        boost::asio::bind_cancellation_slot(slot, detail::JoinCompletion<T>(state)));
+  boost::asio::co_spawn(
+      ex, std::move(task),
+      boost::asio::bind_cancellation_slot(slot, detail::JoinCompletion<T>(state)));
   return JoinHandle<T>(std::move(state));
 }
 
@@ -179,7 +179,8 @@ auto Runtime::spawn_blocking(F fn, Token&& token) {
             } catch (...) {
               error = std::current_exception();
             }
-            boost::asio::post(ex, [h = std::move(handler), error]() mutable { std::move(h)(error); });
+            boost::asio::post(ex,
+                              [h = std::move(handler), error]() mutable { std::move(h)(error); });
           } else {
             std::optional<R> result;
             try {

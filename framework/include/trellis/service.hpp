@@ -1,13 +1,13 @@
 // trellis::Service: the base of generated service classes; maps methods to handlers.
 #pragma once
 
+#include <grpcpp/impl/service_type.h>
+#include <grpcpp/support/byte_buffer.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <grpcpp/impl/service_type.h>
-#include <grpcpp/support/byte_buffer.h>
 
 #include "trellis/detail/serialization.hpp"
 #include "trellis/result.hpp"
@@ -170,23 +170,24 @@ class Service {
 
   // Registers `handler` for the unary method `path` ("/package.Service/Method").
   template <class Svc, class Req, class Resp>
-  void add_unary_method(const char* path, Task<Result<Resp>> (Svc::*handler)(ServerContext&,
-                                                                             const Req&)) {
-    add(std::make_unique<detail::TypedUnaryMethod<Svc, Req, Resp>>(
-        path, static_cast<Svc*>(this), handler));
+  void add_unary_method(const char* path,
+                        Task<Result<Resp>> (Svc::*handler)(ServerContext&, const Req&)) {
+    add(std::make_unique<detail::TypedUnaryMethod<Svc, Req, Resp>>(path, static_cast<Svc*>(this),
+                                                                   handler));
   }
   // Registers a server-streaming handler: one request in, responses written to the writer.
   template <class Svc, class Req, class Resp>
-  void add_server_streaming_method(
-      const char* path, Task<Status> (Svc::*handler)(ServerContext&, const Req&,
-                                                     ServerWriter<Resp>&)) {
+  void add_server_streaming_method(const char* path,
+                                   Task<Status> (Svc::*handler)(ServerContext&, const Req&,
+                                                                ServerWriter<Resp>&)) {
     add(std::make_unique<detail::TypedServerStreamingMethod<Svc, Req, Resp>>(
         path, static_cast<Svc*>(this), handler));
   }
   // Registers a client-streaming handler: requests read from the reader, one response.
   template <class Svc, class Req, class Resp>
-  void add_client_streaming_method(
-      const char* path, Task<Result<Resp>> (Svc::*handler)(ServerContext&, ServerReader<Req>&)) {
+  void add_client_streaming_method(const char* path,
+                                   Task<Result<Resp>> (Svc::*handler)(ServerContext&,
+                                                                      ServerReader<Req>&)) {
     add(std::make_unique<detail::TypedClientStreamingMethod<Svc, Req, Resp>>(
         path, static_cast<Svc*>(this), handler));
   }

@@ -1,13 +1,12 @@
 // Internal: how Trellis operations hand their outcome to an Asio completion handler.
 #pragma once
 
-#include <type_traits>
-#include <utility>
-
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <type_traits>
+#include <utility>
 
 #include "trellis/executor.hpp"
 

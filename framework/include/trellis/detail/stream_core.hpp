@@ -1,16 +1,16 @@
 // Internal: the untyped half of streaming calls, shared by server and client streams.
 #pragma once
 
-#include <cstddef>
-#include <optional>
-#include <utility>
+#include <grpcpp/support/byte_buffer.h>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/recycling_allocator.hpp>
-#include <grpcpp/support/byte_buffer.h>
+#include <cstddef>
+#include <optional>
+#include <utility>
 
 #include "trellis/detail/completion_handler.hpp"
 #include "trellis/detail/runnable.hpp"
@@ -33,8 +33,8 @@ class StreamOp {
 
 // (got a message, its bytes): the bytes belong to the stream and are valid during complete().
 using ReadOp = StreamOp<bool, grpc::ByteBuffer*>;
-using WriteOp = StreamOp<bool>;                   // (the stream took the message)
-using FinishOp = StreamOp<Status>;                // (the call's final status)
+using WriteOp = StreamOp<bool>;     // (the stream took the message)
+using FinishOp = StreamOp<Status>;  // (the call's final status)
 
 // One gRPC stream on bytes: the server or client side of a streaming call. Every operation runs
 // on the stream's worker thread; at most one read and one write-side operation (write,
@@ -183,7 +183,7 @@ auto async_read(StreamCore* core, Token&& token) {
             core, std::move(handler),
             [core](auto h, Worker* w) {
               return make_stream_op<bool, grpc::ByteBuffer*>(std::move(h), w, core,
-                                                            ParseMessage<T>{});
+                                                             ParseMessage<T>{});
             },
             [core](ReadOp* op) { core->read(op); }, std::optional<T>());
       },
