@@ -325,6 +325,17 @@ TEST_F(StreamTest, TwoReadsAtOnceFailTheCall) {
   EXPECT_NE(status.message().find("another read"), std::string::npos) << status;
 }
 
+TEST_F(StreamTest, TwoReadsAtOnceInAHandlerFailTheCall) {
+  Status status = run([](StreamerClient* c) -> Task<Status> {
+    auto stream = c->Chat();
+    co_await stream.write(request("two-reads"));
+    co_await stream.writes_done();
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
+  EXPECT_NE(status.message().find("another read"), std::string::npos) << status;
+}
+
 TEST_F(StreamTest, WriteAfterWritesDoneFailsTheCall) {
   auto [wrote, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
     auto stream = c->Chat();

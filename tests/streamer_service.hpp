@@ -85,7 +85,8 @@ class StreamerImpl final : public StreamerService {
 
   // Echoes each request. A first request "pump:N" switches to concurrent mode: one task writes
   // N responses "pump i" while another reads the remaining requests, then a last response says
-  // "read K" (K = requests read after the first).
+  // "read K" (K = requests read after the first). A first request "two-reads" starts two reads
+  // at once (a misuse the framework must turn into a failed call).
   Task<Status> Chat(ServerContext& ctx, ServerReader<EchoRequest>& reader,
                     ServerWriter<EchoResponse>& writer) override {
     Witness witness(this, ctx);
@@ -96,6 +97,12 @@ class StreamerImpl final : public StreamerService {
       if (first && absl::StartsWith(req->message(), "pump:") &&
           absl::SimpleAtoi(req->message().substr(5), &pumps)) {
         co_return co_await pump(ctx, reader, writer, pumps);
+      }
+      if (first && req->message() == "two-reads") {
+        // Misuse on purpose: a second read while one is pending.
+        using namespace boost::asio::experimental::awaitable_operators;
+        co_await (reader.read() && reader.read());
+        co_return Status();
       }
       first = false;
       if (req->throw_exception()) throw std::runtime_error("chat handler exploded on purpose");
