@@ -11,22 +11,15 @@ check() {  # check NAME CONDITION_RESULT
   if [ "$2" = 0 ]; then echo "ok: $1"; else echo "FAILED: $1"; failures=$((failures + 1)); fi
 }
 
-start_server() {
-  out=$(mktemp)
-  "$bin/greeter_server" --host 127.0.0.1 --port 0 --threads 2 >"$out" 2>"$out.err" &
-  server=$!
-  port=
-  for _ in $(seq 1 300); do  # bounded: 30 s
-    port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$out")
-    [ -n "$port" ] && return 0
-    kill -0 "$server" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "server did not report a port"; cat "$out" "$out.err"; return 1
-}
+# shellcheck source=SCRIPTDIR/lib/server.sh
+source "$(dirname "$0")/lib/server.sh"
+trap server_stop EXIT
+errors=$(mktemp)
+export SERVER_STDERR=$errors
 
 for signal in TERM INT; do
-  start_server || exit 1
+  server_start "$bin/greeter_server" --host 127.0.0.1 --port 0 --threads 2 ||
+    { cat "$errors"; exit 1; }
   reply=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name Trellis)
   check "reply (SIG$signal run)" "$([ "$reply" = "Hello Trellis" ]; echo $?)"
 
@@ -35,12 +28,11 @@ for signal in TERM INT; do
   check "empty name is INVALID_ARGUMENT, exit non-zero" \
     "$([ $rc -ne 0 ] && [[ "$err" == INVALID_ARGUMENT* ]]; echo $?)"
 
-  kill -"$signal" "$server"
-  timeout 30 tail --pid="$server" -f /dev/null
-  wait "$server"
-  check "server exits 0 on SIG$signal" "$?"
-  rm -f "$out" "$out.err"
+  server_stop "$signal"
+  check "server exits 0 on SIG$signal" "$server_status"
+  [ "$server_status" = 0 ] || sed 's/^/  server stderr: /' "$errors"
 done
+rm -f "$errors"
 
 # Nothing listens on a port we just had and released: the client reports UNAVAILABLE.
 err=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name x --timeout_ms 5000 2>&1 >/dev/null)

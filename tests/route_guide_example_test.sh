@@ -14,24 +14,17 @@ check() {  # check NAME CONDITION_RESULT
 }
 
 out=$(mktemp)
-server=
+# shellcheck source=SCRIPTDIR/lib/server.sh
+source "$(dirname "$0")/lib/server.sh"
 cleanup() {
-  [ -n "$server" ] && kill -KILL "$server" 2>/dev/null
-  rm -f "$out" "$out.err"
+  server_stop KILL
+  rm -f "$out" "$out.err" "$out.client_err"
 }
 trap cleanup EXIT
+export SERVER_STDERR=$out.err
 
-"$bin/route_guide_server" --host 127.0.0.1 --port 0 --threads 2 >"$out" 2>"$out.err" &
-server=$!
-port=
-for _ in $(seq 1 300); do  # bounded: 30 s
-  port=$(sed -n 's/^route_guide_server listening on port \([0-9]*\)$/\1/p' "$out")
-  [ -n "$port" ] && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$port" ]; then
-  echo "server did not report a port"; cat "$out" "$out.err"; exit 1
+if ! server_start "$bin/route_guide_server" --host 127.0.0.1 --port 0 --threads 2; then
+  cat "$out.err"; exit 1
 fi
 
 # Twelve features on a 0.1 degree grid; the route's four features are Alder Hill, Birch Ford,
@@ -66,13 +59,8 @@ for run in 1 2; do
   rm -f "$out.client_err"
 done
 
-kill -TERM "$server"
-if ! timeout 30 tail --pid="$server" -f /dev/null; then
-  echo "server still running 30 s after SIGTERM"; kill -KILL "$server"
-fi
-wait "$server"
-rc=$?
-server=
+server_stop TERM
+rc=$server_status
 check "server exits 0 on SIGTERM" "$rc"
 [ "$rc" = 0 ] || sed 's/^/  server stderr: /' "$out.err"
 

@@ -45,15 +45,15 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   void start(WriteOp* op) override {
     if (start_op_ != nullptr) {
       misuse("start() was called while another start() is pending");
-      complete_later(op, false);
+      complete_later(worker(), op, false);
       return;
     }
     if (!ensure_started()) {
-      complete_later(op, false);
+      complete_later(worker(), op, false);
       return;
     }
     if (headers_sent_) {
-      complete_later(op, true);
+      complete_later(worker(), op, true);
       return;
     }
     start_op_ = op;
@@ -62,11 +62,11 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   void read(ReadOp* op) override {
     if (read_op_ != nullptr || finishing_) {
       misuse("a read was started while another read or finish() is pending on the stream");
-      complete_later(op, false, kNoBytes);
+      complete_later(worker(), op, false, kNoBytes);
       return;
     }
     if (!ensure_started() || reads_ended_) {
-      complete_later(op, false, kNoBytes);
+      complete_later(worker(), op, false, kNoBytes);
       return;
     }
     read_op_ = op;
@@ -76,16 +76,16 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   void write(Bytes message, bool last, WriteOp* op) override {
     if (write_pending_ || finishing_) {
       misuse("a write was started while another write, writes_done() or finish() is pending");
-      complete_later(op, false);
+      complete_later(worker(), op, false);
       return;
     }
     if (!ensure_started() || ended_ || failure_) {
-      complete_later(op, false);
+      complete_later(worker(), op, false);
       return;
     }
     if (half_closed_) {
       misuse("write() after writes_done()");
-      complete_later(op, false);
+      complete_later(worker(), op, false);
       return;
     }
     write_op_ = op;
@@ -95,15 +95,15 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   void writes_done(WriteOp* op) override {
     if (write_pending_ || finishing_) {
       misuse("writes_done() was started while a write or finish() is pending");
-      complete_later(op, false);
+      complete_later(worker(), op, false);
       return;
     }
     if (!ensure_started() || ended_) {
-      complete_later(op, false);
+      complete_later(worker(), op, false);
       return;
     }
     if (half_closed_) {
-      complete_later(op, true);
+      complete_later(worker(), op, true);
       return;
     }
     write_op_ = op;
@@ -113,11 +113,11 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   void finish(FinishOp* op) override {
     if (finishing_ || read_op_ != nullptr || write_op_ != nullptr) {
       misuse("finish() was started while a read, write or finish() is pending");
-      complete_later(op, final_status());
+      complete_later(worker(), op, final_status());
       return;
     }
     if (!ensure_started() || ended_) {
-      complete_later(op, final_status());
+      complete_later(worker(), op, final_status());
       return;
     }
     finishing_ = true;
@@ -325,12 +325,6 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
   }
 
   void misuse(const char* what) { fail(Status::failed_precondition(what)); }
-
-  template <class... Args>
-  void complete_later(StreamOp<Args...>* op, Args... args) {
-    post(worker(),
-         make_runnable([op, ... a = std::move(args)]() mutable { op->complete(std::move(a)...); }));
-  }
 
   void untrack() {
     if (tracked_) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "trellis/detail/runnable.hpp"
+#include "trellis/executor.hpp"
 
 namespace trellis::detail {
 
@@ -16,6 +17,14 @@ class Forward final : public Completion {
  private:
   Owner* owner_;
 };
+
+// Completes `op` with `args` from worker `w`'s queue, not inline: for an operation that fails
+// while it is being started, when its awaiting coroutine has not suspended yet.
+template <class Op, class... Args>
+void complete_later(Worker* w, Op* op, Args... args) {
+  post(w,
+       make_runnable([op, ... a = std::move(args)]() mutable { op->complete(std::move(a)...); }));
+}
 
 // Completing an operation resumes the coroutine that awaited it, inline; that coroutine may
 // finish, drop its handle or end the call, re-entering the object whose callback is running.

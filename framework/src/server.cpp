@@ -150,6 +150,18 @@ Status handler_outcome(const std::exception_ptr& error, Status status, const Ser
   return Status::internal("internal error");
 }
 
+// On a call's done tag: when the call was cancelled (by the client, its deadline, or shutdown)
+// while its handler runs, marks the context and cancels what the handler awaits. Once the handler
+// has finished nothing reads the cancellation any more, so that common case skips IsCancelled,
+// which takes a lock.
+void cancel_handler_if_cancelled(grpc::ServerContext& grpc_ctx, ServerContext& ctx,
+                                 bool handler_running) {
+  if (handler_running && grpc_ctx.IsCancelled()) {
+    ctx.mark_cancelled();
+    ctx.cancellation_signal().emit(boost::asio::cancellation_type::terminal);
+  }
+}
+
 // The end of a server call object: uncounts it (`accepted`: it was counted as a live call),
 // frees it, then tells the server, whose shutdown() may be waiting for the last one.
 template <class Call>
@@ -284,12 +296,7 @@ class UnaryCall final {
 
   void done(bool) {
     done_ = true;
-    // Once the handler has finished nothing reads the cancellation any more, so the common case
-    // (done arriving after the response was sent) skips IsCancelled, which takes a lock.
-    if (handler_running_ && grpc_ctx_.IsCancelled()) {
-      ctx_.mark_cancelled();
-      ctx_.cancellation_signal().emit(boost::asio::cancellation_type::terminal);
-    }
+    cancel_handler_if_cancelled(grpc_ctx_, ctx_, handler_running_);
     maybe_free();
   }
 
@@ -388,11 +395,11 @@ class StreamCall final : public detail::StreamCore {
   void read(detail::ReadOp* op) override {
     if (read_op_ != nullptr) {
       misuse("a read was started while another read is pending on the stream");
-      complete_later(op, false, static_cast<grpc::ByteBuffer*>(nullptr));
+      detail::complete_later(worker_, op, false, static_cast<grpc::ByteBuffer*>(nullptr));
       return;
     }
     if (reads_ended_ || failure_ || status_sent_) {
-      complete_later(op, false, static_cast<grpc::ByteBuffer*>(nullptr));
+      detail::complete_later(worker_, op, false, static_cast<grpc::ByteBuffer*>(nullptr));
       return;
     }
     read_op_ = op;
@@ -403,11 +410,11 @@ class StreamCall final : public detail::StreamCore {
   void write(detail::Bytes message, bool, detail::WriteOp* op) override {
     if (write_op_ != nullptr) {
       misuse("a write was started while another write is pending on the stream");
-      complete_later(op, false);
+      detail::complete_later(worker_, op, false);
       return;
     }
     if (failure_ || handler_returned_) {
-      complete_later(op, false);
+      detail::complete_later(worker_, op, false);
       return;
     }
     write_op_ = op;
@@ -417,10 +424,11 @@ class StreamCall final : public detail::StreamCore {
   }
 
   // Client-side operations; the typed server API never starts them.
-  void start(detail::WriteOp* op) override { complete_later(op, false); }
-  void writes_done(detail::WriteOp* op) override { complete_later(op, false); }
+  void start(detail::WriteOp* op) override { detail::complete_later(worker_, op, false); }
+  void writes_done(detail::WriteOp* op) override { detail::complete_later(worker_, op, false); }
   void finish(detail::FinishOp* op) override {
-    complete_later(op, Status::failed_precondition("a server stream is finished by its handler"));
+    detail::complete_later(
+        worker_, op, Status::failed_precondition("a server stream is finished by its handler"));
   }
 
   void cancel() override { grpc_ctx_.TryCancel(); }
@@ -496,12 +504,7 @@ class StreamCall final : public detail::StreamCore {
   void done(bool) {
     Scope scope(this);
     done_ = true;
-    if (grpc_ctx_.IsCancelled()) {
-      ctx_.mark_cancelled();
-      if (handler_running_) {
-        ctx_.cancellation_signal().emit(boost::asio::cancellation_type::terminal);
-      }
-    }
+    cancel_handler_if_cancelled(grpc_ctx_, ctx_, handler_running_);
   }
 
   void finished(bool) {
@@ -513,13 +516,6 @@ class StreamCall final : public detail::StreamCore {
   void misuse(const char* what) {
     detail::log(detail::LogLevel::kError, absl::StrCat(std::string(ctx_.method()), ": ", what));
     fail(Status::internal(what));
-  }
-
-  template <class... Args>
-  void complete_later(detail::StreamOp<Args...>* op, Args... args) {
-    detail::post(worker_, detail::make_runnable([op, ... a = std::move(args)]() mutable {
-                   op->complete(std::move(a)...);
-                 }));
   }
 
   void maybe_free() {

@@ -26,42 +26,12 @@ if [[ ${#client_cmd[@]} -eq 0 ]]; then
   exit 2
 fi
 
-server_pid=
-server_status=
-# Stops the server once: SIGTERM, a bounded wait for its exit, SIGKILL if it hangs.
-stop_server() {
-  [[ -n $server_pid ]] || return 0
-  local pid=$server_pid
-  server_pid=
-  kill -TERM "$pid" 2>/dev/null
-  if ! timeout 30 tail --pid="$pid" -f /dev/null; then
-    echo "the server did not stop within 30 s of SIGTERM; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null
-  fi
-  server_status=0
-  wait "$pid" 2>/dev/null || server_status=$?
-}
-trap stop_server EXIT
+# shellcheck source=SCRIPTDIR/../lib/server.sh
+source "$(dirname "$0")/../lib/server.sh"
+trap server_stop EXIT
 trap 'exit 130' INT TERM
 
-# The server's stdin and stdout are the coprocess pipes: its port line arrives on a pipe (no
-# polling of a file), and a python server run with --exit-on-stdin-eof also stops if this script
-# dies without its trap.
-coproc SERVER { exec "${server_cmd[@]}"; }
-# shellcheck disable=SC2153  # SERVER_PID is set by coproc
-server_pid=$SERVER_PID
-
-port=
-deadline=$((SECONDS + 60))
-while [[ -z $port ]]; do
-  remaining=$((deadline - SECONDS))
-  if ((remaining <= 0)) || ! read -r -t "$remaining" line <&"${SERVER[0]}"; then
-    echo "the server exited or did not report its port within 60 s: ${server_cmd[*]}" >&2
-    exit 1
-  fi
-  echo "server: $line"
-  if [[ $line =~ listening\ on\ port\ ([0-9]+) ]]; then port=${BASH_REMATCH[1]}; fi
-done
+server_start "${server_cmd[@]}" || exit 1
 
 echo "client: ${client_cmd[*]} --server_port=$port"
 client_status=0
@@ -69,6 +39,6 @@ timeout --kill-after=10 "${INTEROP_CLIENT_TIMEOUT:-240}" "${client_cmd[@]}" \
   --server_port="$port" || client_status=$?
 if [[ $client_status -eq 124 ]]; then echo "the client timed out" >&2; fi
 
-stop_server
+server_stop TERM
 echo "client exit status $client_status, server exit status $server_status"
 [[ $client_status -eq 0 && $server_status -eq 0 ]]
