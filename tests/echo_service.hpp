@@ -58,6 +58,10 @@ class EchoImpl final : public EchoService {
     resp.set_peer(ctx.peer());
     co_return resp;
   }
+
+  Task<Result<EchoResponse>> IdempotentEcho(ServerContext& ctx, const EchoRequest& req) override {
+    return Echo(ctx, req);
+  }
 };
 
 }  // namespace trellis::testing

@@ -1,5 +1,6 @@
 #include "generator.hpp"
 
+#include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/io/zero_copy_stream.h>
 
 #include <algorithm>
@@ -83,6 +84,19 @@ MethodShape ShapeOf(const pb::MethodDescriptor* method) {
             "call's status."};
   }
   return {"add_unary_method", "UnaryClientMethod", "", ""};
+}
+
+// The method's `idempotency_level` option as a trellis::Idempotency argument, or nullptr for the
+// default (IDEMPOTENCY_UNKNOWN), which the generated code leaves out.
+const char* IdempotencyArgument(const pb::MethodDescriptor* method) {
+  switch (method->options().idempotency_level()) {
+    case pb::MethodOptions::NO_SIDE_EFFECTS:
+      return "::trellis::Idempotency::kNoSideEffects";
+    case pb::MethodOptions::IDEMPOTENT:
+      return "::trellis::Idempotency::kIdempotent";
+    default:
+      return nullptr;
+  }
 }
 
 // "rpc SayHello(HelloRequest) returns (HelloReply)", as the proto file would declare it.
@@ -566,10 +580,10 @@ std::string GenerateSource(const pb::FileDescriptor* file, const Options& option
       out += server + "::" + server + "()\n    : " + base + body + "\n";
     }
     for (const pb::MethodDescriptor* method : methods) {
-      AppendWrapped(&out, 2, absl::StrCat(ShapeOf(method).add_method, "("),
-                    {absl::StrCat("\"", MethodPath(method), "\""),
-                     absl::StrCat("&", server, "::", CppMethodName(method))},
-                    ");");
+      std::vector<std::string> args = {absl::StrCat("\"", MethodPath(method), "\""),
+                                       absl::StrCat("&", server, "::", CppMethodName(method))};
+      if (const char* level = IdempotencyArgument(method)) args.emplace_back(level);
+      AppendWrapped(&out, 2, absl::StrCat(ShapeOf(method).add_method, "("), args, ");");
     }
     if (!methods.empty()) out += "}\n";
     out += "\n";
@@ -584,8 +598,9 @@ std::string GenerateSource(const pb::FileDescriptor* file, const Options& option
                   ")");
     out += "    : methods_{\n";
     for (const pb::MethodDescriptor* method : methods) {
-      AppendWrapped(&out, 10, absl::StrCat(".", CppMethodName(method), "{"),
-                    {"channel", absl::StrCat("\"", MethodPath(method), "\"")}, "},");
+      std::vector<std::string> args = {"channel", absl::StrCat("\"", MethodPath(method), "\"")};
+      if (const char* level = IdempotencyArgument(method)) args.emplace_back(level);
+      AppendWrapped(&out, 10, absl::StrCat(".", CppMethodName(method), "{"), args, "},");
     }
     out += "      } {}\n";
   }

@@ -4,6 +4,8 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include "trellis/client.hpp"
+
 namespace trellis {
 
 Channel Channel::insecure(const std::string& target) {
@@ -12,6 +14,13 @@ Channel Channel::insecure(const std::string& target) {
 
 Channel Channel::insecure(const std::string& target, const grpc::ChannelArguments& args) {
   return Channel(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+}
+
+Channel Channel::with_layer(BoxLayer layer) const {
+  Channel out(*this);
+  out.stack_ = std::make_shared<const BoxService>(
+      layer.wrap(stack_ ? *stack_ : BoxService(detail::ChannelService{})));
+  return out;
 }
 
 }  // namespace trellis

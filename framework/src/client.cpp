@@ -24,7 +24,7 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
       }));
       return;
     }
-    if (options.deadline()) ctx_.set_deadline(*options.deadline());
+    if (auto deadline = options.effective_deadline()) ctx_.set_deadline(*deadline);
     if (options.wait_for_ready()) ctx_.set_wait_for_ready(true);
     for (const auto& [k, v] : options.metadata()) ctx_.AddMetadata(k, v);
     capture_ = options.response_metadata();
@@ -74,6 +74,23 @@ void UnaryClientCall::start(Worker* w, const std::shared_ptr<grpc::Channel>& cha
 }
 
 void UnaryClientCall::try_cancel() { impl_->try_cancel(); }
+
+Task<Status> ChannelService::operator()(Call& call) const {
+  const ClientBinding* binding = call.binding();
+  if (binding == nullptr || call.method().kind != RpcKind::kUnary) {
+    co_return Status::internal("trellis::detail::ChannelService: not a unary client call");
+  }
+  Bytes request;
+  if (Status s = serialize(*call.request(), request.get()); !s.ok()) co_return s;
+  CallOptions options = *call.options();
+  options.capture_response_metadata(&call.response_metadata());
+  auto [status, response] = co_await async_unary_call(
+      binding->channel, binding->method, std::move(request), std::move(options), use_task);
+  if (!call.response_metadata().initial.empty()) call.set_committed();
+  if (!status.ok()) co_return status;
+  call.set_committed();
+  co_return parse(response.get(), call.response(), "response");
+}
 
 Worker* worker_for(const boost::asio::any_io_executor& ex) noexcept {
   if (const Executor* te = ex.target<Executor>(); te != nullptr && te->worker() != nullptr) {

@@ -176,7 +176,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
       failure_ = Status::cancelled("the Trellis runtime is shutting down");
       return false;
     }
-    if (options_.deadline()) ctx_.set_deadline(*options_.deadline());
+    if (auto deadline = options_.effective_deadline()) ctx_.set_deadline(*deadline);
     if (options_.wait_for_ready()) ctx_.set_wait_for_ready(true);
     for (const auto& [k, v] : options_.metadata()) ctx_.AddMetadata(k, v);
     // With its one request known, a server-streaming call sends headers, request and

@@ -21,6 +21,7 @@
 #include <cassert>
 #include <condition_variable>
 #include <csignal>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -106,6 +107,8 @@ class Server::State {
   std::unique_ptr<grpc::ServerCompletionQueue> idle_cq;
   grpc::AsyncGenericService generic;
   std::vector<int> ports;
+  // The middleware stack of each method that has one (a deque: call objects point into it).
+  std::deque<BoxService> stacks;
   std::atomic<int> call_objects{0};
   std::mutex mu;  // with cv: waits for call_objects to reach zero
   std::condition_variable cv;
@@ -221,12 +224,13 @@ class UnaryCall final {
   static void operator delete(void* p) { BlockCache<sizeof(UnaryCall)>::for_this_thread().give(p); }
 
   UnaryCall(Server::State* server, Worker* worker, detail::GrpcService* service, int index,
-            detail::UnaryMethod* method)
+            detail::UnaryMethod* method, const BoxService* stack)
       : server_(server),
         worker_(worker),
         service_(service),
         index_(index),
         method_(method),
+        stack_(stack),
         responder_(&grpc_ctx_),
         ctx_(&grpc_ctx_, method->path()) {
     server_->call_object_created();
@@ -246,7 +250,7 @@ class UnaryCall final {
       free();
       return;
     }
-    (new UnaryCall(server_, worker_, service_, index_, method_))->arm();
+    (new UnaryCall(server_, worker_, service_, index_, method_, stack_))->arm();
     Worker::count_call(worker_->live_server_calls, 1);
     accepted_ = true;
     handler_running_ = true;
@@ -260,7 +264,7 @@ class UnaryCall final {
         .launch();
 #else
     boost::asio::co_spawn(Executor(worker_),
-                          method_->invoke(ctx_, &request_, &response_.buffer, &status_),
+                          method_->invoke(ctx_, &request_, &response_.buffer, &status_, stack_),
                           boost::asio::bind_cancellation_slot(
                               ctx_.cancellation_signal().slot(),
                               [this](std::exception_ptr error) { handler_done(error); }));
@@ -276,7 +280,7 @@ class UnaryCall final {
     std::exception_ptr error;
     try {
       co_await self->method_->invoke(self->ctx_, &self->request_, &self->response_.buffer,
-                                     &self->status_);
+                                     &self->status_, self->stack_);
     } catch (...) {
       error = std::current_exception();
     }
@@ -316,6 +320,7 @@ class UnaryCall final {
   detail::GrpcService* service_;
   int index_;
   detail::UnaryMethod* method_;
+  const BoxService* stack_;  // the server's middleware for the method, or nullptr
   bool accepted_ = false;
 
   grpc::ServerContext grpc_ctx_;
@@ -374,11 +379,12 @@ class UnknownMethodCall {
 class StreamCall final : public detail::StreamCore {
  public:
   StreamCall(Server::State* server, Worker* worker, detail::GrpcService* service,
-             detail::StreamMethod* method)
+             detail::StreamMethod* method, const BoxService* stack)
       : server_(server),
         worker_(worker),
         service_(service),
         method_(method),
+        stack_(stack),
         stream_(&grpc_ctx_),
         ctx_(&grpc_ctx_, method->path()) {
     server_->call_object_created();
@@ -448,12 +454,12 @@ class StreamCall final : public detail::StreamCore {
       return;
     }
     Scope scope(this);
-    (new StreamCall(server_, worker_, service_, method_))->arm();
+    (new StreamCall(server_, worker_, service_, method_, stack_))->arm();
     Worker::count_call(worker_->live_server_calls, 1);
     accepted_ = true;
     handler_running_ = true;
     boost::asio::co_spawn(
-        Executor(worker_), method_->invoke(ctx_, *this),
+        Executor(worker_), method_->invoke(ctx_, *this, stack_),
         boost::asio::bind_cancellation_slot(ctx_.cancellation_signal().slot(),
                                             [this](std::exception_ptr error, Status status) {
                                               handler_done(std::move(error), std::move(status));
@@ -530,6 +536,7 @@ class StreamCall final : public detail::StreamCore {
   Worker* worker_;
   detail::GrpcService* service_;
   detail::StreamMethod* method_;
+  const BoxService* stack_;  // the server's middleware for the method, or nullptr
 
   grpc::ServerContext grpc_ctx_;
   grpc::ServerAsyncReaderWriter<detail::OutgoingBytes, grpc::ByteBuffer> stream_;
@@ -570,8 +577,14 @@ Server::Builder& Server::Builder::add_insecure_port(std::string address) {
   return *this;
 }
 
-Server::Builder& Server::Builder::add_service(Service& service) {
+Server::Builder& Server::Builder::add_service(Service& service, BoxLayer layer) {
   services_.push_back(&service);
+  service_layers_.push_back(std::move(layer));
+  return *this;
+}
+
+Server::Builder& Server::Builder::layer(BoxLayer layer) {
+  layers_.push(std::move(layer));
   return *this;
 }
 
@@ -622,19 +635,40 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
                                             " (address in use, or not a valid address?)"));
   }
 
+  // Each method's stack: the server's layers outside the service's, the handler innermost.
+  // Without layers there is no stack at all, and calls go straight to the handler.
+  auto stack_for = [&](std::size_t service, detail::Method& method) -> const BoxService* {
+    if (layers_.empty() && !service_layers_[service]) return nullptr;
+    return &state->stacks.emplace_back(
+        layers_.wrap(service_layers_[service].wrap(detail::HandlerService{&method})));
+  };
+  struct Registered {
+    detail::GrpcService* service;
+    detail::UnaryMethod* unary;
+    detail::StreamMethod* stream;
+    const BoxService* stack;
+  };
+  std::vector<Registered> methods;
+  for (std::size_t i = 0; i < services_.size(); ++i) {
+    Service* s = services_[i];
+    for (auto& m : s->unary_methods_) {
+      methods.push_back({&s->grpc_service_, m.get(), nullptr, stack_for(i, *m)});
+    }
+    for (auto& m : s->stream_methods_) {
+      methods.push_back({&s->grpc_service_, nullptr, m.get(), stack_for(i, *m)});
+    }
+  }
+
   // Keep calls requested on every worker, so each worker accepts calls on its own queue.
   for (std::size_t w = 0; w < runtime_->worker_count(); ++w) {
     Worker* worker = runtime_->core().workers[w].get();
-    for (Service* s : services_) {
-      for (auto& method : s->unary_methods_) {
-        for (int k = 0; k < requests_per_worker_; ++k) {
-          (new UnaryCall(state.get(), worker, &s->grpc_service_, method->index(), method.get()))
+    for (const Registered& m : methods) {
+      for (int k = 0; k < requests_per_worker_; ++k) {
+        if (m.unary != nullptr) {
+          (new UnaryCall(state.get(), worker, m.service, m.unary->index(), m.unary, m.stack))
               ->arm();
-        }
-      }
-      for (auto& method : s->stream_methods_) {
-        for (int k = 0; k < requests_per_worker_; ++k) {
-          (new StreamCall(state.get(), worker, &s->grpc_service_, method.get()))->arm();
+        } else {
+          (new StreamCall(state.get(), worker, m.service, m.stream, m.stack))->arm();
         }
       }
     }

@@ -2,12 +2,15 @@
 
 #include <grpcpp/server_context.h>
 
+#include <algorithm>
+
 #include "grpc_convert.hpp"
+#include "trellis/call_options.hpp"
 
 namespace trellis {
 
 std::chrono::system_clock::time_point ServerContext::deadline() const {
-  return grpc_->deadline();
+  return std::min(grpc_->deadline(), local_deadline_);
 }
 
 const Metadata& ServerContext::request_metadata() const {
@@ -26,7 +29,15 @@ void ServerContext::add_trailing_metadata(std::string key, std::string value) {
 }
 
 bool ServerContext::is_cancelled() const {
-  return cancelled_ || grpc_->deadline() <= std::chrono::system_clock::now();
+  return cancelled_ || deadline() <= std::chrono::system_clock::now();
+}
+
+std::optional<std::chrono::system_clock::time_point> CallOptions::effective_deadline() const {
+  if (parent_ == nullptr) return deadline_;
+  auto inherited = parent_->deadline();
+  if (inherited == std::chrono::system_clock::time_point::max()) return deadline_;
+  if (!deadline_ || inherited < *deadline_) return inherited;
+  return deadline_;
 }
 
 }  // namespace trellis

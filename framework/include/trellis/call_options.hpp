@@ -9,6 +9,8 @@
 
 namespace trellis {
 
+class ServerContext;
+
 // What the server sent besides the response message.
 struct ResponseMetadata {
   Metadata initial;   // response headers
@@ -40,15 +42,24 @@ class CallOptions {
     response_metadata_ = out;
     return *this;
   }
+  // Makes this a call on behalf of the handler of `parent`: the call's deadline is no later than
+  // the parent's (its remaining time is inherited), and middleware can find the parent's
+  // context (the tracing layer makes the call's span a child of the handler's). `parent` must
+  // outlive the call.
+  CallOptions& set_parent(const ServerContext& parent) {
+    parent_ = &parent;
+    return *this;
+  }
   // Wait for the channel to become ready instead of failing fast with UNAVAILABLE.
   CallOptions& set_wait_for_ready(bool wait) {
     wait_for_ready_ = wait;
     return *this;
   }
 
-  const std::optional<std::chrono::system_clock::time_point>& deadline() const {
-    return deadline_;
-  }
+  const std::optional<std::chrono::system_clock::time_point>& deadline() const { return deadline_; }
+  // The deadline the call carries: the earlier of deadline() and the parent's deadline.
+  std::optional<std::chrono::system_clock::time_point> effective_deadline() const;
+  const ServerContext* parent() const { return parent_; }
   const Metadata& metadata() const { return metadata_; }
   ResponseMetadata* response_metadata() const { return response_metadata_; }
   bool wait_for_ready() const { return wait_for_ready_; }
@@ -57,6 +68,7 @@ class CallOptions {
   std::optional<std::chrono::system_clock::time_point> deadline_;
   Metadata metadata_;
   ResponseMetadata* response_metadata_ = nullptr;
+  const ServerContext* parent_ = nullptr;
   bool wait_for_ready_ = false;
 };
 

@@ -4,6 +4,8 @@
 #include <memory>
 #include <string>
 
+#include "trellis/layer.hpp"
+
 namespace grpc {
 class Channel;
 class ChannelArguments;
@@ -25,8 +27,18 @@ class Channel {
 
   const std::shared_ptr<grpc::Channel>& grpc_channel() const { return channel_; }
 
+  // A handle on the same connection whose calls pass through `layer` (a Layer, a Stack or a
+  // DynStack), outside any layers this handle already has. Clients made from the result run
+  // every call through the stack; clients made from this handle do not. See docs/middleware.md.
+  Channel with_layer(BoxLayer layer) const;
+
+  // The middleware stack of this handle's calls, ending in the call on the channel; nullptr when
+  // it has no layers.
+  const std::shared_ptr<const BoxService>& stack() const { return stack_; }
+
  private:
   std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<const BoxService> stack_;
 };
 
 }  // namespace trellis

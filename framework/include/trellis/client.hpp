@@ -13,11 +13,14 @@
 #include <memory>
 #include <utility>
 
+#include "trellis/call.hpp"
 #include "trellis/call_options.hpp"
 #include "trellis/channel.hpp"
 #include "trellis/detail/completion_handler.hpp"
 #include "trellis/detail/serialization.hpp"
 #include "trellis/executor.hpp"
+#include "trellis/layer.hpp"
+#include "trellis/method_info.hpp"
 #include "trellis/result.hpp"
 #include "trellis/status.hpp"
 #include "trellis/task.hpp"
@@ -110,6 +113,18 @@ auto async_unary_call(std::shared_ptr<grpc::Channel> channel,
       token, std::move(channel), &method, std::move(request), std::move(options));
 }
 
+// What the innermost client service needs to make a call: the channel and the method.
+struct ClientBinding {
+  std::shared_ptr<grpc::Channel> channel;
+  grpc::internal::RpcMethod method;
+};
+
+// The innermost service of every client stack: makes the call on the channel (Call::binding()),
+// with the call's options, and fills in the response, the response metadata and the commit flag.
+struct ChannelService {
+  Task<Status> operator()(Call& call) const;
+};
+
 }  // namespace detail
 
 // A unary method of a service, bound to a channel. Generated clients hold one per method.
@@ -118,19 +133,39 @@ auto async_unary_call(std::shared_ptr<grpc::Channel> channel,
 template <class Req, class Resp>
 class UnaryClientMethod {
  public:
-  // `path` is "/package.Service/Method"; it must outlive this object (generated code passes a
-  // string literal).
-  UnaryClientMethod(const Channel& channel, const char* path)
+  // `path` is "/package.Service/Method"; it must outlive this object and every call made with it
+  // (generated code passes a string literal).
+  UnaryClientMethod(const Channel& channel, const char* path,
+                    Idempotency idempotency = Idempotency::kUnknown)
       : channel_(channel.grpc_channel()),
-        method_(path, grpc::internal::RpcMethod::NORMAL_RPC, channel_) {}
+        method_(path, grpc::internal::RpcMethod::NORMAL_RPC, channel_),
+        info_{path, RpcKind::kUnary, idempotency},
+        stack_(channel.stack()) {}
 
   Task<Result<Resp>> operator()(const Req& request, CallOptions options = {}) const {
+    if (stack_) return call_stack(stack_, {channel_, method_}, info_, request, std::move(options));
     detail::Bytes bytes;
     Status status = detail::serialize(request, bytes.get());
     return call(channel_, method_, std::move(status), std::move(bytes), std::move(options));
   }
 
+  const MethodInfo& info() const { return info_; }
+
  private:
+  // The request is copied into the task: layers see it, and a retry sends it again.
+  static Task<Result<Resp>> call_stack(std::shared_ptr<const BoxService> stack,
+                                       detail::ClientBinding binding, MethodInfo info, Req request,
+                                       CallOptions options) {
+    Resp response;
+    ResponseMetadata* capture = options.response_metadata();
+    Call call(info, options, &request, &response);
+    call.set_binding(&binding);
+    Status status = co_await (*stack)(call);
+    if (capture != nullptr) *capture = std::move(call.response_metadata());
+    if (!status.ok()) co_return status;
+    co_return response;
+  }
+
   // Takes everything by value: the task may outlive this object's caller's temporaries.
   static Task<Result<Resp>> call(std::shared_ptr<grpc::Channel> channel,
                                  grpc::internal::RpcMethod method, Status serialized,
@@ -146,6 +181,8 @@ class UnaryClientMethod {
 
   std::shared_ptr<grpc::Channel> channel_;
   grpc::internal::RpcMethod method_;
+  MethodInfo info_;
+  std::shared_ptr<const BoxService> stack_;
 };
 
 }  // namespace trellis

@@ -11,6 +11,7 @@
 #include "trellis/call_options.hpp"
 #include "trellis/channel.hpp"
 #include "trellis/detail/stream_core.hpp"
+#include "trellis/method_info.hpp"
 #include "trellis/result.hpp"
 #include "trellis/task.hpp"
 
@@ -161,9 +162,13 @@ class StreamingClientMethod {
  public:
   // `path` is "/package.Service/Method"; it must outlive this object (generated code passes a
   // string literal).
-  StreamingClientMethod(const Channel& channel, const char* path)
+  StreamingClientMethod(const Channel& channel, const char* path, RpcKind kind,
+                        Idempotency idempotency)
       : channel_(channel.grpc_channel()),
-        method_(path, grpc::internal::RpcMethod::BIDI_STREAMING, channel_) {}
+        method_(path, grpc::internal::RpcMethod::BIDI_STREAMING, channel_),
+        info_{path, kind, idempotency} {}
+
+  const MethodInfo& info() const { return info_; }
 
  protected:
   ClientStreamHandle open(CallOptions options, std::optional<Bytes> request = {},
@@ -175,6 +180,7 @@ class StreamingClientMethod {
  private:
   std::shared_ptr<grpc::Channel> channel_;
   grpc::internal::RpcMethod method_;
+  MethodInfo info_;
 };
 
 }  // namespace detail
@@ -184,7 +190,9 @@ class StreamingClientMethod {
 template <class Req, class Resp>
 class ServerStreamingClientMethod : public detail::StreamingClientMethod {
  public:
-  using StreamingClientMethod::StreamingClientMethod;
+  ServerStreamingClientMethod(const Channel& channel, const char* path,
+                              Idempotency idempotency = Idempotency::kUnknown)
+      : StreamingClientMethod(channel, path, RpcKind::kServerStreaming, idempotency) {}
   ClientReader<Resp> operator()(const Req& request, CallOptions options = {}) const {
     detail::Bytes bytes;
     Status status = detail::serialize(request, bytes.get());
@@ -196,7 +204,9 @@ class ServerStreamingClientMethod : public detail::StreamingClientMethod {
 template <class Req, class Resp>
 class ClientStreamingClientMethod : public detail::StreamingClientMethod {
  public:
-  using StreamingClientMethod::StreamingClientMethod;
+  ClientStreamingClientMethod(const Channel& channel, const char* path,
+                              Idempotency idempotency = Idempotency::kUnknown)
+      : StreamingClientMethod(channel, path, RpcKind::kClientStreaming, idempotency) {}
   ClientWriter<Req, Resp> operator()(CallOptions options = {}) const {
     return ClientWriter<Req, Resp>(open(std::move(options)));
   }
@@ -206,7 +216,9 @@ class ClientStreamingClientMethod : public detail::StreamingClientMethod {
 template <class Req, class Resp>
 class BidiStreamingClientMethod : public detail::StreamingClientMethod {
  public:
-  using StreamingClientMethod::StreamingClientMethod;
+  BidiStreamingClientMethod(const Channel& channel, const char* path,
+                            Idempotency idempotency = Idempotency::kUnknown)
+      : StreamingClientMethod(channel, path, RpcKind::kBidiStreaming, idempotency) {}
   ClientReaderWriter<Req, Resp> operator()(CallOptions options = {}) const {
     return ClientReaderWriter<Req, Resp>(open(std::move(options)));
   }

@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "trellis/layer.hpp"
 #include "trellis/result.hpp"
+#include "trellis/stack.hpp"
 
 namespace grpc {
 class ServerBuilder;
@@ -36,7 +38,12 @@ class Server {
     // port 0 the system picks a free port; Server::ports() tells which.
     Builder& add_insecure_port(std::string address);
     // Serves `service`, which must outlive the server. Two services with one name are an error.
-    Builder& add_service(Service& service);
+    // `layer` (a Layer, a Stack, or a DynStack) wraps this service's methods only, inside the
+    // server-wide layers.
+    Builder& add_service(Service& service, BoxLayer layer = {});
+    // Adds a middleware layer around every method's handler. Layers added first are outermost:
+    // they see a call first and its status last. See docs/middleware.md.
+    Builder& layer(BoxLayer layer);
     // How many calls per method each worker keeps requested ahead of arrival (default 2). More
     // lowers accept latency under bursts; each one is a pending operation on the worker's queue.
     Builder& requests_per_worker(int n);
@@ -51,6 +58,8 @@ class Server {
     Runtime* runtime_;
     std::vector<std::string> addresses_;
     std::vector<Service*> services_;
+    std::vector<BoxLayer> service_layers_;  // one per service
+    DynStack layers_;
     int requests_per_worker_ = 2;
     std::vector<std::function<void(grpc::ServerBuilder&)>> configure_;
   };

@@ -1,13 +1,13 @@
 // trellis::ServerContext: what a handler knows about, and can set on, the call it serves.
 #pragma once
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include <boost/asio/cancellation_signal.hpp>
-
+#include "trellis/extensions.hpp"
 #include "trellis/metadata.hpp"
 
 namespace grpc {
@@ -32,8 +32,14 @@ class ServerContext {
 
   // The full method name, "/package.Service/Method".
   std::string_view method() const { return method_; }
-  // The call's deadline; time_point::max() when the client set none.
+  // The call's deadline: the client's, or an earlier one a layer set; time_point::max() when
+  // there is none. Calls made with CallOptions::set_parent(*this) inherit it.
   std::chrono::system_clock::time_point deadline() const;
+  // Tightens the deadline that deadline() reports and outgoing calls inherit (a later one is
+  // ignored). It does not cancel the handler by itself; the server timeout layer does.
+  void set_deadline(std::chrono::system_clock::time_point deadline) {
+    if (deadline < local_deadline_) local_deadline_ = deadline;
+  }
   // The client's metadata, without gRPC's reserved keys. Built on first use.
   const Metadata& request_metadata() const;
   // The peer's address, as gRPC spells it ("ipv4:127.0.0.1:51234").
@@ -47,6 +53,10 @@ class ServerContext {
   // True once the client has cancelled the call or its deadline has passed.
   bool is_cancelled() const;
 
+  // Values middleware attached to the call (for example the tracing layer's span context).
+  Extensions& extensions() { return extensions_; }
+  const Extensions& extensions() const { return extensions_; }
+
   // The underlying grpc++ context, for what Trellis does not wrap (auth context, compression).
   grpc::ServerContext& grpc_context() { return *grpc_; }
 
@@ -59,6 +69,9 @@ class ServerContext {
   std::string_view method_;
   mutable std::optional<Metadata> request_metadata_;
   bool cancelled_ = false;
+  std::chrono::system_clock::time_point local_deadline_ =
+      std::chrono::system_clock::time_point::max();
+  Extensions extensions_;
   boost::asio::cancellation_signal cancel_;
 };
 

@@ -9,7 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "trellis/call.hpp"
 #include "trellis/detail/serialization.hpp"
+#include "trellis/layer.hpp"
+#include "trellis/method_info.hpp"
 #include "trellis/result.hpp"
 #include "trellis/server_context.hpp"
 #include "trellis/server_stream.hpp"
@@ -22,31 +25,55 @@ class Server;
 
 namespace detail {
 
-// A method of a service as the server sees it: its path and its index among the grpc::Service's
-// methods.
+// A method of a service as the server sees it: its path, kind and idempotency level, and its
+// index among the grpc::Service's methods.
 class Method {
  public:
-  explicit Method(std::string path) : path_(std::move(path)) {}
+  Method(std::string path, RpcKind kind, Idempotency idempotency)
+      : path_(std::move(path)), info_{path_, kind, idempotency} {}
+  Method(const Method&) = delete;
+  Method& operator=(const Method&) = delete;
   virtual ~Method() = default;
   const std::string& path() const { return path_; }
+  const MethodInfo& info() const { return info_; }
   int index() const { return index_; }
   void set_index(int index) { index_ = index; }
 
+  // The innermost service of a server's middleware stack: runs the handler on the call's
+  // messages (call.request(), call.response(), call.stream()).
+  virtual Task<Status> handle(Call& call) = 0;
+
  private:
   std::string path_;
+  MethodInfo info_;  // views path_, which never moves: Method is neither copied nor moved
   int index_ = -1;
 };
+
+// The handler of `method` as a CallService, for the bottom of a middleware stack.
+struct HandlerService {
+  Method* method;
+  Task<Status> operator()(Call& call) const { return method->handle(call); }
+};
+
+// Runs the call through `stack` when the server has middleware for the method, else straight to
+// the handler.
+inline Task<Status> run_stack(const BoxService* stack, Method& method, Call& call) {
+  return stack != nullptr ? (*stack)(call) : method.handle(call);
+}
 
 // A unary method seen untyped: request bytes in, response bytes out. The typed half (parse,
 // call the handler, serialize) is the only per-method template code.
 class UnaryMethod : public Method {
  public:
-  using Method::Method;
+  UnaryMethod(std::string path, Idempotency idempotency)
+      : Method(std::move(path), RpcKind::kUnary, idempotency) {}
   // Sets *status to the call's outcome (OK: *response holds the reply). The status is an out
   // parameter, not the task's value, so that it is not moved through every layer of the
-  // coroutine machinery on each call (a Status is two strings).
+  // coroutine machinery on each call (a Status is two strings). `stack`: the server's middleware
+  // for this method, or nullptr.
   virtual Task<void> invoke(ServerContext& ctx, grpc::ByteBuffer* request,
-                            grpc::ByteBuffer* response, Status* status) = 0;
+                            grpc::ByteBuffer* response, Status* status,
+                            const BoxService* stack) = 0;
 };
 
 // A streaming method (any of the three kinds) seen untyped: the framework hands it the call's
@@ -54,20 +81,25 @@ class UnaryMethod : public Method {
 class StreamMethod : public Method {
  public:
   using Method::Method;
-  virtual Task<Status> invoke(ServerContext& ctx, StreamCore& stream) = 0;
+  virtual Task<Status> invoke(ServerContext& ctx, StreamCore& stream, const BoxService* stack) = 0;
 };
 
 template <class Svc, class Req, class Resp>
 class TypedUnaryMethod final : public UnaryMethod {
  public:
   using Handler = Task<Result<Resp>> (Svc::*)(ServerContext&, const Req&);
-  TypedUnaryMethod(std::string path, Svc* service, Handler handler)
-      : UnaryMethod(std::move(path)), service_(service), handler_(handler) {}
+  TypedUnaryMethod(std::string path, Idempotency idempotency, Svc* service, Handler handler)
+      : UnaryMethod(std::move(path), idempotency), service_(service), handler_(handler) {}
 
   Task<void> invoke(ServerContext& ctx, grpc::ByteBuffer* request, grpc::ByteBuffer* response,
-                    Status* status) override {
+                    Status* status, const BoxService* stack) override {
     Req req;
     if (*status = parse(request, &req, "request"); !status->ok()) co_return;
+    if (stack != nullptr) {
+      // A frame of its own, so that calls without middleware do not carry a Call and a Resp.
+      *status = co_await invoke_stack(ctx, req, response, *stack);
+      co_return;
+    }
     Result<Resp> result = co_await (service_->*handler_)(ctx, req);
     if (!result.ok()) {
       *status = result.status();
@@ -76,7 +108,24 @@ class TypedUnaryMethod final : public UnaryMethod {
     *status = serialize(*result, response);
   }
 
+  Task<Status> handle(Call& call) override {
+    Result<Resp> result = co_await (service_->*handler_)(*call.server_context(),
+                                                         static_cast<const Req&>(*call.request()));
+    if (!result.ok()) co_return result.status();
+    static_cast<Resp&>(*call.response()) = std::move(*result);
+    co_return Status();
+  }
+
  private:
+  Task<Status> invoke_stack(ServerContext& ctx, const Req& req, grpc::ByteBuffer* response,
+                            const BoxService& stack) {
+    Resp resp;
+    Call call(info(), ctx, &req, &resp);
+    Status status = co_await stack(call);
+    if (!status.ok()) co_return status;
+    co_return serialize(resp, response);
+  }
+
   Svc* service_;
   Handler handler_;
 };
@@ -85,14 +134,24 @@ template <class Svc, class Req, class Resp>
 class TypedServerStreamingMethod final : public StreamMethod {
  public:
   using Handler = Task<Status> (Svc::*)(ServerContext&, const Req&, ServerWriter<Resp>&);
-  TypedServerStreamingMethod(std::string path, Svc* service, Handler handler)
-      : StreamMethod(std::move(path)), service_(service), handler_(handler) {}
+  TypedServerStreamingMethod(std::string path, Idempotency idempotency, Svc* service,
+                             Handler handler)
+      : StreamMethod(std::move(path), RpcKind::kServerStreaming, idempotency),
+        service_(service),
+        handler_(handler) {}
 
-  Task<Status> invoke(ServerContext& ctx, StreamCore& stream) override {
+  Task<Status> invoke(ServerContext& ctx, StreamCore& stream, const BoxService* stack) override {
     std::optional<Req> request = co_await async_read<Req>(&stream, use_task);
     if (!request) co_return Status::internal("the client sent no request message");
-    ServerWriter<Resp> writer(&stream);
-    co_return co_await (service_->*handler_)(ctx, *request, writer);
+    Call call(info(), ctx, &*request, nullptr);
+    call.set_stream(&stream);
+    co_return co_await run_stack(stack, *this, call);
+  }
+
+  Task<Status> handle(Call& call) override {
+    ServerWriter<Resp> writer(call.stream());
+    co_return co_await (service_->*handler_)(*call.server_context(),
+                                             static_cast<const Req&>(*call.request()), writer);
   }
 
  private:
@@ -104,15 +163,27 @@ template <class Svc, class Req, class Resp>
 class TypedClientStreamingMethod final : public StreamMethod {
  public:
   using Handler = Task<Result<Resp>> (Svc::*)(ServerContext&, ServerReader<Req>&);
-  TypedClientStreamingMethod(std::string path, Svc* service, Handler handler)
-      : StreamMethod(std::move(path)), service_(service), handler_(handler) {}
+  TypedClientStreamingMethod(std::string path, Idempotency idempotency, Svc* service,
+                             Handler handler)
+      : StreamMethod(std::move(path), RpcKind::kClientStreaming, idempotency),
+        service_(service),
+        handler_(handler) {}
 
-  Task<Status> invoke(ServerContext& ctx, StreamCore& stream) override {
-    ServerReader<Req> reader(&stream);
-    Result<Resp> result = co_await (service_->*handler_)(ctx, reader);
-    if (!result.ok()) co_return result.status();
+  Task<Status> invoke(ServerContext& ctx, StreamCore& stream, const BoxService* stack) override {
+    Resp response;
+    Call call(info(), ctx, nullptr, &response);
+    call.set_stream(&stream);
+    if (Status status = co_await run_stack(stack, *this, call); !status.ok()) co_return status;
     ServerWriter<Resp> writer(&stream);
-    if (!co_await writer.write(*result)) co_return Status::cancelled("the call ended");
+    if (!co_await writer.write(response)) co_return Status::cancelled("the call ended");
+    co_return Status();
+  }
+
+  Task<Status> handle(Call& call) override {
+    ServerReader<Req> reader(call.stream());
+    Result<Resp> result = co_await (service_->*handler_)(*call.server_context(), reader);
+    if (!result.ok()) co_return result.status();
+    static_cast<Resp&>(*call.response()) = std::move(*result);
     co_return Status();
   }
 
@@ -125,13 +196,21 @@ template <class Svc, class Req, class Resp>
 class TypedBidiStreamingMethod final : public StreamMethod {
  public:
   using Handler = Task<Status> (Svc::*)(ServerContext&, ServerReader<Req>&, ServerWriter<Resp>&);
-  TypedBidiStreamingMethod(std::string path, Svc* service, Handler handler)
-      : StreamMethod(std::move(path)), service_(service), handler_(handler) {}
+  TypedBidiStreamingMethod(std::string path, Idempotency idempotency, Svc* service, Handler handler)
+      : StreamMethod(std::move(path), RpcKind::kBidiStreaming, idempotency),
+        service_(service),
+        handler_(handler) {}
 
-  Task<Status> invoke(ServerContext& ctx, StreamCore& stream) override {
-    ServerReader<Req> reader(&stream);
-    ServerWriter<Resp> writer(&stream);
-    co_return co_await (service_->*handler_)(ctx, reader, writer);
+  Task<Status> invoke(ServerContext& ctx, StreamCore& stream, const BoxService* stack) override {
+    Call call(info(), ctx, nullptr, nullptr);
+    call.set_stream(&stream);
+    co_return co_await run_stack(stack, *this, call);
+  }
+
+  Task<Status> handle(Call& call) override {
+    ServerReader<Req> reader(call.stream());
+    ServerWriter<Resp> writer(call.stream());
+    co_return co_await (service_->*handler_)(*call.server_context(), reader, writer);
   }
 
  private:
@@ -169,35 +248,40 @@ class Service {
   explicit Service(std::string full_name);
 
   // Registers `handler` for the unary method `path` ("/package.Service/Method").
+  // `idempotency`: the method's idempotency_level option, for middleware.
   template <class Svc, class Req, class Resp>
   void add_unary_method(const char* path,
-                        Task<Result<Resp>> (Svc::*handler)(ServerContext&, const Req&)) {
-    add(std::make_unique<detail::TypedUnaryMethod<Svc, Req, Resp>>(path, static_cast<Svc*>(this),
-                                                                   handler));
+                        Task<Result<Resp>> (Svc::*handler)(ServerContext&, const Req&),
+                        Idempotency idempotency = Idempotency::kUnknown) {
+    add(std::make_unique<detail::TypedUnaryMethod<Svc, Req, Resp>>(
+        path, idempotency, static_cast<Svc*>(this), handler));
   }
   // Registers a server-streaming handler: one request in, responses written to the writer.
   template <class Svc, class Req, class Resp>
   void add_server_streaming_method(const char* path,
                                    Task<Status> (Svc::*handler)(ServerContext&, const Req&,
-                                                                ServerWriter<Resp>&)) {
+                                                                ServerWriter<Resp>&),
+                                   Idempotency idempotency = Idempotency::kUnknown) {
     add(std::make_unique<detail::TypedServerStreamingMethod<Svc, Req, Resp>>(
-        path, static_cast<Svc*>(this), handler));
+        path, idempotency, static_cast<Svc*>(this), handler));
   }
   // Registers a client-streaming handler: requests read from the reader, one response.
   template <class Svc, class Req, class Resp>
   void add_client_streaming_method(const char* path,
                                    Task<Result<Resp>> (Svc::*handler)(ServerContext&,
-                                                                      ServerReader<Req>&)) {
+                                                                      ServerReader<Req>&),
+                                   Idempotency idempotency = Idempotency::kUnknown) {
     add(std::make_unique<detail::TypedClientStreamingMethod<Svc, Req, Resp>>(
-        path, static_cast<Svc*>(this), handler));
+        path, idempotency, static_cast<Svc*>(this), handler));
   }
   // Registers a bidi-streaming handler.
   template <class Svc, class Req, class Resp>
   void add_bidi_streaming_method(const char* path,
                                  Task<Status> (Svc::*handler)(ServerContext&, ServerReader<Req>&,
-                                                              ServerWriter<Resp>&)) {
+                                                              ServerWriter<Resp>&),
+                                 Idempotency idempotency = Idempotency::kUnknown) {
     add(std::make_unique<detail::TypedBidiStreamingMethod<Svc, Req, Resp>>(
-        path, static_cast<Svc*>(this), handler));
+        path, idempotency, static_cast<Svc*>(this), handler));
   }
 
  private:

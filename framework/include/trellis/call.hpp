@@ -1,0 +1,138 @@
+// trellis::Call: one RPC as middleware sees it, on the server or on the client.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "trellis/call_options.hpp"
+#include "trellis/extensions.hpp"
+#include "trellis/metadata.hpp"
+#include "trellis/method_info.hpp"
+#include "trellis/server_context.hpp"
+
+namespace google::protobuf {
+class MessageLite;
+}
+
+namespace trellis {
+
+namespace detail {
+class StreamCore;
+struct ClientBinding;
+}  // namespace detail
+
+// Which end of the call a layer runs on.
+enum class Side { kServer, kClient };
+
+// A call passed down a middleware stack (see layer.hpp). The framework makes one per RPC and
+// keeps it alive until the stack's task completes; layers read it and, on the client, shape the
+// call before handing it to the inner service.
+//
+// What a layer sees:
+//  - method(): the path, the kind, the idempotency level;
+//  - the request metadata and the deadline;
+//  - request(): the request message of unary and server-streaming calls;
+//  - response(): the response message of unary and client-streaming calls, set once the inner
+//    service has returned OK;
+//  - the final status: the value of the inner service's task;
+//  - on the server, the handler's ServerContext; on the client, the CallOptions the call will be
+//    made with (a layer may add metadata or tighten the deadline), and afterwards the response
+//    metadata.
+// Messages are seen as google::protobuf::MessageLite (size, serialization, type name);
+// dynamic_cast to google::protobuf::Message for reflection, or cast to the generated type when
+// the method is known.
+class Call {
+ public:
+  // Server side: `ctx` is the handler's context.
+  Call(const MethodInfo& method, ServerContext& ctx, const google::protobuf::MessageLite* request,
+       google::protobuf::MessageLite* response)
+      : method_(&method),
+        side_(Side::kServer),
+        server_(&ctx),
+        request_(request),
+        response_(response) {}
+  // Client side: `options` are the options of the call, which the innermost service uses.
+  Call(const MethodInfo& method, CallOptions& options, const google::protobuf::MessageLite* request,
+       google::protobuf::MessageLite* response)
+      : method_(&method),
+        side_(Side::kClient),
+        options_(&options),
+        request_(request),
+        response_(response) {}
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+  const MethodInfo& method() const { return *method_; }
+  Side side() const { return side_; }
+  bool is_server() const { return side_ == Side::kServer; }
+  bool is_client() const { return side_ == Side::kClient; }
+
+  // Server: what the client sent (without gRPC's reserved keys). Client: what the call will send.
+  const Metadata& request_metadata() const {
+    return server_ != nullptr ? server_->request_metadata() : options_->metadata();
+  }
+  // Server: the incoming deadline (possibly tightened by a layer, ServerContext::set_deadline).
+  // Client: the deadline the call will carry, including the one inherited from a parent
+  // ServerContext (CallOptions::set_parent). nullopt: none.
+  std::optional<std::chrono::system_clock::time_point> deadline() const;
+
+  // The request message of a unary or server-streaming call; nullptr for the other kinds.
+  const google::protobuf::MessageLite* request() const { return request_; }
+  // The response of a unary or client-streaming call: the handler's reply once the inner service
+  // has returned OK (server), or the parsed reply (client). nullptr for the other kinds.
+  google::protobuf::MessageLite* response() const { return response_; }
+
+  // Server side: the handler's context (add response metadata, see cancellation); else nullptr.
+  ServerContext* server_context() const { return server_; }
+  // Client side: the options the call will be made with; else nullptr.
+  CallOptions* options() const { return options_; }
+
+  // Client side, once the inner service has returned: the server's response headers and
+  // trailers.
+  ResponseMetadata& response_metadata() { return response_metadata_; }
+  // Client side: whether the server committed to a response (sent response headers with at least
+  // one entry, or a message) before the call ended. gRFC A6: a committed call is not retried.
+  bool committed() const { return committed_; }
+  void set_committed() { committed_ = true; }
+
+  // The peer: on the server, the client's address; on the client, the server's address once the
+  // call has been attempted (empty before).
+  std::string peer() const { return server_ != nullptr ? server_->peer() : peer_; }
+  void set_peer(std::string peer) { peer_ = std::move(peer); }
+
+  // Values layers attach to the call. On the server these are the ServerContext's, so the
+  // handler sees them too.
+  Extensions& extensions() { return server_ != nullptr ? server_->extensions() : extensions_; }
+
+  // Internal: what the innermost service of each side needs.
+  detail::StreamCore* stream() const { return stream_; }
+  void set_stream(detail::StreamCore* stream) { stream_ = stream; }
+  const detail::ClientBinding* binding() const { return binding_; }
+  void set_binding(const detail::ClientBinding* binding) { binding_ = binding; }
+
+ private:
+  const MethodInfo* method_;
+  Side side_;
+  ServerContext* server_ = nullptr;
+  CallOptions* options_ = nullptr;
+  const google::protobuf::MessageLite* request_;
+  google::protobuf::MessageLite* response_;
+  ResponseMetadata response_metadata_;
+  bool committed_ = false;
+  std::string peer_;
+  Extensions extensions_;
+  detail::StreamCore* stream_ = nullptr;
+  const detail::ClientBinding* binding_ = nullptr;
+};
+
+inline std::optional<std::chrono::system_clock::time_point> Call::deadline() const {
+  if (server_ != nullptr) {
+    auto d = server_->deadline();
+    if (d == std::chrono::system_clock::time_point::max()) return std::nullopt;
+    return d;
+  }
+  return options_->effective_deadline();
+}
+
+}  // namespace trellis

@@ -1,0 +1,2 @@
+// placeholder: filled in by the auth work
+namespace trellis {}

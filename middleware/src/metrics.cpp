@@ -1,0 +1,2 @@
+// placeholder: filled in by the metrics work
+namespace trellis {}

@@ -1,0 +1,2 @@
+// placeholder: filled in by the metrics_http work
+namespace trellis {}

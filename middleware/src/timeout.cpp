@@ -1,0 +1,2 @@
+// placeholder: filled in by the timeout work
+namespace trellis {}

@@ -1,0 +1,2 @@
+// placeholder: filled in by the auth work
+#include <gtest/gtest.h>

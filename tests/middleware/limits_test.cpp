@@ -1,0 +1,2 @@
+// placeholder: filled in by the limits work
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// placeholder: filled in by the metrics work
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// placeholder: filled in by the retry work
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// placeholder: filled in by the tracing work
+#include <gtest/gtest.h>
