@@ -1,2 +1,181 @@
-// placeholder: filled in by the timeout work
+// TimeoutLayer and deadline propagation: client deadlines, server time limits, and deadlines
+// inherited by the calls a handler makes, over real loopback calls.
+#include "trellis/middleware/timeout.hpp"
+
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "fixture.hpp"
+
+namespace trellis::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::system_clock;
+
+// grpc-timeout carries a duration, rounded up when encoded (a 1 s timeout arrives as up to about
+// 1010 ms), so a deadline seen downstream may be later than the sender's by this much at most.
+constexpr std::int64_t kEncodingSlackMs = 100;
+
+std::int64_t to_ms(Clock::time_point t) {
+  if (t == Clock::time_point::max()) return -1;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+// Answers with its own deadline (ms since the epoch, -1 for none) in `message`; when the request
+// message is "relay", first calls `next` with the handler's context as parent and puts the
+// deadline `next` saw into remaining_deadline_ms (ms since the epoch).
+class RelayService final : public EchoService {
+ public:
+  explicit RelayService(Channel next) : next_(std::move(next)) {}
+
+  Task<Result<EchoResponse>> Echo(ServerContext& ctx, const EchoRequest& req) override {
+    EchoResponse resp;
+    resp.set_message(std::to_string(to_ms(ctx.deadline())));
+    if (req.message() == "relay") {
+      EchoRequest inner;
+      inner.set_message("report");
+      auto downstream = co_await EchoClient(next_).Echo(inner, CallOptions().set_parent(ctx));
+      if (!downstream.ok()) co_return downstream.status();
+      resp.set_remaining_deadline_ms(std::stoll(downstream->message()));
+    }
+    co_return resp;
+  }
+  Task<Result<EchoResponse>> IdempotentEcho(ServerContext& ctx, const EchoRequest& req) override {
+    return Echo(ctx, req);
+  }
+
+ private:
+  Channel next_;
+};
+
+class TimeoutTest : public MiddlewareTest {
+ protected:
+  // Starts two more servers on the runtime: B (a RelayService that only reports) and A (a
+  // RelayService relaying to B), A with `a_layer`.
+  void start_relays(BoxLayer a_layer = {}) {
+    start();
+    b_ = std::make_unique<RelayService>(Channel(nullptr));
+    b_server_ = build(*b_, {});
+    a_ = std::make_unique<RelayService>(
+        Channel::insecure("127.0.0.1:" + std::to_string(b_server_->port())));
+    a_server_ = build(*a_, std::move(a_layer));
+    a_channel_ = Channel::insecure("127.0.0.1:" + std::to_string(a_server_->port()));
+  }
+  std::unique_ptr<Server> build(Service& service, BoxLayer layer) {
+    auto server = Server::Builder(*runtime_)
+                      .add_insecure_port("127.0.0.1:0")
+                      .add_service(service, std::move(layer))
+                      .build();
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? std::move(server).value() : nullptr;
+  }
+  void TearDown() override {
+    for (auto* s : {&a_server_, &b_server_}) {
+      if (*s) (*s)->shutdown(10s);
+      s->reset();
+    }
+    MiddlewareTest::TearDown();
+  }
+
+  std::unique_ptr<RelayService> a_, b_;
+  std::unique_ptr<Server> a_server_, b_server_;
+  Channel a_channel_{nullptr};
+};
+
+TEST_F(TimeoutTest, ClientLayerSetsTheDeadlineTheServerSees) {
+  start();
+  Channel limited = channel_.with_layer(TimeoutLayer(5s));
+  auto r = run(EchoClient(limited).Echo(with_message("x")));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->remaining_deadline_ms(), 0);
+  EXPECT_LE(r->remaining_deadline_ms(), 5000 + kEncodingSlackMs);
+
+  // An earlier deadline of the call's own is kept.
+  auto earlier = run(EchoClient(limited).Echo(with_message("x"), CallOptions().set_timeout(1s)));
+  ASSERT_TRUE(earlier.ok()) << earlier.status();
+  EXPECT_LE(earlier->remaining_deadline_ms(), 1000 + kEncodingSlackMs);
+}
+
+TEST_F(TimeoutTest, ClientLayerExpiryIsDeadlineExceededAndCancelsTheHandler) {
+  start();
+  EchoRequest slow;
+  slow.set_delay_ms(60'000);
+  auto r = run(EchoClient(channel_.with_layer(TimeoutLayer(50ms))).Echo(slow));
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
+}
+
+TEST_F(TimeoutTest, ServerLayerCancelsTheHandlerAndAnswersDeadlineExceeded) {
+  start([](Server::Builder& b) { b.layer(TimeoutLayer(50ms)); });
+  EchoRequest slow;
+  slow.set_delay_ms(60'000);
+  auto r = run(EchoClient(channel_).Echo(slow, CallOptions().set_timeout(30s)));
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_TRUE(echo_.observed.handler_cancelled.HasBeenNotified());
+  EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
+}
+
+TEST_F(TimeoutTest, ServerLayerTightensTheDeadlineAndLetsFastHandlersBe) {
+  start([](Server::Builder& b) { b.layer(TimeoutLayer(5s)); });
+  EchoClient client(channel_);
+  auto r = run(client.Echo(with_message("fast"), CallOptions().set_timeout(60s)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "fast");
+  EXPECT_GT(r->remaining_deadline_ms(), 0);
+  EXPECT_LE(r->remaining_deadline_ms(), 5000 + kEncodingSlackMs);
+  // A client deadline earlier than the limit is left as it is.
+  auto earlier = run(client.Echo(with_message("fast"), CallOptions().set_timeout(1s)));
+  ASSERT_TRUE(earlier.ok()) << earlier.status();
+  EXPECT_LE(earlier->remaining_deadline_ms(), 1000 + kEncodingSlackMs);
+  // Without a client deadline the limit applies.
+  auto none = run(client.Echo(with_message("fast")));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_LE(none->remaining_deadline_ms(), 5000 + kEncodingSlackMs);
+  EXPECT_GT(none->remaining_deadline_ms(), 0);
+}
+
+TEST_F(TimeoutTest, ServerWithoutLayersAnswersAnExpiredClientDeadlineAsDeadlineExceeded) {
+  start();
+  EchoRequest slow;
+  slow.set_delay_ms(60'000);
+  auto r = run(EchoClient(channel_).Echo(slow, CallOptions().set_timeout(50ms)));
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(absl::Seconds(30)));
+}
+
+TEST_F(TimeoutTest, HandlersOutgoingCallsInheritTheRemainingDeadline) {
+  start_relays();
+  auto r = run(EchoClient(a_channel_).Echo(with_message("relay"), CallOptions().set_timeout(20s)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::int64_t a_deadline = std::stoll(r->message());
+  std::int64_t b_deadline = r->remaining_deadline_ms();
+  ASSERT_GT(a_deadline, 0);
+  ASSERT_GT(b_deadline, 0) << "B saw no deadline";
+  EXPECT_LE(b_deadline, a_deadline + kEncodingSlackMs);
+
+  // A call without a deadline passes none on.
+  auto none = run(EchoClient(a_channel_).Echo(with_message("relay")));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(std::stoll(none->message()), -1);
+  EXPECT_EQ(none->remaining_deadline_ms(), -1);
+}
+
+TEST_F(TimeoutTest, ServerTimeLimitPropagatesDownstream) {
+  start_relays(TimeoutLayer(2s));
+  auto before = to_ms(Clock::now());
+  auto r = run(EchoClient(a_channel_).Echo(with_message("relay"), CallOptions().set_timeout(60s)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::int64_t a_deadline = std::stoll(r->message());
+  std::int64_t b_deadline = r->remaining_deadline_ms();
+  // A's deadline is its 2 s limit, not the client's 60 s, and B inherits it.
+  EXPECT_LE(a_deadline, to_ms(Clock::now()) + 2000);
+  EXPECT_GE(a_deadline, before);
+  EXPECT_LE(b_deadline, a_deadline + kEncodingSlackMs);
+}
+
+}  // namespace
+}  // namespace trellis::testing

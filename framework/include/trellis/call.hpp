@@ -1,6 +1,8 @@
 // trellis::Call: one RPC as middleware sees it, on the server or on the client.
 #pragma once
 
+#include <google/protobuf/message_lite.h>
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -10,10 +12,6 @@
 #include "trellis/metadata.hpp"
 #include "trellis/method_info.hpp"
 #include "trellis/server_context.hpp"
-
-namespace google::protobuf {
-class MessageLite;
-}
 
 namespace trellis {
 
@@ -95,6 +93,9 @@ class Call {
   // one entry, or a message) before the call ended. gRFC A6: a committed call is not retried.
   bool committed() const { return committed_; }
   void set_committed() { committed_ = true; }
+  // Client side: forgets what the previous attempt received (response, response metadata, commit
+  // flag), before a layer sends the call again.
+  void reset_response();
 
   // The peer: on the server, the client's address; on the client, the server's address once the
   // call has been attempted (empty before).
@@ -125,6 +126,12 @@ class Call {
   detail::StreamCore* stream_ = nullptr;
   const detail::ClientBinding* binding_ = nullptr;
 };
+
+inline void Call::reset_response() {
+  response_metadata_ = {};
+  committed_ = false;
+  if (response_ != nullptr) response_->Clear();
+}
 
 inline std::optional<std::chrono::system_clock::time_point> Call::deadline() const {
   if (server_ != nullptr) {
