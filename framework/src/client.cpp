@@ -6,6 +6,7 @@
 
 #include "grpc_convert.hpp"
 #include "outgoing_bytes.hpp"
+#include "trellis/client_stream.hpp"
 #include "worker.hpp"
 
 namespace trellis::detail {
@@ -77,9 +78,8 @@ void UnaryClientCall::try_cancel() { impl_->try_cancel(); }
 
 Task<Status> ChannelService::operator()(Call& call) const {
   const ClientBinding* binding = call.binding();
-  if (binding == nullptr || call.method().kind != RpcKind::kUnary) {
-    co_return Status::internal("trellis::detail::ChannelService: not a unary client call");
-  }
+  if (binding == nullptr) co_return Status::internal("trellis: a client call without its channel");
+  if (call.method().kind != RpcKind::kUnary) co_return co_await run_layered_stream_inner(call);
   Bytes request;
   if (Status s = serialize(*call.request(), request.get()); !s.ok()) co_return s;
   CallOptions options = *call.options();

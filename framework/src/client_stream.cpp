@@ -395,7 +395,8 @@ StreamCore* new_client_stream(const std::shared_ptr<grpc::Channel>& channel,
 }
 
 void release_client_stream(StreamCore* core) noexcept {
-  if (core != nullptr) static_cast<ClientStreamCall*>(core)->release();
+  if (core == nullptr || release_layered_client_stream(core)) return;
+  static_cast<ClientStreamCall*>(core)->release();
 }
 
 void cancel_client_stream(StreamCore* core) noexcept {

@@ -361,5 +361,115 @@ TEST_F(LayerTest, ClientLayerSeesTheServersStatus) {
   EXPECT_EQ(code->load(), static_cast<int>(StatusCode::kAborted));
 }
 
+// Records, per call, the method name, the request (server streaming), and the final status.
+auto stream_recorder(Trace* trace) {
+  return layer_fn([trace](Call& call, const auto& next) -> Task<Status> {
+    std::string request = call.request() != nullptr
+                              ? static_cast<const EchoRequest*>(call.request())->message()
+                              : "-";
+    call.options()->add_metadata("echo-layer", "client stack");
+    Status status = co_await next(call);
+    trace->add(std::string(call.method().name()) + " " + request + " " +
+               std::to_string(static_cast<int>(status.code())) + " header=" +
+               std::string(call.response_metadata().initial.get("echo-layer").value_or("")));
+    co_return status;
+  });
+}
+
+TEST_F(LayerTest, ClientLayersWrapEveryStreamingKind) {
+  start();
+  Trace trace;
+  StreamerClient client(channel_.with_layer(stream_recorder(&trace)));
+  EchoRequest split_request = with_message("a b c");
+  split_request.set_echo_metadata(true);
+  ResponseMetadata md;
+  auto split =
+      client.Split(split_request, CallOptions().set_timeout(30s).capture_response_metadata(&md));
+  auto collect = client.Collect(CallOptions().set_timeout(30s));
+  auto chat = client.Chat(CallOptions().set_timeout(30s));
+  run([&]() -> Task<void> {
+    std::vector<std::string> words;
+    while (auto m = co_await split.read()) words.push_back(m->message());
+    EXPECT_EQ(words, (std::vector<std::string>{"a", "b", "c"}));
+    EXPECT_TRUE((co_await split.finish()).ok());
+    EXPECT_TRUE(co_await collect.write(with_message("x")));
+    EXPECT_TRUE(co_await collect.write(with_message("y")));
+    Result<EchoResponse> collected = co_await collect.finish();
+    EXPECT_TRUE(collected.ok()) << collected.status();
+    if (collected.ok()) {
+      EXPECT_EQ(collected->message(), "x,y");
+    }
+    EXPECT_TRUE(co_await chat.write(with_message("hello")));
+    auto echoed = co_await chat.read();
+    EXPECT_TRUE(echoed.has_value());
+    EXPECT_TRUE((co_await chat.finish()).ok());
+  }());
+  // The layer's metadata reached the server (Split echoes it) and the caller's capture still works.
+  EXPECT_EQ(md.trailing.get("echo-layer"), "client stack");
+  EXPECT_EQ(trace.events(), (std::vector<std::string>{"Split a b c 0 header=client stack",
+                                                      "Collect - 0 header=", "Chat - 0 header="}));
+}
+
+TEST_F(LayerTest, ClientLayerRefusingAStreamFailsItsOperations) {
+  start();
+  StreamerClient client(channel_.with_layer(layer_fn([](Call&, const auto&) -> Task<Status> {
+    co_return Status::permission_denied("streams refused by the client stack");
+  })));
+  auto chat = client.Chat(CallOptions().set_timeout(30s));
+  auto collect = client.Collect(CallOptions().set_timeout(30s));
+  run([&]() -> Task<void> {
+    EXPECT_FALSE(co_await chat.write(with_message("x")));
+    EXPECT_FALSE((co_await chat.read()).has_value());
+    Status status = co_await chat.finish();
+    EXPECT_EQ(status.code(), StatusCode::kPermissionDenied);
+    EXPECT_EQ(status.message(), "streams refused by the client stack");
+    Result<EchoResponse> collected = co_await collect.finish();
+    EXPECT_EQ(collected.status().code(), StatusCode::kPermissionDenied);
+  }());
+  EXPECT_EQ(streamer_.observed.requests_read.load(), 0);
+}
+
+TEST_F(LayerTest, ClientLayerCanRewriteAStreamsStatus) {
+  start();
+  StreamerClient client(
+      channel_.with_layer(layer_fn([](Call& call, const auto& next) -> Task<Status> {
+        Status status = co_await next(call);
+        if (status.code() == StatusCode::kNotFound)
+          co_return Status::unavailable("mapped by a layer");
+        co_return status;
+      })));
+  EchoRequest req = with_message("a");
+  req.set_status_code(static_cast<int>(StatusCode::kNotFound));
+  auto split = client.Split(req, CallOptions().set_timeout(30s));
+  Status status = run([&]() -> Task<Status> {
+    while (co_await split.read()) {
+    }
+    co_return co_await split.finish();
+  }());
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(status.message(), "mapped by a layer");
+}
+
+TEST_F(LayerTest, DroppedClientStreamStillEndsItsStackAndLeaksNothing) {
+  start();
+  Trace trace;
+  StreamerClient client(channel_.with_layer(stream_recorder(&trace)));
+  {
+    auto chat = client.Chat(CallOptions().set_timeout(30s));
+    run([&]() -> Task<void> {
+      EXPECT_TRUE(co_await chat.write(with_message("hello")));
+      EXPECT_TRUE((co_await chat.read()).has_value());
+    }());
+  }  // dropped without finish(): cancelled
+  { auto never_used = client.Chat(CallOptions().set_timeout(30s)); }
+  server_->shutdown(std::chrono::seconds(10));
+  server_.reset();
+  runtime_->shutdown(std::chrono::seconds(10));
+  EXPECT_EQ(trace.events(), (std::vector<std::string>{"Chat - 1 header="}));
+  RuntimeMetrics metrics = runtime_->metrics();
+  EXPECT_EQ(metrics.client_calls, 0);
+  EXPECT_EQ(metrics.server_calls, 0);
+}
+
 }  // namespace
 }  // namespace trellis::testing

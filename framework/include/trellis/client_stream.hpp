@@ -10,6 +10,7 @@
 
 #include "trellis/call_options.hpp"
 #include "trellis/channel.hpp"
+#include "trellis/client.hpp"
 #include "trellis/detail/stream_core.hpp"
 #include "trellis/method_info.hpp"
 #include "trellis/result.hpp"
@@ -26,6 +27,19 @@ namespace detail {
 StreamCore* new_client_stream(const std::shared_ptr<grpc::Channel>& channel,
                               const grpc::internal::RpcMethod& method, CallOptions options,
                               std::optional<Bytes> request, Status status);
+// The same, for a channel with a middleware stack: the call runs through `stack` (see
+// layered_client_stream.cpp). `request`: a copy of the request of a server-streaming call, for
+// the layers to see.
+StreamCore* new_layered_client_stream(std::shared_ptr<const BoxService> stack,
+                                      ClientBinding binding, const MethodInfo& info,
+                                      CallOptions options,
+                                      std::unique_ptr<google::protobuf::MessageLite> request,
+                                      Status status);
+// release_client_stream for a layered stream; false if `core` is not one.
+bool release_layered_client_stream(StreamCore* core) noexcept;
+// ChannelService's part for streaming calls: starts the stream of call.stream() and completes
+// with its final status once the user has asked for it.
+Task<Status> run_layered_stream_inner(Call& call);
 // Drops the caller's handle: cancels the call unless it has finished, and frees it once gRPC is
 // done with it. Any thread.
 void release_client_stream(StreamCore* core) noexcept;
@@ -166,13 +180,25 @@ class StreamingClientMethod {
                         Idempotency idempotency)
       : channel_(channel.grpc_channel()),
         method_(path, grpc::internal::RpcMethod::BIDI_STREAMING, channel_),
-        info_{path, kind, idempotency} {}
+        info_{path, kind, idempotency},
+        stack_(channel.stack()) {}
 
   const MethodInfo& info() const { return info_; }
 
  protected:
+  // `message`: the request of a server-streaming call, copied only when there are layers.
+  template <class Req = google::protobuf::MessageLite>
   ClientStreamHandle open(CallOptions options, std::optional<Bytes> request = {},
-                          Status status = Status()) const {
+                          Status status = Status(), const Req* message = nullptr) const {
+    if (stack_) {
+      std::unique_ptr<google::protobuf::MessageLite> copy;
+      if constexpr (!std::is_same_v<Req, google::protobuf::MessageLite>) {
+        if (message != nullptr) copy = std::make_unique<Req>(*message);
+      }
+      return ClientStreamHandle(new_layered_client_stream(stack_, {channel_, method_}, info_,
+                                                          std::move(options), std::move(copy),
+                                                          std::move(status)));
+    }
     return ClientStreamHandle(new_client_stream(channel_, method_, std::move(options),
                                                 std::move(request), std::move(status)));
   }
@@ -181,6 +207,7 @@ class StreamingClientMethod {
   std::shared_ptr<grpc::Channel> channel_;
   grpc::internal::RpcMethod method_;
   MethodInfo info_;
+  std::shared_ptr<const BoxService> stack_;
 };
 
 }  // namespace detail
@@ -196,7 +223,8 @@ class ServerStreamingClientMethod : public detail::StreamingClientMethod {
   ClientReader<Resp> operator()(const Req& request, CallOptions options = {}) const {
     detail::Bytes bytes;
     Status status = detail::serialize(request, bytes.get());
-    return ClientReader<Resp>(open(std::move(options), std::move(bytes), std::move(status)));
+    return ClientReader<Resp>(
+        open(std::move(options), std::move(bytes), std::move(status), &request));
   }
 };
 
