@@ -5,6 +5,7 @@
 //
 //   stream_load --target HOST:PORT --workload server-stream|bidi [--payload N] [--window W]
 //               [--streams K] [--duration-s S] [--warmup-s W] [--server-pid PID]
+//               [--messages N]
 //
 // Workloads (messages of --payload bytes, default 16):
 //   server-stream  each stream is one ServerStream call asking for responses without end
@@ -22,8 +23,11 @@
 // After W seconds of warmup (default 2), the messages received during the next S seconds
 // (default 10) are counted. With --server-pid, the server process's CPU time (utime + stime from
 // /proc/PID/stat, all threads) is read at both edges of the measured window, and so is the whole
-// machine's (/proc/stat), which gives the CPU other processes used. Prints one line of JSON on
-// stdout and exits 0, or 1 if the target cannot be reached.
+// machine's (/proc/stat), which gives the CPU other processes used. With --messages N the run
+// instead ends (the window closes and the streams are cancelled) as soon as N responses have
+// been received in all, warmup included, whichever comes first: bench/callgrind-stream.sh uses
+// it for runs of a fixed size. Prints one line of JSON on stdout and exits 0, or 1 if the target
+// cannot be reached.
 
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
@@ -65,6 +69,7 @@ struct Options {
   double duration_s = 10;
   double warmup_s = 2;
   long server_pid = 0;
+  long max_messages = 0;  // 0: no limit
 };
 
 // The run's phase; messages are counted only in kMeasure.
@@ -270,7 +275,7 @@ double PercentileUs(const std::vector<std::int64_t>& sorted_ns, double q) {
   std::fprintf(stderr,
                "usage: %s --target HOST:PORT --workload server-stream|bidi [--payload N]\n"
                "          [--window W] [--streams K] [--duration-s S] [--warmup-s W]\n"
-               "          [--server-pid PID]\n",
+               "          [--server-pid PID] [--messages N]\n",
                argv0);
   std::exit(2);
 }
@@ -324,6 +329,8 @@ Options ParseOptions(int argc, char** argv) {
       opts.warmup_s = number(name, value, 0);
     } else if (name == "--server-pid") {
       opts.server_pid = static_cast<long>(number(name, value, 1));
+    } else if (name == "--messages") {
+      opts.max_messages = static_cast<long>(number(name, value, 1));
     } else {
       Usage(argv[0]);
     }
@@ -374,7 +381,9 @@ int main(int argc, char** argv) {
   MachineCpu machine_end;
 
   auto advance = [&](Clock::time_point now) {
-    if (counters.phase == Phase::kWarmup && now >= measure_from) {
+    const bool enough =
+        opts.max_messages > 0 && counters.messages + counters.warmup_messages >= opts.max_messages;
+    if (counters.phase == Phase::kWarmup && (now >= measure_from || enough)) {
       counters.phase = Phase::kMeasure;
       window_start = now;
       self_cpu_start = SelfCpuUs();
@@ -385,7 +394,7 @@ int main(int argc, char** argv) {
         server_cpu_start = cpu.value_or(0);
       }
     }
-    if (counters.phase == Phase::kMeasure && now >= measure_until) {
+    if (counters.phase == Phase::kMeasure && (now >= measure_until || enough)) {
       counters.phase = Phase::kDrain;
       window_end = now;
       self_cpu_end = SelfCpuUs();

@@ -16,7 +16,7 @@ struct OutgoingBytes {
   OutgoingBytes() = default;
   // Takes the bytes of `b`.
   explicit OutgoingBytes(Bytes b) { buffer.Swap(b.get()); }
-  void take(Bytes b) { buffer.Swap(b.get()); }
+  void take(Bytes&& b) { buffer.Swap(b.get()); }
   // Mutable: grpc++ passes the message to Serialize as const.
   mutable grpc::ByteBuffer buffer;
 };

@@ -3,6 +3,7 @@
 #include <grpcpp/server_builder.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <boost/asio/detail/thread_context.hpp>
 #include <boost/asio/detail/thread_info_base.hpp>
@@ -37,10 +38,12 @@ class AsioThreadInfo : public boost::asio::detail::thread_context {
   thread_call_stack::context entry_;
 };
 
+// steady_clock::now() without the call into libstdc++ around it (libstdc++'s steady_clock is
+// CLOCK_MONOTONIC): a worker reads the clock twice per event.
 std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 // Runtime threads never take SIGINT/SIGTERM: those belong to the application's main thread
@@ -166,7 +169,9 @@ void Worker::timed(Fn&& fn) {
     core_->report(std::current_exception(), "exception escaped a runtime worker callback");
   }
   resumption_start_.store(0, std::memory_order_relaxed);
-  busy_ns_.fetch_add(now_ns() - start, std::memory_order_relaxed);
+  // Single writer (this worker): a plain load and store, no locked read-modify-write per event.
+  busy_ns_.store(busy_ns_.load(std::memory_order_relaxed) + (now_ns() - start),
+                 std::memory_order_relaxed);
 }
 
 void Worker::run_ready() {
@@ -265,9 +270,12 @@ void Worker::run() {
   name_thread(core_->thread_name, index_);
   if (core_->on_thread_start) core_->on_thread_start();
 
+  // What AsyncNext waits for: nothing (work is queued), or an event without end.
+  const gpr_timespec no_wait = gpr_inf_past(GPR_CLOCK_MONOTONIC);
+  const gpr_timespec no_deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
   for (;;) {
-    run_ready();
-    fire_due_timers();
+    if (!local_.empty()) run_ready();
+    if (!heap_.empty()) fire_due_timers();
     if (stopping_ && !cq_shutdown_called_ && local_.empty()) {
       // Everything the stop released has run; now let the queue drain to SHUTDOWN.
       std::lock_guard lock(inbox_mu_);
@@ -279,18 +287,18 @@ void Worker::run() {
     }
     gpr_timespec deadline;
     if (!local_.empty()) {
-      deadline = gpr_inf_past(GPR_CLOCK_MONOTONIC);
+      deadline = no_wait;
     } else if (!heap_.empty()) {
       deadline = to_gpr_deadline(heap_.front()->deadline);
     } else {
-      deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+      deadline = no_deadline;
     }
     void* tag = nullptr;
     bool ok = false;
     auto status = cq_->AsyncNext(&tag, &ok, deadline);
     if (status == grpc::CompletionQueue::SHUTDOWN) break;
     if (status == grpc::CompletionQueue::GOT_EVENT) {
-      events_.fetch_add(1, std::memory_order_relaxed);
+      events_.store(events_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       timed([tag, ok] { static_cast<Completion*>(tag)->complete(ok); });
     }
   }

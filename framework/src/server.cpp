@@ -458,16 +458,44 @@ class StreamCall final : public detail::StreamCore {
     Worker::count_call(worker_->live_server_calls, 1);
     accepted_ = true;
     handler_running_ = true;
+#if TRELLIS_DIRECT_LAUNCH
+    // As in UnaryCall. The thread is also the stream's home thread: it runs on this worker's
+    // own executor, so its reads and writes skip the check of the awaiting task's executor.
+    boost::asio::cancellation_slot slot = ctx_.cancellation_signal().slot();
+    boost::asio::detail::awaitable_thread<boost::asio::any_io_executor> thread(
+        serve(this), Executor(worker_), slot, boost::asio::cancellation_state(slot));
+    home_thread_.store(thread.entry_point(), std::memory_order_relaxed);
+    thread.launch();
+#else
     boost::asio::co_spawn(
         Executor(worker_), method_->invoke(ctx_, *this, stack_),
         boost::asio::bind_cancellation_slot(ctx_.cancellation_signal().slot(),
                                             [this](std::exception_ptr error, Status status) {
                                               handler_done(std::move(error), std::move(status));
                                             }));
+#endif
   }
+
+#if TRELLIS_DIRECT_LAUNCH
+  // The bottom frame of the call's awaitable thread: runs the handler, then ends the call as the
+  // co_spawn completion handler does otherwise.
+  static boost::asio::awaitable<boost::asio::detail::awaitable_thread_entry_point,
+                                boost::asio::any_io_executor>
+  serve(StreamCall* self) {
+    std::exception_ptr error;
+    Status status;
+    try {
+      status = co_await self->method_->invoke(self->ctx_, *self);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    self->handler_done(std::move(error), std::move(status));
+  }
+#endif
 
   void handler_done(std::exception_ptr error, Status status) {
     Scope scope(this);
+    home_thread_.store(nullptr, std::memory_order_relaxed);  // the thread ends
     handler_running_ = false;
     handler_returned_ = true;
     final_status_ = handler_outcome(std::move(error), std::move(status), ctx_);
