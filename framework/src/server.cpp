@@ -485,7 +485,7 @@ class StreamCall final : public detail::StreamCore {
     std::exception_ptr error;
     Status status;
     try {
-      status = co_await self->method_->invoke(self->ctx_, *self);
+      status = co_await self->method_->invoke(self->ctx_, *self, self->stack_);
     } catch (...) {
       error = std::current_exception();
     }

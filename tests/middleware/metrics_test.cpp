@@ -405,6 +405,39 @@ TEST_F(MetricsTest, StreamingServerCallsAreCountedWithTheirType) {
       sample(text, series("grpc_server_handling_seconds_count", "server_stream", svc, "Split")), 2);
 }
 
+TEST_F(MetricsTest, StreamingClientCallsAreCountedWithTheirType) {
+  start();
+  auto metrics = std::make_shared<MetricsRegistry>();
+  StreamerClient client(channel_.with_layer(MetricsLayer(metrics)));
+  auto split = client.Split(with_message("a b"), CallOptions().set_timeout(30s));
+  auto collect = client.Collect(CallOptions().set_timeout(30s));
+  auto chat = client.Chat(CallOptions().set_timeout(30s));
+  run([&]() -> Task<void> {
+    while (co_await split.read()) {
+    }
+    EXPECT_TRUE((co_await split.finish()).ok());
+    EXPECT_TRUE(co_await collect.write(with_message("x")));
+    EXPECT_TRUE((co_await collect.finish()).ok());
+    EXPECT_TRUE(co_await chat.write(failing_with(StatusCode::kDataLoss)));
+    EXPECT_EQ((co_await chat.finish()).code(), StatusCode::kDataLoss);
+  }());
+  std::string text = metrics->scrape();
+  const std::string svc = "trellis.testing.Streamer";
+  EXPECT_EQ(
+      sample(text, series("grpc_client_handled_total", "server_stream", svc, "Split", code("OK"))),
+      1)
+      << text;
+  EXPECT_EQ(sample(text, series("grpc_client_handled_total", "client_stream", svc, "Collect",
+                                code("OK"))),
+            1)
+      << text;
+  EXPECT_EQ(sample(text, series("grpc_client_handled_total", "bidi_stream", svc, "Chat",
+                                code("DATA_LOSS"))),
+            1)
+      << text;
+  EXPECT_EQ(sample(text, series("grpc_client_in_flight", "bidi_stream", svc, "Chat")), 0);
+}
+
 TEST_F(MetricsTest, RuntimeMetricsAreExported) {
   start();
   auto metrics = std::make_shared<MetricsRegistry>();

@@ -3,11 +3,11 @@
 
 PingService::PingService() : ::trellis::Service("Ping") {
   add_unary_method("/Ping/Ping", &PingService::Ping);
-  add_unary_method("/Ping/Status", &PingService::Status);
+  add_unary_method("/Ping/Status", &PingService::Status, ::trellis::Idempotency::kNoSideEffects);
 }
 
 PingClient::PingClient(const ::trellis::Channel& channel)
     : methods_{
           .Ping{channel, "/Ping/Ping"},
-          .Status{channel, "/Ping/Status"},
+          .Status{channel, "/Ping/Status", ::trellis::Idempotency::kNoSideEffects},
       } {}

@@ -11,7 +11,8 @@ EchoService::EchoService() : ::trellis::Service("codegen_test.api.v1.Echo") {
   add_unary_method("/codegen_test.api.v1.Echo/requires", &EchoService::requires_);
   add_unary_method("/codegen_test.api.v1.Echo/AnUnusuallyLongMethodNameForTheWrappingTest",
                    &EchoService::AnUnusuallyLongMethodNameForTheWrappingTest);
-  add_server_streaming_method("/codegen_test.api.v1.Echo/Split", &EchoService::Split);
+  add_server_streaming_method("/codegen_test.api.v1.Echo/Split", &EchoService::Split,
+                              ::trellis::Idempotency::kIdempotent);
   add_client_streaming_method("/codegen_test.api.v1.Echo/Join", &EchoService::Join);
   add_bidi_streaming_method("/codegen_test.api.v1.Echo/Chat", &EchoService::Chat);
   add_server_streaming_method("/codegen_test.api.v1.Echo/AnUnusuallyLongServerStreamingMethodName",
@@ -31,7 +32,7 @@ EchoClient::EchoClient(const ::trellis::Channel& channel)
           .requires_{channel, "/codegen_test.api.v1.Echo/requires"},
           .AnUnusuallyLongMethodNameForTheWrappingTest{
               channel, "/codegen_test.api.v1.Echo/AnUnusuallyLongMethodNameForTheWrappingTest"},
-          .Split{channel, "/codegen_test.api.v1.Echo/Split"},
+          .Split{channel, "/codegen_test.api.v1.Echo/Split", ::trellis::Idempotency::kIdempotent},
           .Join{channel, "/codegen_test.api.v1.Echo/Join"},
           .Chat{channel, "/codegen_test.api.v1.Echo/Chat"},
           .AnUnusuallyLongServerStreamingMethodName{

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The middleware example as a user runs it: the server with tracing, metrics and limits; the
+# client with --timeout-ms, --max-attempts and --trace. Usage: middleware_example_test.sh BIN_DIR
+set -uo pipefail
+bin=$1
+failures=0
+total=0
+check() {  # check NAME CONDITION_RESULT
+  total=$((total + 1))
+  if [ "$2" = 0 ]; then echo "ok: $1"; else echo "FAILED: $1"; failures=$((failures + 1)); fi
+}
+
+# shellcheck source=SCRIPTDIR/lib/server.sh
+source "$(dirname "$0")/lib/server.sh"
+trap server_stop EXIT
+server_errors=$(mktemp)
+client_errors=$(mktemp)
+export SERVER_STDERR=$server_errors
+client() { timeout 30 "$bin/middleware_client" --target "127.0.0.1:$port" "$@" 2>"$client_errors"; }
+
+server_start "$bin/middleware_server" --host 127.0.0.1 --port 0 --metrics_port 0 --threads 2 ||
+  { cat "$server_errors"; exit 1; }
+metrics_line=
+read -r -t 30 metrics_line <&"${SERVER[0]}"
+[[ $metrics_line =~ http://127\.0\.0\.1:([0-9]+)/metrics ]] && metrics_port=${BASH_REMATCH[1]}
+check "server reports its metrics endpoint" "$([ -n "${metrics_port:-}" ]; echo $?)"
+
+reply=$(client --name Trellis --trace)
+check "reply" "$([ "$reply" = "Hello Trellis" ]; echo $?)"
+client_trace=$(grep -o '"kind":"client","trace_id":"[0-9a-f]*"' "$client_errors" | grep -o '[0-9a-f]\{32\}')
+check "--trace writes the client span as a JSON line" "$([ -n "$client_trace" ]; echo $?)"
+# The handler logs its trace id before it answers, so the line is there once the reply is.
+check "the server continued the client's trace (traceparent)" \
+  "$(grep -q "SayHello(Trellis) trace_id=$client_trace" "$server_errors"; echo $?)"
+
+reply=$(client --name slow --timeout-ms 100)
+rc=$?
+check "--timeout-ms: DEADLINE_EXCEEDED, exit non-zero" \
+  "$([ $rc -ne 0 ] && [ "$reply" = DEADLINE_EXCEEDED ]; echo $?)"
+
+reply=$(client --name flaky --max-attempts 2)
+check "--max-attempts 2 gets past one UNAVAILABLE" "$([ "$reply" = "Hello flaky" ]; echo $?)"
+reply=$(client --name flaky --max-attempts 1)
+rc=$?
+check "without retries the flaky call is UNAVAILABLE" \
+  "$([ $rc -ne 0 ] && [ "$reply" = UNAVAILABLE ]; echo $?)"
+
+reply=$(client --name "" )
+rc=$?
+check "empty name is INVALID_ARGUMENT" "$([ $rc -ne 0 ] && [ "$reply" = INVALID_ARGUMENT ]; echo $?)"
+
+reply=$(client --max-attempts 0)
+check "a bad flag exits 2" "$([ $? = 2 ]; echo $?)"
+
+# The metrics endpoint, over a plain TCP connection.
+metrics=$(timeout 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/${metrics_port:-1}
+  printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3; cat <&3")
+check "/metrics counts the OK calls" "$(grep -q 'grpc_server_handled_total{.*grpc_method="SayHello".*grpc_code="OK".*} [1-9]' <<<"$metrics"; echo $?)"
+check "/metrics counts the UNAVAILABLE calls" "$(grep -q 'grpc_code="UNAVAILABLE".*} [1-9]' <<<"$metrics"; echo $?)"
+
+server_stop TERM
+check "server exits 0 on SIGTERM" "$server_status"
+[ "$failures" = 0 ] || { sed 's/^/  server stderr: /' "$server_errors"; sed 's/^/  client stderr: /' "$client_errors"; }
+
+# Nothing listens on the port any more: retries end UNAVAILABLE.
+reply=$(client --name x --max-attempts 3 --timeout-ms 5000)
+rc=$?
+check "unreachable server is UNAVAILABLE after retries" \
+  "$([ $rc -ne 0 ] && [ "$reply" = UNAVAILABLE ]; echo $?)"
+
+rm -f "$server_errors" "$client_errors"
+echo "$((total - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]
