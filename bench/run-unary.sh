@@ -28,7 +28,14 @@
 #   --concurrency C      outstanding calls [CONCURRENCY, default 64]
 #   --channels K         client channels (connections) [CHANNELS, default 2]
 #   --payload N          length of the name in HelloRequest [PAYLOAD, default 16]
-#   --servers LIST       comma-separated subset of baseline,trellis [SERVERS, default both]
+#   --servers LIST       comma-separated subset of baseline,trellis [SERVERS, default both];
+#                        any other name is a variant of trellis (the Trellis server, with the
+#                        flags --server-args gives it), e.g. trellis,trellis+stack
+#   --server-args NAME=FLAGS  extra flags for server NAME's command line (repeatable)
+#   --load-cmd NAME=CMD  the load generator for NAME's runs instead of unary_load (repeatable):
+#                        CMD (word-split) gets unary_load's flags and must print its JSON line
+#   --ratios LIST        comma-separated A/B pairs: a row of ratios A / B for each
+#                        [RATIOS, default trellis/baseline]
 #   --server-cpus LIST   taskset CPU list for the server [SERVER_CPUS, default 0]
 #   --load-cpus LIST     taskset CPU list for the load generator [LOAD_CPUS, default 1]
 #   --max-other-cpu X    a run is redone if other processes used more than X cores during its
@@ -59,6 +66,8 @@ concurrency=${CONCURRENCY:-64}
 channels=${CHANNELS:-2}
 payload=${PAYLOAD:-16}
 servers=${SERVERS:-baseline,trellis}
+ratios=${RATIOS:-trellis/baseline}
+declare -A server_args=() load_cmd=()
 server_cpus=${SERVER_CPUS:-0}
 load_cpus=${LOAD_CPUS:-1}
 max_other_cpu=${MAX_OTHER_CPU:-0.10}
@@ -81,6 +90,9 @@ while [ $# -gt 0 ]; do
     --channels) channels=$2 ;;
     --payload) payload=$2 ;;
     --servers) servers=$2 ;;
+    --server-args) server_args[${2%%=*}]=${2#*=} ;;
+    --load-cmd) load_cmd[${2%%=*}]=${2#*=} ;;
+    --ratios) ratios=$2 ;;
     --server-cpus) server_cpus=$2 ;;
     --load-cpus) load_cpus=$2 ;;
     --max-other-cpu) max_other_cpu=$2 ;;
@@ -96,13 +108,15 @@ done
 
 log() { echo "run-unary: $*" >&2; }
 
-# report RESULTS_JSONL TRELLIS_NOTE: the markdown tables (medians, ratios, individual runs).
+# report RESULTS_JSONL TRELLIS_NOTE [SERVERS]: the markdown tables (medians, ratios, individual
+# runs) of SERVERS (default: those in the file).
 report() {
-  python3 - "$1" "$2" <<'EOF'
+  python3 - "$1" "$2" "${3:-}" "$ratios" <<'EOF'
 import json, statistics, sys
 
-results_path, trellis_note = sys.argv[1], sys.argv[2]
+results_path, trellis_note, servers, ratios = sys.argv[1:5]
 runs = [json.loads(line) for line in open(results_path) if line.strip()]
+names = servers.split(",") if servers else list(dict.fromkeys(r["server"] for r in runs))
 kept = {}
 for r in runs:
     if not r["discarded"]:
@@ -112,7 +126,10 @@ cols = [("rps", "rps", "{:.0f}"), ("p50_us", "p50 (us)", "{:.0f}"),
         ("p99_us", "p99 (us)", "{:.0f}"),
         ("server_cpu_us_per_rpc", "server CPU (us/RPC)", "{:.1f}"),
         ("server_cpu_util", "server CPU (cores)", "{:.2f}"),
-        ("client_cpu_util", "load gen CPU (cores)", "{:.2f}")]
+        ("client_cpu_util", "load gen CPU (cores)", "{:.2f}"),
+        ("client_cpu_us_per_rpc", "load gen CPU (us/RPC)", "{:.1f}")]
+for r in runs:
+    r["client_cpu_us_per_rpc"] = r["client_cpu_util"] * 1e6 / r["rps"] if r["rps"] else 0
 
 def med(rs, key):
     return statistics.median(r[key] for r in rs)
@@ -120,34 +137,35 @@ def med(rs, key):
 print("| server | runs | " + " | ".join(c[1] for c in cols) + " | errors |")
 print("|---|---|" + "---|" * len(cols) + "---|")
 medians = {}
-for name in ("baseline", "trellis"):
+for name in names:
     rs = kept.get(name)
     if not rs:
-        if name == "trellis":
-            print("| **Trellis: not measured yet** (" + (trellis_note or "no valid run") + ") | 0 |"
-                  + " — |" * len(cols) + " — |")
+        print(f"| **{name}: not measured yet** ("
+              + ((name != "baseline" and trellis_note) or "no valid run") + ") | 0 |"
+              + " — |" * len(cols) + " — |")
         continue
     medians[name] = {c[0]: med(rs, c[0]) for c in cols}
     print(f"| {name} | {len(rs)} | " + " | ".join(c[2].format(medians[name][c[0]]) for c in cols)
           + f" | {sum(r['errors'] for r in rs)} |")
-if "baseline" in medians and "trellis" in medians:
-    b, t = medians["baseline"], medians["trellis"]
-    print("| **trellis / baseline** (ratio of medians) | | " + " | ".join(
-        "{:.2f}x".format(t[c[0]] / b[c[0]]) if b[c[0]] else "—" for c in cols) + " | |")
+last = {}
+for r in runs:
+    if not r["discarded"]:
+        last[(r["server"], r["rep"])] = r
+for num, den in (pair.split("/", 1) for pair in ratios.split(",") if "/" in pair):
+    if num not in medians or den not in medians:
+        continue
+    b, t = medians[den], medians[num]
+    print(f"| **{num} / {den}** (ratio of medians) | | " + " | ".join(
+        "{:.3f}x".format(t[c[0]] / b[c[0]]) if b[c[0]] else "—" for c in cols) + " | |")
     # Runs are interleaved, so each repetition's pair ran under the same conditions: the median
     # of the per-repetition ratios is less sensitive to drift of the machine than the above.
-    last = {}
-    for r in runs:
-        if not r["discarded"]:
-            last[(r["server"], r["rep"])] = r
-    reps = sorted({rep for (name, rep) in last if ("baseline", rep) in last
-                   and ("trellis", rep) in last})
+    reps = sorted({rep for (name, rep) in last if (den, rep) in last and (num, rep) in last})
     if reps:
         def paired(key):
-            ratios = [last[("trellis", rep)][key] / last[("baseline", rep)][key] for rep in reps
-                      if last[("baseline", rep)][key]]
-            return "{:.2f}x".format(statistics.median(ratios)) if ratios else "—"
-        print(f"| **trellis / baseline** (median of per-repetition ratios) | {len(reps)} pairs | "
+            rs = [last[(num, rep)][key] / last[(den, rep)][key] for rep in reps
+                  if last[(den, rep)][key]]
+            return "{:.3f}x".format(statistics.median(rs)) if rs else "—"
+        print(f"| **{num} / {den}** (median of per-repetition ratios) | {len(reps)} pairs | "
               + " | ".join(paired(c[0]) for c in cols) + " | |")
 
 print()
@@ -291,6 +309,11 @@ run_once() {
     # shellcheck disable=SC2206
     cmd=("$bin" --port 0 --threads "$threads" ${trellis_args})
   fi
+  # shellcheck disable=SC2206
+  cmd+=(${server_args[$name]:-})
+  local load=("$bench_bin/unary_load")
+  # shellcheck disable=SC2206
+  [ -z "${load_cmd[$name]:-}" ] || load=(${load_cmd[$name]})
   wait_quiet
   taskset -c "$server_cpus" "${cmd[@]}" >"$server_log" 2>&1 &
   server_pid=$!
@@ -305,7 +328,7 @@ run_once() {
     stop_server || true
     return 2
   fi
-  json=$(taskset -c "$load_cpus" "$bench_bin/unary_load" --target "127.0.0.1:$port" \
+  json=$(taskset -c "$load_cpus" "${load[@]}" --target "127.0.0.1:$port" \
     --concurrency "$concurrency" --duration-s "$duration_s" --warmup-s "$warmup_s" \
     --channels "$channels" --payload "$payload" --server-pid "$server_pid") || {
     log "$name: load generator failed"
@@ -328,7 +351,7 @@ run_once() {
 IFS=, read -r -a server_list <<<"$servers"
 for rep in $(seq "$repeats"); do
   for name in "${server_list[@]}"; do
-    if [ "$name" = trellis ] && [ ! -x "$trellis_bin" ]; then continue; fi
+    if [ "$name" != baseline ] && [ ! -x "$trellis_bin" ]; then continue; fi
     for attempt in $(seq "$max_attempts"); do
       st=0
       run_once "$name" "$rep" "$attempt" || st=$?
@@ -340,7 +363,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------------------------
-report "$results" "$trellis_note" >"$out_dir/table.md"
+report "$results" "$trellis_note" "$servers" >"$out_dir/table.md"
 
 echo "Unary: $repeats x {${servers}}, server threads $threads on CPU $server_cpus, load on CPU" \
   "$load_cpus, concurrency $concurrency, channels $channels, payload $payload B," \

@@ -209,13 +209,7 @@ class LayeredClientStream final : public StreamCore {
   void stack_returned(std::exception_ptr error, Status status) {
     Scope scope(this);
     if (error) {
-      std::string what = "unknown exception";
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
+      std::string what = exception_text(error);
       log(LogLevel::kError,
           absl::StrCat("client middleware of ", std::string(info_.path), " threw: ", what));
       status = Status::internal(absl::StrCat("client middleware threw: ", what));

@@ -12,4 +12,14 @@ void log(LogLevel level, std::string_view message) {
   std::fprintf(stderr, "trellis %s %.*s\n", tag, static_cast<int>(message.size()), message.data());
 }
 
+std::string exception_text(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+  }
+  return "unknown exception";
+}
+
 }  // namespace trellis::detail

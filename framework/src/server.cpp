@@ -141,15 +141,8 @@ namespace {
 Status handler_outcome(const std::exception_ptr& error, Status status, const ServerContext& ctx) {
   if (!error) return status;
   if (ctx.is_cancelled()) return Status::cancelled("call cancelled");
-  std::string what = "unknown exception";
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    what = e.what();
-  } catch (...) {
-  }
-  detail::log(detail::LogLevel::kError,
-              absl::StrCat("handler of ", std::string(ctx.method()), " threw: ", what));
+  detail::log(detail::LogLevel::kError, absl::StrCat("handler of ", std::string(ctx.method()),
+                                                     " threw: ", detail::exception_text(error)));
   return Status::internal("internal error");
 }
 

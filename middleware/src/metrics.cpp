@@ -20,6 +20,7 @@ MethodMetrics::MethodMetrics(Side s, const MethodInfo& m, std::size_t buckets)
     : side(s),
       kind(m.kind),
       path(m.path),
+      first_path_data(m.path.data()),
       service(m.service()),
       method(m.name()),
       latency_bucket_counts(new std::atomic<std::uint64_t>[buckets]) {

@@ -1,6 +1,8 @@
 // The tracing layer: W3C trace context, spans, exporters.
 #include "trellis/middleware/tracing.hpp"
 
+#include <grpcpp/server_context.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -556,6 +558,24 @@ std::optional<TraceContext> read_incoming(const Metadata& metadata) {
   return context;
 }
 
+// The same, read from what gRPC received, without building ServerContext::request_metadata()
+// (a copy of every entry): the server layer runs on every call, and most calls carry no trace.
+std::optional<TraceContext> read_incoming(const ServerContext& ctx) {
+  const auto& received = const_cast<ServerContext&>(ctx).grpc_context().client_metadata();
+  auto header = received.find(grpc::string_ref(kTraceparentKey.data(), kTraceparentKey.size()));
+  if (header == received.end()) return std::nullopt;
+  std::optional<TraceContext> context =
+      parse_traceparent(std::string_view(header->second.data(), header->second.size()));
+  if (!context) return context;
+  auto [first, last] =
+      received.equal_range(grpc::string_ref(kTracestateKey.data(), kTracestateKey.size()));
+  for (auto it = first; it != last; ++it) {
+    if (!context->tracestate.empty()) context->tracestate.push_back(',');
+    context->tracestate.append(it->second.data(), it->second.size());
+  }
+  return context;
+}
+
 }  // namespace
 
 const TraceContext* current_trace(const ServerContext& ctx) {
@@ -579,7 +599,7 @@ ActiveSpan::ActiveSpan(const TracingConfig& config, Call& call) : config_(&confi
     slot = call.extensions().get<ServerTraceSlot>();
     if (slot != nullptr && slot->context != nullptr) {
       parent = slot->context;  // an outer tracing layer's span on this server
-    } else if ((parsed = read_incoming(call.request_metadata()))) {
+    } else if ((parsed = read_incoming(*call.server_context()))) {
       parent = &*parsed;
     }
   } else {
@@ -593,7 +613,7 @@ ActiveSpan::ActiveSpan(const TracingConfig& config, Call& call) : config_(&confi
       if (const ServerContext* server = options.parent()) {
         if (const TraceContext* current = current_trace(*server)) {
           parent = current;
-        } else if ((parsed = read_incoming(server->request_metadata()))) {
+        } else if ((parsed = read_incoming(*server))) {
           parent = &*parsed;  // the parent server has no tracing layer: continue its caller's trace
         }
       }

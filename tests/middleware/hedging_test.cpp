@@ -11,35 +11,14 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class HedgingTest : public MiddlewareTest {
+class HedgingTest : public ScriptedTest {
  protected:
-  void SetUp() override {
-    runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server =
-        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(scripted_).build();
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(server).value();
-    channel_ = Channel::insecure("127.0.0.1:" + std::to_string(server_->port()));
-  }
-
-  Result<EchoResponse> call(const Channel& channel, const std::string& key, Metadata md,
-                            bool idempotent = true) {
-    CallOptions options;
-    options.set_timeout(30s).add_metadata("x-key", key);
-    for (const auto& [k, v] : md) options.add_metadata(k, v);
-    EchoClient client(channel);
-    return run(idempotent ? client.IdempotentEcho(with_message(key), options)
-                          : client.Echo(with_message(key), options));
-  }
-
   static HedgingPolicy policy(int attempts, std::chrono::milliseconds delay) {
     HedgingPolicy p;
     p.max_attempts = attempts;
     p.hedging_delay = delay;
     return p;
   }
-
-  ScriptedService scripted_;
 };
 
 TEST_F(HedgingTest, SlowFirstAttemptLosesToTheHedgeAndIsCancelled) {

@@ -249,23 +249,25 @@ TEST_F(LayerTest, ServerLayerWrapsEveryStreamingKind) {
       co_return status;
     }));
   });
-  StreamerClient client(channel_);
-  auto split = client.Split(with_message("a b c"), CallOptions().set_timeout(30s));
-  auto collect = client.Collect(CallOptions().set_timeout(30s));
-  auto chat = client.Chat(CallOptions().set_timeout(30s));
-  run([&]() -> Task<void> {
-    int n = 0;
-    while (co_await split.read()) ++n;
-    EXPECT_EQ(n, 3);
-    EXPECT_TRUE((co_await split.finish()).ok());
-    EXPECT_TRUE(co_await collect.write(with_message("x")));
-    EXPECT_TRUE(co_await collect.write(with_message("y")));
-    Result<EchoResponse> collected = co_await collect.finish();
-    EXPECT_TRUE(collected.ok()) << collected.status();
-    EXPECT_TRUE(co_await chat.write(with_message("hello")));
-    EXPECT_TRUE(co_await chat.read());
-    EXPECT_TRUE((co_await chat.finish()).ok());
-  }());
+  {  // the streams are dropped before stop() destroys the runtime they run on
+    StreamerClient client(channel_);
+    auto split = client.Split(with_message("a b c"), CallOptions().set_timeout(30s));
+    auto collect = client.Collect(CallOptions().set_timeout(30s));
+    auto chat = client.Chat(CallOptions().set_timeout(30s));
+    run([&]() -> Task<void> {
+      int n = 0;
+      while (co_await split.read()) ++n;
+      EXPECT_EQ(n, 3);
+      EXPECT_TRUE((co_await split.finish()).ok());
+      EXPECT_TRUE(co_await collect.write(with_message("x")));
+      EXPECT_TRUE(co_await collect.write(with_message("y")));
+      Result<EchoResponse> collected = co_await collect.finish();
+      EXPECT_TRUE(collected.ok()) << collected.status();
+      EXPECT_TRUE(co_await chat.write(with_message("hello")));
+      EXPECT_TRUE(co_await chat.read());
+      EXPECT_TRUE((co_await chat.finish()).ok());
+    }());
+  }
   stop();  // the handlers' layers have all returned once the server has shut down
   EXPECT_EQ(seen->events,
             (std::vector<std::string>{"Split a b c - 0", "Collect - x,y 0", "Chat - - 0"}));

@@ -362,26 +362,28 @@ TEST_F(MetricsTest, LatencyLandsInTheRightBucket) {
 TEST_F(MetricsTest, StreamingServerCallsAreCountedWithTheirType) {
   auto metrics = std::make_shared<MetricsRegistry>();
   start([&](Server::Builder& b) { b.layer(MetricsLayer(metrics)); });
-  StreamerClient client(channel_);
-  auto split = client.Split(with_message("a b c"), CallOptions().set_timeout(30s));
-  auto collect = client.Collect(CallOptions().set_timeout(30s));
-  auto chat = client.Chat(CallOptions().set_timeout(30s));
-  auto failing =
-      client.Split(failing_with(StatusCode::kOutOfRange), CallOptions().set_timeout(30s));
-  run([&]() -> Task<void> {
-    int n = 0;
-    while (co_await split.read()) ++n;
-    EXPECT_EQ(n, 3);
-    EXPECT_TRUE((co_await split.finish()).ok());
-    EXPECT_TRUE(co_await collect.write(with_message("x")));
-    EXPECT_TRUE((co_await collect.finish()).ok());
-    EXPECT_TRUE(co_await chat.write(with_message("hello")));
-    EXPECT_TRUE(co_await chat.read());
-    EXPECT_TRUE((co_await chat.finish()).ok());
-    while (co_await failing.read()) {
-    }
-    EXPECT_EQ((co_await failing.finish()).code(), StatusCode::kOutOfRange);
-  }());
+  {  // the streams are dropped before stop() destroys the runtime they run on
+    StreamerClient client(channel_);
+    auto split = client.Split(with_message("a b c"), CallOptions().set_timeout(30s));
+    auto collect = client.Collect(CallOptions().set_timeout(30s));
+    auto chat = client.Chat(CallOptions().set_timeout(30s));
+    auto failing =
+        client.Split(failing_with(StatusCode::kOutOfRange), CallOptions().set_timeout(30s));
+    run([&]() -> Task<void> {
+      int n = 0;
+      while (co_await split.read()) ++n;
+      EXPECT_EQ(n, 3);
+      EXPECT_TRUE((co_await split.finish()).ok());
+      EXPECT_TRUE(co_await collect.write(with_message("x")));
+      EXPECT_TRUE((co_await collect.finish()).ok());
+      EXPECT_TRUE(co_await chat.write(with_message("hello")));
+      EXPECT_TRUE(co_await chat.read());
+      EXPECT_TRUE((co_await chat.finish()).ok());
+      while (co_await failing.read()) {
+      }
+      EXPECT_EQ((co_await failing.finish()).code(), StatusCode::kOutOfRange);
+    }());
+  }
   stop();  // every handler's stack has returned once the server has shut down
   std::string text = metrics->scrape();
   const std::string svc = "trellis.testing.Streamer";

@@ -20,30 +20,7 @@ RetryPolicy fast_policy(int max_attempts = 3) {
   return policy;
 }
 
-class RetryTest : public MiddlewareTest {
- protected:
-  void SetUp() override {
-    runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server =
-        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(scripted_).build();
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(server).value();
-    channel_ = Channel::insecure("127.0.0.1:" + std::to_string(server_->port()));
-  }
-
-  // Calls IdempotentEcho (or Echo) through `channel` with the script `md` under key `key`.
-  Result<EchoResponse> call(const Channel& channel, const std::string& key, Metadata md,
-                            bool idempotent = true) {
-    CallOptions options;
-    options.set_timeout(30s).add_metadata("x-key", key);
-    for (const auto& [k, v] : md) options.add_metadata(k, v);
-    EchoClient client(channel);
-    EchoRequest req = with_message(key);
-    return run(idempotent ? client.IdempotentEcho(req, options) : client.Echo(req, options));
-  }
-
-  ScriptedService scripted_;
-};
+using RetryTest = ScriptedTest;
 
 TEST_F(RetryTest, RetriesUnavailableUntilItSucceeds) {
   Channel retrying = channel_.with_layer(RetryLayer(fast_policy(3)));

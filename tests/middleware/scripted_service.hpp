@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 
+#include "fixture.hpp"
 #include "trellis/testing/echo.trellis.h"
 #include "trellis/timer.hpp"
 
@@ -80,6 +81,32 @@ class ScriptedService final : public EchoService {
   std::mutex mu_;
   std::map<std::string, int> attempts_;
   int cancelled_ = 0;
+};
+
+// A server with a ScriptedService only, and calls scripted by metadata.
+class ScriptedTest : public MiddlewareTest {
+ protected:
+  void SetUp() override {
+    runtime_ = Runtime::multi_thread().worker_threads(2).build();
+    auto server =
+        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(scripted_).build();
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value();
+    channel_ = Channel::insecure("127.0.0.1:" + std::to_string(server_->port()));
+  }
+
+  // Calls IdempotentEcho (or Echo) through `channel` with the script `md` under key `key`.
+  Result<EchoResponse> call(const Channel& channel, const std::string& key, Metadata md,
+                            bool idempotent = true) {
+    CallOptions options;
+    options.set_timeout(std::chrono::seconds(30)).add_metadata("x-key", key);
+    for (const auto& [k, v] : md) options.add_metadata(k, v);
+    EchoClient client(channel);
+    EchoRequest req = with_message(key);
+    return run(idempotent ? client.IdempotentEcho(req, options) : client.Echo(req, options));
+  }
+
+  ScriptedService scripted_;
 };
 
 }  // namespace trellis::testing

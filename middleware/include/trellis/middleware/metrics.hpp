@@ -71,6 +71,10 @@ struct MethodMetrics {
   Side side;
   RpcKind kind;
   std::string path;  // owned: the key; the caller's MethodInfo may be a temporary
+  // The characters of the MethodInfo::path the entry was made for. Generated code's paths live
+  // as long as the program, so a later call whose path has the same address is the same method:
+  // MetricsLayer's cache compares this pointer instead of hashing the path.
+  const char* first_path_data;
   std::string service;
   std::string method;
   std::atomic<std::uint64_t> started{0};
@@ -174,7 +178,7 @@ class MetricsLayer {
         : registry_(std::move(registry)), inner_(std::move(inner)) {}
 
     Task<Status> operator()(Call& call) const {
-      detail::MethodMetrics* entry = registry_->find_or_add(call.side(), call.method());
+      detail::MethodMetrics* entry = lookup(call);
       if (entry == nullptr) co_return co_await inner_(call);
       InFlight in_flight(*registry_, *entry);
       Status status;
@@ -189,6 +193,27 @@ class MetricsLayer {
     }
 
    private:
+    // On the server a stack serves one method, so the entry of its last call is nearly always the
+    // entry of the next: one pointer comparison instead of a hash and a string comparison.
+    detail::MethodMetrics* lookup(const Call& call) const {
+      detail::MethodMetrics* cached = cache_.entry.load(std::memory_order_acquire);
+      if (cached != nullptr && cached->first_path_data == call.method().path.data() &&
+          cached->side == call.side() && cached->path.size() == call.method().path.size()) {
+        return cached;
+      }
+      detail::MethodMetrics* entry = registry_->find_or_add(call.side(), call.method());
+      if (entry != nullptr) cache_.entry.store(entry, std::memory_order_release);
+      return entry;
+    }
+
+    // Copies and moves start empty: the atomic itself cannot be copied.
+    struct Cache {
+      Cache() = default;
+      Cache(const Cache&) {}
+      Cache(Cache&&) noexcept {}
+      mutable std::atomic<detail::MethodMetrics*> entry{nullptr};
+    };
+
     // A started call: ends it as CANCELLED if its coroutine frame is destroyed before end().
     class InFlight {
      public:
@@ -214,6 +239,7 @@ class MetricsLayer {
 
     std::shared_ptr<MetricsRegistry> registry_;
     S inner_;
+    Cache cache_;
   };
 
   template <CallService S>
