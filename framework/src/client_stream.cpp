@@ -5,6 +5,7 @@
 
 #include <atomic>
 
+#include "client_stream_core.hpp"
 #include "forward.hpp"
 #include "grpc_convert.hpp"
 #include "outgoing_bytes.hpp"
@@ -20,7 +21,7 @@ using Stream = grpc::ClientAsyncReaderWriter<OutgoingBytes, grpc::ByteBuffer>;
 // The client side of one streaming call. Created unbound; the first operation binds it to a
 // worker and starts the gRPC call there. Every member below the atomics is touched only on that
 // worker. The object frees itself once the handle is released and no gRPC operation is pending.
-class ClientStreamCall final : public StreamCore, public CancellableOp {
+class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
   friend class CallbackScope<ClientStreamCall>;
   using Scope = CallbackScope<ClientStreamCall>;
 
@@ -135,8 +136,7 @@ class ClientStreamCall final : public StreamCore, public CancellableOp {
     cancel();
   }
 
-  // The handle is gone (any thread).
-  void release() {
+  void release() noexcept override {
     Worker* w = worker_.load(std::memory_order_acquire);
     if (w == nullptr) {
       delete this;  // never used: no gRPC call exists
@@ -395,8 +395,8 @@ StreamCore* new_client_stream(const std::shared_ptr<grpc::Channel>& channel,
 }
 
 void release_client_stream(StreamCore* core) noexcept {
-  if (core == nullptr || release_layered_client_stream(core)) return;
-  static_cast<ClientStreamCall*>(core)->release();
+  // Every handle holds a core made by new_client_stream or new_layered_client_stream.
+  if (core != nullptr) static_cast<ClientStreamCore*>(core)->release();
 }
 
 void cancel_client_stream(StreamCore* core) noexcept {

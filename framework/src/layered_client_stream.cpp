@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client_stream_core.hpp"
 #include "forward.hpp"
 #include "log.hpp"
 #include "trellis/client.hpp"
@@ -26,7 +27,7 @@ namespace {
 
 constexpr grpc::ByteBuffer* kNoBytes = nullptr;
 
-class LayeredClientStream final : public StreamCore {
+class LayeredClientStream final : public ClientStreamCore {
   friend class CallbackScope<LayeredClientStream>;
   using Scope = CallbackScope<LayeredClientStream>;
 
@@ -136,8 +137,7 @@ class LayeredClientStream final : public StreamCore {
     if (!failure_) failure_ = std::move(status);
   }
 
-  // The handle is gone (any thread).
-  void release() {
+  void release() noexcept override {
     Worker* w = worker_.load(std::memory_order_acquire);
     if (w == nullptr) {
       delete this;  // never used: the stack never ran
@@ -287,13 +287,6 @@ StreamCore* new_layered_client_stream(std::shared_ptr<const BoxService> stack,
                                       Status status) {
   return new LayeredClientStream(std::move(stack), std::move(binding), info, std::move(options),
                                  std::move(request), std::move(status));
-}
-
-bool release_layered_client_stream(StreamCore* core) noexcept {
-  auto* layered = dynamic_cast<LayeredClientStream*>(core);
-  if (layered == nullptr) return false;
-  layered->release();
-  return true;
 }
 
 Task<Status> run_layered_stream_inner(Call& call) {

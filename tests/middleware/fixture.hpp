@@ -36,6 +36,18 @@ class MiddlewareTest : public ::testing::Test {
     channel_ = Channel::insecure(target_);
   }
 
+  // Starts another server on the fixture's runtime, serving `service` behind `layer`. The test
+  // owns it and must destroy it before TearDown (a local, or a member it shuts down first).
+  std::unique_ptr<Server> start_other(Service& service, BoxLayer layer = {}) {
+    auto server = Server::Builder(*runtime_)
+                      .add_insecure_port("127.0.0.1:0")
+                      .layer(std::move(layer))
+                      .add_service(service)
+                      .build();
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? std::move(server).value() : nullptr;
+  }
+
   void stop() {
     if (server_) server_->shutdown(std::chrono::seconds(10));
     server_.reset();

@@ -151,17 +151,13 @@ TEST_F(RetryTest, BackoffBoundsGrowAndCap) {
 TEST_F(RetryTest, ServerSideAndUnlayeredCallsAreUntouched) {
   // A retry layer on the server does nothing: retries are the client's business.
   ScriptedService other;
-  auto server = Server::Builder(*runtime_)
-                    .add_insecure_port("127.0.0.1:0")
-                    .layer(RetryLayer(fast_policy()))
-                    .add_service(other)
-                    .build();
-  ASSERT_TRUE(server.ok()) << server.status();
-  Channel plain = Channel::insecure("127.0.0.1:" + std::to_string((*server)->port()));
+  auto server = start_other(other, RetryLayer(fast_policy()));
+  ASSERT_NE(server, nullptr);
+  Channel plain = Channel::insecure("127.0.0.1:" + std::to_string(server->port()));
   auto r = call(plain, "i", {{"x-fail-first", "1"}});
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(other.attempts("i"), 1);
-  (*server)->shutdown(10s);
+  server->shutdown(10s);
 }
 
 }  // namespace

@@ -88,10 +88,8 @@ class ScriptedTest : public MiddlewareTest {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server =
-        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(scripted_).build();
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(server).value();
+    server_ = start_other(scripted_);
+    ASSERT_NE(server_, nullptr);
     channel_ = Channel::insecure("127.0.0.1:" + std::to_string(server_->port()));
   }
 

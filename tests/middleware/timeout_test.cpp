@@ -58,19 +58,11 @@ class TimeoutTest : public MiddlewareTest {
   void start_relays(BoxLayer a_layer = {}) {
     start();
     b_ = std::make_unique<RelayService>(Channel(nullptr));
-    b_server_ = build(*b_, {});
+    b_server_ = start_other(*b_);
     a_ = std::make_unique<RelayService>(
         Channel::insecure("127.0.0.1:" + std::to_string(b_server_->port())));
-    a_server_ = build(*a_, std::move(a_layer));
+    a_server_ = start_other(*a_, std::move(a_layer));
     a_channel_ = Channel::insecure("127.0.0.1:" + std::to_string(a_server_->port()));
-  }
-  std::unique_ptr<Server> build(Service& service, BoxLayer layer) {
-    auto server = Server::Builder(*runtime_)
-                      .add_insecure_port("127.0.0.1:0")
-                      .add_service(service, std::move(layer))
-                      .build();
-    EXPECT_TRUE(server.ok()) << server.status();
-    return server.ok() ? std::move(server).value() : nullptr;
   }
   void TearDown() override {
     for (auto* s : {&a_server_, &b_server_}) {

@@ -89,15 +89,6 @@ class ThrowingExporter final : public SpanExporter {
 
 class TracingTest : public MiddlewareTest {
  protected:
-  // Starts a second server on the fixture's runtime serving `service` with `layer`.
-  std::unique_ptr<Server> start_other(EchoService& service, BoxLayer layer) {
-    Server::Builder builder(*runtime_);
-    builder.add_insecure_port("127.0.0.1:0").layer(std::move(layer)).add_service(service);
-    auto server = builder.build();
-    EXPECT_TRUE(server.ok()) << server.status();
-    return server.ok() ? std::move(server).value() : nullptr;
-  }
-
   // Captures the traceparent and tracestate the server receives (outermost server layer).
   struct Seen {
     std::mutex mu;

@@ -35,8 +35,6 @@ StreamCore* new_layered_client_stream(std::shared_ptr<const BoxService> stack,
                                       CallOptions options,
                                       std::unique_ptr<google::protobuf::MessageLite> request,
                                       Status status);
-// release_client_stream for a layered stream; false if `core` is not one.
-bool release_layered_client_stream(StreamCore* core) noexcept;
 // ChannelService's part for streaming calls: starts the stream of call.stream() and completes
 // with its final status once the user has asked for it.
 Task<Status> run_layered_stream_inner(Call& call);

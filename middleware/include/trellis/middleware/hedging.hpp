@@ -86,7 +86,7 @@ class HedgingLayer {
       if (!status.ok() && policy_->non_fatal(status.code())) {
         last = ++race.failed == policy_->max_attempts;
         // Not an answer: let the other attempts run until one wins (which cancels this wait).
-        if (!last) co_await sleep_for(std::chrono::hours(24 * 365));
+        if (!last) co_await sleep_until(std::chrono::steady_clock::time_point::max());
       }
       race.decided = true;
       call.response()->Clear();
