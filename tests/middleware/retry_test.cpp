@@ -3,9 +3,18 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "fixture.hpp"
 #include "scripted_service.hpp"
 #include "trellis/middleware/timeout.hpp"
+#include "trellis/testing/streamer.trellis.h"
 
 namespace trellis::testing {
 namespace {
@@ -158,6 +167,309 @@ TEST_F(RetryTest, ServerSideAndUnlayeredCallsAreUntouched) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(other.attempts("i"), 1);
   server->shutdown(10s);
+}
+
+// A Streamer whose calls fail as their request metadata says, counting attempts per "x-key" (the
+// script of ScriptedService, for streaming calls):
+//   x-fail-first: N   attempts 1..N fail with x-code (default UNAVAILABLE)
+//   x-code: C         the status code of those failures
+//   x-fail-after: K   Collect: a failing attempt stops reading after K requests (default: it
+//                     reads them all, then fails)
+//   x-header: 1       Collect: a failing attempt sends a response header (the call is committed)
+//   x-answer-after: K Collect: answers after reading K requests, without reading the others
+// Collect records the messages each attempt received and answers them joined with ",", followed
+// by " after <attempt>". Split fails or ends at once; Chat is not scripted.
+class ScriptedStreamer final : public StreamerService {
+ public:
+  Task<Status> Split(ServerContext& ctx, const EchoRequest&, ServerWriter<EchoResponse>&) override {
+    int attempt = begin(ctx);
+    if (failing(ctx, attempt)) co_return failure(ctx, attempt);
+    co_return Status();
+  }
+
+  Task<Result<EchoResponse>> Collect(ServerContext& ctx,
+                                     ServerReader<EchoRequest>& reader) override {
+    int attempt = begin(ctx);
+    bool fail = failing(ctx, attempt);
+    int read_at_most = fail ? number(ctx.request_metadata(), "x-fail-after", -1)
+                            : number(ctx.request_metadata(), "x-answer-after", -1);
+    std::vector<std::string> got;
+    while (read_at_most < 0 || static_cast<int>(got.size()) < read_at_most) {
+      std::optional<EchoRequest> req = co_await reader.read();
+      if (!req) break;
+      got.push_back(req->message());
+    }
+    std::string key = key_of(ctx);
+    {
+      std::lock_guard lock(mu_);
+      received_[key].push_back(got);
+    }
+    if (fail) {
+      if (ctx.request_metadata().contains("x-header")) ctx.add_initial_metadata("x-committed", "1");
+      if (!attempt_ends.HasBeenNotified()) attempt_ends.Notify();
+      co_return failure(ctx, attempt);
+    }
+    if (ctx.is_cancelled()) co_return Status::cancelled("read failed");
+    if (read_at_most >= 0 && !attempt_ends.HasBeenNotified()) attempt_ends.Notify();
+    EchoResponse resp;
+    resp.set_message(absl::StrJoin(got, ",") + " after " + std::to_string(attempt));
+    co_return resp;
+  }
+
+  Task<Status> Chat(ServerContext&, ServerReader<EchoRequest>&,
+                    ServerWriter<EchoResponse>&) override {
+    co_return Status::unimplemented("not scripted");
+  }
+
+  // Notified when an attempt of Collect fails, or answers early, just before it returns.
+  absl::Notification attempt_ends;
+
+  int attempts(const std::string& key) {
+    std::lock_guard lock(mu_);
+    return attempts_[key];
+  }
+  // What each attempt of `key` received, in the order the attempts ended.
+  std::vector<std::vector<std::string>> received(const std::string& key) {
+    std::lock_guard lock(mu_);
+    return received_[key];
+  }
+
+ private:
+  static int number(const Metadata& md, std::string_view key, int fallback) {
+    auto v = md.get(key);
+    return v ? std::stoi(std::string(*v)) : fallback;
+  }
+  static std::string key_of(ServerContext& ctx) {
+    return std::string(ctx.request_metadata().get("x-key").value_or(""));
+  }
+  int begin(ServerContext& ctx) {
+    std::lock_guard lock(mu_);
+    return ++attempts_[key_of(ctx)];
+  }
+  static bool failing(ServerContext& ctx, int attempt) {
+    return attempt <= number(ctx.request_metadata(), "x-fail-first", 0);
+  }
+  static Status failure(ServerContext& ctx, int attempt) {
+    return Status(static_cast<StatusCode>(number(ctx.request_metadata(), "x-code", 14)),
+                  "scripted failure of attempt " + std::to_string(attempt));
+  }
+
+  std::mutex mu_;
+  std::map<std::string, int> attempts_;
+  std::map<std::string, std::vector<std::vector<std::string>>> received_;
+};
+
+// Client-streaming retries: a ScriptedStreamer server besides the fixture's.
+class StreamRetryTest : public ScriptedTest {
+ protected:
+  void SetUp() override {
+    ScriptedTest::SetUp();
+    streamer_server_ = start_other(streamer_);
+    ASSERT_NE(streamer_server_, nullptr);
+    streamer_channel_ = Channel::insecure("127.0.0.1:" + std::to_string(streamer_server_->port()));
+  }
+
+  // Nothing may outlive its call, however many attempts it took.
+  void TearDown() override {
+    if (streamer_server_) streamer_server_->shutdown(10s);
+    streamer_server_.reset();
+    if (server_) server_->shutdown(10s);
+    server_.reset();
+    runtime_->shutdown(10s);
+    RuntimeMetrics m = runtime_->metrics();
+    EXPECT_EQ(m.client_calls, 0) << "a client call object outlived its call";
+    EXPECT_EQ(m.server_calls, 0) << "a server call object outlived its call";
+    ScriptedTest::TearDown();
+  }
+
+  struct Collected {
+    Result<EchoResponse> result;
+    int failed_writes = 0;  // writes the caller saw fail
+  };
+
+  // Writes `messages` to Collect through `layer` under the script `md` (key `key`), then
+  // finish(). `md_out`: the response metadata the caller gets. `pause_after` > 0: after that
+  // many writes, waits (off the workers, 10 s at most) until an attempt has failed or answered.
+  Collected collect(RetryLayer layer, const std::string& key, Metadata md,
+                    std::vector<std::string> messages, ResponseMetadata* md_out = nullptr,
+                    int pause_after = 0) {
+    CallOptions options;
+    options.set_timeout(30s).add_metadata("x-key", key);
+    for (const auto& [k, v] : md) options.add_metadata(k, v);
+    if (md_out != nullptr) options.capture_response_metadata(md_out);
+    Channel channel = streamer_channel_.with_layer(std::move(layer));
+    return run([](Runtime* rt, absl::Notification* failed_attempt, int pause_after, Channel channel,
+                  CallOptions options, std::vector<std::string> messages) -> Task<Collected> {
+      StreamerClient client(channel);
+      auto stream = client.Collect(std::move(options));
+      int failed = 0;
+      int written = 0;
+      for (const std::string& m : messages) {
+        if (!co_await stream.write(with_message(m))) ++failed;
+        if (++written == pause_after) {
+          co_await rt->spawn_blocking([failed_attempt] {
+            failed_attempt->WaitForNotificationWithTimeout(absl::Seconds(10));
+          });
+        }
+      }
+      Result<EchoResponse> result = co_await stream.finish();
+      co_return Collected{std::move(result), failed};
+    }(runtime_.get(), &streamer_.attempt_ends, pause_after, std::move(channel), std::move(options),
+                                                                          std::move(messages)));
+  }
+
+  // n messages "0", "1", ... each padded with '.' to `size` bytes.
+  static std::vector<std::string> messages(int n, std::size_t size = 1) {
+    std::vector<std::string> out;
+    for (int i = 0; i < n; ++i) {
+      std::string m = std::to_string(i);
+      if (m.size() < size) m.append(size - m.size(), '.');
+      out.push_back(std::move(m));
+    }
+    return out;
+  }
+
+  static RetryLayer any_method(RetryPolicy policy, std::shared_ptr<RetryBudget> budget = nullptr) {
+    policy.retry_any_method = true;  // Collect declares no idempotency level
+    return RetryLayer(std::move(policy), std::move(budget));
+  }
+
+  ScriptedStreamer streamer_;
+  std::unique_ptr<Server> streamer_server_;
+  Channel streamer_channel_{nullptr};
+};
+
+TEST_F(StreamRetryTest, ClientStreamIsRetriedByReplayingEveryMessage) {
+  std::vector<std::string> sent = messages(10);
+  Collected c = collect(any_method(fast_policy(3)), "a", {{"x-fail-first", "1"}}, sent);
+  ASSERT_TRUE(c.result.ok()) << c.result.status();
+  EXPECT_EQ(c.result->message(), absl::StrJoin(sent, ",") + " after 2");
+  EXPECT_EQ(c.failed_writes, 0);  // the caller never saw the failed attempt
+  EXPECT_EQ(streamer_.attempts("a"), 2);
+  EXPECT_EQ(streamer_.received("a"), (std::vector<std::vector<std::string>>{sent, sent}));
+}
+
+TEST_F(StreamRetryTest, AttemptThatFailsMidStreamIsReplayedInFull) {
+  // The first attempt stops reading after 2 of 64 messages of 8 KiB and fails; the caller goes
+  // on writing once it has, so the failure reaches its writes (which must not see it).
+  std::vector<std::string> sent = messages(64, 8192);
+  RetryPolicy policy = fast_policy(3);
+  policy.max_replay_bytes = 1 << 20;
+  Collected c = collect(any_method(policy), "b", {{"x-fail-first", "1"}, {"x-fail-after", "2"}},
+                        sent, nullptr, /*pause_after=*/2);
+  ASSERT_TRUE(c.result.ok()) << c.result.status();
+  EXPECT_EQ(c.failed_writes, 0);
+  EXPECT_EQ(streamer_.attempts("b"), 2);
+  std::vector<std::vector<std::string>> received = streamer_.received("b");
+  ASSERT_EQ(received.size(), 2u);
+  EXPECT_EQ(received[0].size(), 2u);
+  EXPECT_TRUE(received[1] == sent) << "the second attempt received " << received[1].size()
+                                   << " messages, not all " << sent.size() << " in order";
+}
+
+TEST_F(StreamRetryTest, CallOverTheReplayLimitIsNotRetried) {
+  RetryPolicy policy = fast_policy(3);
+  policy.max_replay_bytes = 100;
+  // 5 messages of 50 bytes (serialized a little more): over the limit at the second one.
+  Collected over = collect(any_method(policy), "c", {{"x-fail-first", "1"}}, messages(5, 50));
+  EXPECT_EQ(over.result.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(over.result.status().message(), "scripted failure of attempt 1");
+  EXPECT_EQ(streamer_.attempts("c"), 1);
+
+  // Within it: retried.
+  Collected within = collect(any_method(policy), "c2", {{"x-fail-first", "1"}}, messages(5, 10));
+  EXPECT_TRUE(within.result.ok()) << within.result.status();
+  EXPECT_EQ(streamer_.attempts("c2"), 2);
+
+  // 0 turns replay off.
+  policy.max_replay_bytes = 0;
+  Collected off = collect(any_method(policy), "c3", {{"x-fail-first", "1"}}, messages(1));
+  EXPECT_EQ(off.result.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(streamer_.attempts("c3"), 1);
+}
+
+TEST_F(StreamRetryTest, NonRetryableCodesAndMethodsWithSideEffectsAreNotRetried) {
+  Collected code = collect(any_method(fast_policy()), "d", {{"x-fail-first", "1"}, {"x-code", "3"}},
+                           messages(3));
+  EXPECT_EQ(code.result.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(streamer_.attempts("d"), 1);
+
+  // Collect declares no idempotency level: only retry_any_method retries it.
+  Collected method = collect(RetryLayer(fast_policy()), "d2", {{"x-fail-first", "1"}}, messages(3));
+  EXPECT_EQ(method.result.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(streamer_.attempts("d2"), 1);
+}
+
+TEST_F(StreamRetryTest, CommittedCallIsNotRetried) {
+  ResponseMetadata md;
+  Collected c = collect(any_method(fast_policy()), "e", {{"x-fail-first", "1"}, {"x-header", "1"}},
+                        messages(3), &md);
+  EXPECT_EQ(c.result.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(md.initial.get("x-committed"), "1");
+  EXPECT_EQ(streamer_.attempts("e"), 1);
+}
+
+TEST_F(StreamRetryTest, MaxAttemptsAndBudgetBoundStreamRetries) {
+  std::vector<std::string> sent = messages(4);
+  Collected c = collect(any_method(fast_policy(4)), "f", {{"x-fail-first", "100"}}, sent);
+  EXPECT_EQ(c.result.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(c.result.status().message(), "scripted failure of attempt 4");
+  EXPECT_EQ(streamer_.attempts("f"), 4);
+  EXPECT_EQ(streamer_.received("f"), (std::vector<std::vector<std::string>>(4, sent)));
+
+  // As BudgetStopsARetryStorm: 10 tokens, one per failed attempt, retries while more than 5.
+  auto budget = std::make_shared<RetryBudget>(10, 0.1);
+  constexpr int kCalls = 5;
+  for (int i = 0; i < kCalls; ++i) {
+    Collected failed = collect(any_method(fast_policy(3), budget), "storm",
+                               {{"x-fail-first", "1000000"}}, messages(2));
+    ASSERT_EQ(failed.result.status().code(), StatusCode::kUnavailable);
+  }
+  EXPECT_EQ(streamer_.attempts("storm") - kCalls, 3);
+  EXPECT_FALSE(budget->allows_retry());
+}
+
+TEST_F(StreamRetryTest, EarlyAnswerIsKeptAndNotRetried) {
+  // The server answers after 2 of 20 requests: the writes after that may fail (the caller sees
+  // it, as without retries), and the response, read ahead by the stream, reaches the caller.
+  Collected c = collect(any_method(fast_policy()), "h", {{"x-answer-after", "2"}}, messages(20),
+                        nullptr, /*pause_after=*/2);
+  ASSERT_TRUE(c.result.ok()) << c.result.status();
+  EXPECT_EQ(c.result->message(), "0,1 after 1");
+  EXPECT_EQ(streamer_.attempts("h"), 1);
+}
+
+TEST_F(StreamRetryTest, StreamDroppedDuringRetriesLeaksNothing) {
+  // Every attempt fails; the caller drops the stream without finish() once the first attempt
+  // has failed, while the layer retries. TearDown checks that no call object outlives it.
+  CallOptions options;
+  options.set_timeout(30s).add_metadata("x-key", "i").add_metadata("x-fail-first", "100");
+  Channel channel = streamer_channel_.with_layer(any_method(fast_policy(5)));
+  run([](Runtime* rt, absl::Notification* attempt_ends, Channel channel,
+         CallOptions options) -> Task<void> {
+    StreamerClient client(channel);
+    auto stream = client.Collect(std::move(options));
+    for (int i = 0; i < 3; ++i) co_await stream.write(with_message("m"));
+    co_await stream.writes_done();
+    co_await rt->spawn_blocking(
+        [attempt_ends] { attempt_ends->WaitForNotificationWithTimeout(absl::Seconds(10)); });
+  }(runtime_.get(), &streamer_.attempt_ends, std::move(channel), std::move(options)));
+  EXPECT_GE(streamer_.attempts("i"), 1);
+}
+
+TEST_F(StreamRetryTest, ServerStreamingCallsPassThrough) {
+  CallOptions options;
+  options.set_timeout(30s).add_metadata("x-key", "g").add_metadata("x-fail-first", "1");
+  Channel channel = streamer_channel_.with_layer(any_method(fast_policy()));
+  Status status = run([](Channel channel, CallOptions options) -> Task<Status> {
+    StreamerClient client(channel);
+    auto stream = client.Split(with_message("a b"), std::move(options));
+    while (co_await stream.read()) {
+    }
+    co_return co_await stream.finish();
+  }(std::move(channel), std::move(options)));
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(streamer_.attempts("g"), 1);
 }
 
 }  // namespace

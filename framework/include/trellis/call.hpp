@@ -4,6 +4,7 @@
 #include <google/protobuf/message_lite.h>
 
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 
@@ -93,6 +94,16 @@ class Call {
   // one entry, or a message) before the call ended. gRFC A6: a committed call is not retried.
   bool committed() const { return committed_; }
   void set_committed() { committed_ = true; }
+  // Client side, client-streaming calls: asks the stream to keep a copy of the messages the
+  // caller writes, up to `max_bytes` (serialized) in all, so that the inner service may be
+  // called again after a failed attempt and the new attempt is sent them all again (RetryLayer
+  // does this before its first attempt). While the attempt may still be retried, the caller's
+  // operations do not see its failure: they wait for the next attempt, or fail once the layer
+  // gives up. Beyond `max_bytes` the copies are dropped and the attempt in flight counts as
+  // committed (committed(), gRFC A6): it is the last one. Ignored for other kinds of call.
+  void enable_replay(std::size_t max_bytes) { replay_limit_ = max_bytes; }
+  // What enable_replay() asked for; nullopt: no replay.
+  std::optional<std::size_t> replay_limit() const { return replay_limit_; }
   // Client side: forgets what the previous attempt received (response, response metadata, commit
   // flag), before a layer sends the call again.
   void reset_response();
@@ -121,6 +132,7 @@ class Call {
   google::protobuf::MessageLite* response_;
   ResponseMetadata response_metadata_;
   bool committed_ = false;
+  std::optional<std::size_t> replay_limit_;
   std::string peer_;
   Extensions extensions_;
   detail::StreamCore* stream_ = nullptr;

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -28,6 +29,11 @@ struct RetryPolicy {
   // are retried: a method with side effects may have taken effect before it failed. Set this to
   // retry every method the layer applies to (scope it with for_methods()).
   bool retry_any_method = false;
+  // Client-streaming calls: the messages written are kept (serialized) for replay to a new
+  // attempt while their total size is at most this. Once a call writes more, the copies are
+  // dropped and the call is not retried any more (A6: it counts as committed). 0: client-streaming
+  // calls are not retried at all.
+  std::size_t max_replay_bytes = 64 * 1024;
 
   bool retryable(StatusCode code) const;
   // The upper bound of the random wait before retry `retry` (1 for the first retry).
@@ -71,7 +77,7 @@ bool time_left_for(const Call& call, std::chrono::milliseconds delay);
 
 }  // namespace detail
 
-// Retries failed unary calls on the client, the gRFC A6 way:
+// Retries failed unary and client-streaming calls on the client, the gRFC A6 way:
 //  - at most policy.max_attempts attempts, with exponential backoff and full jitter between them;
 //  - only codes in policy.retryable_codes, and only idempotent methods unless
 //    policy.retry_any_method;
@@ -82,8 +88,14 @@ bool time_left_for(const Call& call, std::chrono::milliseconds delay);
 //  - within the call's deadline (all attempts share it; a wait that would pass it ends the
 //    retries with the last status);
 //  - throttled by an optional RetryBudget.
-// Server calls and streaming calls pass through untouched. Put a TimeoutLayer outside this layer
-// to bound all attempts together.
+// A client-streaming call is retried by replaying its messages (Call::enable_replay): the layer
+// asks the stream to keep a copy of each message written, up to policy.max_replay_bytes in all,
+// and a new attempt is sent them all again, with the half-close if the caller had half-closed.
+// The caller does not see the failure of an attempt that will be retried: its pending write or
+// read waits for the next attempt. A call that wrote more than the limit is not retried.
+// Server calls, server-streaming and bidi calls pass through untouched: responses already given
+// to the caller cannot be taken back, and A6 commits a call at its first response anyway. Put a
+// TimeoutLayer outside this layer to bound all attempts together.
 class RetryLayer {
  public:
   explicit RetryLayer(RetryPolicy policy, std::shared_ptr<RetryBudget> budget = nullptr)
@@ -98,6 +110,9 @@ class RetryLayer {
 
     Task<Status> operator()(Call& call) const {
       if (!applies_to(call)) co_return co_await inner_(call);
+      if (call.method().kind == RpcKind::kClientStreaming) {
+        call.enable_replay(policy_->max_replay_bytes);
+      }
       int attempts = 1;
       int backoff_step = 0;  // retries since the start, or since the last pushback
       for (;;) {
@@ -131,7 +146,10 @@ class RetryLayer {
 
    private:
     bool applies_to(const Call& call) const {
-      return call.is_client() && call.method().kind == RpcKind::kUnary &&
+      RpcKind kind = call.method().kind;
+      bool replayable = kind == RpcKind::kUnary ||
+                        (kind == RpcKind::kClientStreaming && policy_->max_replay_bytes > 0);
+      return call.is_client() && replayable &&
              (policy_->retry_any_method || call.method().safe_to_repeat());
     }
 
