@@ -3,7 +3,9 @@
 #include <google/protobuf/wrappers.pb.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
@@ -425,6 +427,176 @@ TEST_F(StreamTest, ManyConcurrentStreams) {
     co_return ok;
   }(runtime_.get(), client_.get()));
   EXPECT_EQ(ok, kStreams);
+}
+
+// ---- read(message): reading into a message the caller owns, which completes with bool.
+
+// How a test's client reads into its message: the default token (a Task), boost::asio::deferred
+// (an asynchronous operation awaited without a frame of its own), or a token that goes through
+// async_initiate (as_tuple).
+enum class ClientRead { kTask, kDeferred, kInitiate };
+
+template <class Stream, class Msg>
+Task<bool> read_into(Stream& stream, Msg& message, ClientRead how) {
+  switch (how) {
+    case ClientRead::kTask:
+      co_return co_await stream.read(message);
+    case ClientRead::kDeferred:
+      co_return co_await stream.read(message, boost::asio::deferred);
+    case ClientRead::kInitiate:
+      break;
+  }
+  auto [got] = co_await stream.read(message, boost::asio::as_tuple(use_task));
+  co_return got;
+}
+
+constexpr ClientRead kClientReads[] = {ClientRead::kTask, ClientRead::kDeferred,
+                                       ClientRead::kInitiate};
+
+// Every response into one reused message, then false at the end of the stream.
+TEST_F(StreamTest, ClientReadIntoReadsEveryResponseThenFalse) {
+  for (ClientRead how : kClientReads) {
+    auto [messages, status] = run(
+        [](StreamerClient* c, ClientRead how) -> Task<std::pair<std::vector<std::string>, Status>> {
+          auto stream = c->Split(request("one two three"));
+          std::vector<std::string> messages;
+          EchoResponse resp;
+          while (co_await read_into(stream, resp, how)) messages.push_back(resp.message());
+          co_return std::pair{messages, co_await stream.finish()};
+        }(client_.get(), how));
+    EXPECT_EQ(messages, (std::vector<std::string>{"one", "two", "three"}));
+    EXPECT_TRUE(status.ok()) << status;
+  }
+}
+
+// An error status after some messages: the reads give the messages, then false; finish() gives
+// the status.
+TEST_F(StreamTest, ClientReadIntoErrorMidStreamGivesFalseThenFinishGivesTheStatus) {
+  for (ClientRead how : kClientReads) {
+    EchoRequest req = failing_request(StatusCode::kAborted, "stopped mid-stream");
+    req.set_message("a b");
+    auto [messages, status] =
+        run([](StreamerClient* c, EchoRequest req,
+               ClientRead how) -> Task<std::pair<std::vector<std::string>, Status>> {
+          auto stream = c->Split(req);
+          std::vector<std::string> messages;
+          EchoResponse resp;
+          while (co_await read_into(stream, resp, how)) messages.push_back(resp.message());
+          co_return std::pair{messages, co_await stream.finish()};
+        }(client_.get(), req, how));
+    EXPECT_EQ(messages, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(status.code(), StatusCode::kAborted) << status;
+    EXPECT_EQ(status.message(), "stopped mid-stream");
+  }
+}
+
+// A bidi call broken mid-stream (the client cancels): the next read gives false, finish() gives
+// CANCELLED, and the handler's pending read(message) ends with false.
+TEST_F(StreamTest, ReadIntoOnBothSidesEndsWhenTheClientCancels) {
+  streamer_.read_mode = ReadMode::kInto;
+  auto [got, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
+    auto stream = c->Chat();
+    co_await stream.write(request("a"));
+    EchoResponse resp;
+    bool first = co_await stream.read(resp);
+    stream.cancel();  // the handler is now waiting in read(req)
+    bool next = co_await stream.read(resp, boost::asio::deferred);
+    co_return std::pair{first && resp.message() == "a" && !next, co_await stream.finish()};
+  }(client_.get()));
+  EXPECT_TRUE(got);
+  EXPECT_EQ(status.code(), StatusCode::kCancelled) << status;
+  expect_handler_saw_cancellation();
+}
+
+// Handlers reading with read(message), as a Task and with boost::asio::deferred: every request
+// arrives, and the client's half-close ends the reads with false (the handler then returns OK).
+TEST_F(StreamTest, HandlerReadIntoEchoesThenSeesTheHalfClose) {
+  for (ReadMode mode : {ReadMode::kInto, ReadMode::kIntoDeferred}) {
+    streamer_.read_mode = mode;
+    auto [echoed, status] = run([](StreamerClient* c) -> Task<std::pair<int, Status>> {
+      auto stream = c->Chat();
+      int echoed = 0;
+      EchoResponse resp;
+      for (int i = 0; i < 50; ++i) {
+        if (!co_await stream.write(request(std::to_string(i)))) break;
+        if (!co_await stream.read(resp) || resp.message() != std::to_string(i)) break;
+        ++echoed;
+      }
+      co_await stream.writes_done();
+      bool more = co_await stream.read(resp);
+      co_return std::pair{more ? -1 : echoed, co_await stream.finish()};
+    }(client_.get()));
+    EXPECT_EQ(echoed, 50);
+    EXPECT_TRUE(status.ok()) << status;
+  }
+}
+
+// One message reused for every request: each read replaces what the previous one left (an
+// empty request reads as empty, not as the previous text).
+TEST_F(StreamTest, HandlerReadIntoReplacesThePreviousMessage) {
+  for (ReadMode mode : {ReadMode::kInto, ReadMode::kIntoDeferred}) {
+    streamer_.read_mode = mode;
+    Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
+      auto stream = c->Collect();
+      for (const char* m : {"a", "", "c"}) co_await stream.write(request(m));
+      co_return co_await stream.finish();
+    }(client_.get()));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->message(), "a,,c");
+  }
+}
+
+// A request that does not parse ends the handler's read(message) with false, and the call fails
+// INTERNAL.
+TEST_F(StreamTest, HandlerReadIntoMalformedRequestIsInternal) {
+  streamer_.read_mode = ReadMode::kIntoDeferred;
+  BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse> raw(
+      channel_, "/trellis.testing.Streamer/Chat");
+  Status status = run(
+      [](BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse>* m) -> Task<Status> {
+        auto stream = (*m)();
+        google::protobuf::BytesValue bad;
+        bad.set_value("\xff\xfe not UTF-8");  // field 1: EchoRequest.message, a string
+        co_await stream.write(bad);
+        co_return co_await stream.finish();
+      }(&raw));
+  EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
+  EXPECT_NE(status.message().find("failed to parse"), std::string::npos) << status;
+}
+
+// read(message) as a Task is an operand of `a || b`; losing the race cancels the call, as read()
+// does.
+TEST_F(StreamTest, CancellingAPendingReadIntoCancelsTheCall) {
+  Status status = run([](StreamerClient* c) -> Task<Status> {
+    auto stream = c->Chat();
+    co_await stream.write(request("a"));
+    EchoResponse resp;
+    co_await stream.read(resp);  // the handler runs, and now waits for the next request
+    auto at_once = []() -> Task<void> { co_return; };
+    co_await (stream.read(resp, use_task) || at_once());
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_EQ(status.code(), StatusCode::kCancelled) << status;
+  expect_handler_saw_cancellation();
+}
+
+// Awaited off a Trellis runtime, read(message, deferred) completes with false (and the call,
+// never started, finishes FAILED_PRECONDITION).
+TEST_F(StreamTest, ReadIntoOffTheRuntimeGivesFalse) {
+  auto stream = client_->Chat();
+  boost::asio::io_context io;
+  EchoResponse resp;
+  auto got = boost::asio::co_spawn(
+      io,
+      [](ClientReaderWriter<EchoRequest, EchoResponse>& s,
+         EchoResponse& r) -> boost::asio::awaitable<bool> {
+        co_return co_await s.read(r, boost::asio::deferred);
+      }(stream, resp),
+      boost::asio::use_future);
+  auto status = boost::asio::co_spawn(io, stream.finish(), boost::asio::use_future);
+  io.run();
+  EXPECT_FALSE(got.get());
+  EXPECT_EQ(status.get().code(), StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <chrono>
 #include <string>
@@ -18,6 +19,11 @@
 
 namespace trellis::testing {
 
+// How Collect and Chat read their requests: read() (a new std::optional message each), or
+// read(message) into one message for the whole call, awaited as a Task or, with
+// boost::asio::deferred, as an asynchronous operation.
+enum class ReadMode { kOptional, kInto, kIntoDeferred };
+
 // What the handlers observed, for tests to assert on.
 struct StreamerObservations {
   // A handler ended (returned or threw) with its call cancelled: a read or write failed under
@@ -30,6 +36,8 @@ struct StreamerObservations {
 class StreamerImpl final : public StreamerService {
  public:
   StreamerObservations observed;
+  // Set by a test before its calls.
+  std::atomic<ReadMode> read_mode{ReadMode::kOptional};
 
   // Records, when a handler ends by any path, whether its call was cancelled.
   class Witness {
@@ -72,10 +80,11 @@ class StreamerImpl final : public StreamerService {
                                      ServerReader<EchoRequest>& reader) override {
     Witness witness(this, ctx);
     std::vector<std::string> parts;
-    while (std::optional<EchoRequest> req = co_await reader.read()) {
+    EchoRequest req;
+    while (co_await read_next(reader, req)) {
       observed.requests_read.fetch_add(1);
-      if (req->status_code() != 0) co_return status_of(*req);
-      parts.push_back(req->message());
+      if (req.status_code() != 0) co_return status_of(req);
+      parts.push_back(req.message());
     }
     if (ctx.is_cancelled()) co_return Status::cancelled("read failed");
     EchoResponse resp;
@@ -91,33 +100,49 @@ class StreamerImpl final : public StreamerService {
                     ServerWriter<EchoResponse>& writer) override {
     Witness witness(this, ctx);
     bool first = true;
-    while (std::optional<EchoRequest> req = co_await reader.read()) {
+    EchoRequest req;
+    while (co_await read_next(reader, req)) {
       observed.requests_read.fetch_add(1);
       int pumps = 0;
-      if (first && absl::StartsWith(req->message(), "pump:") &&
-          absl::SimpleAtoi(req->message().substr(5), &pumps)) {
+      if (first && absl::StartsWith(req.message(), "pump:") &&
+          absl::SimpleAtoi(req.message().substr(5), &pumps)) {
         co_return co_await pump(ctx, reader, writer, pumps);
       }
-      if (first && req->message() == "two-reads") {
+      if (first && req.message() == "two-reads") {
         // Misuse on purpose: a second read while one is pending.
         using namespace boost::asio::experimental::awaitable_operators;
         co_await (reader.read() && reader.read());
         co_return Status();
       }
       first = false;
-      if (req->throw_exception()) throw std::runtime_error("chat handler exploded on purpose");
-      if (req->delay_ms() > 0 && !co_await wait(req->delay_ms())) {
+      if (req.throw_exception()) throw std::runtime_error("chat handler exploded on purpose");
+      if (req.delay_ms() > 0 && !co_await wait(req.delay_ms())) {
         co_return Status::cancelled("handler saw the cancellation");
       }
-      if (req->status_code() != 0) co_return status_of(*req);
+      if (req.status_code() != 0) co_return status_of(req);
       EchoResponse resp;
-      resp.set_message(req->message());
+      resp.set_message(req.message());
       if (!co_await writer.write(resp)) co_return Status::cancelled("write failed");
     }
     co_return Status();
   }
 
  private:
+  // The next request into `req`, read as read_mode says; false when there are no more.
+  Task<bool> read_next(ServerReader<EchoRequest>& reader, EchoRequest& req) {
+    switch (read_mode.load()) {
+      case ReadMode::kInto:
+        co_return co_await reader.read(req);
+      case ReadMode::kIntoDeferred:
+        co_return co_await reader.read(req, boost::asio::deferred);
+      case ReadMode::kOptional:
+        break;
+    }
+    std::optional<EchoRequest> next = co_await reader.read();
+    if (next) req = std::move(*next);
+    co_return next.has_value();
+  }
+
   Task<Status> pump(ServerContext& ctx, ServerReader<EchoRequest>& reader,
                     ServerWriter<EchoResponse>& writer, int pumps) {
     using namespace boost::asio::experimental::awaitable_operators;

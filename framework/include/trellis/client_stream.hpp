@@ -88,7 +88,9 @@ class ClientStreamBase {
 // The client side of a server-streaming call. Move-only; destroying it before the call has
 // finished cancels the call. Operations may be awaited from any task on a Trellis runtime; the
 // call runs on the worker of the first one. Like all Trellis operations they take an Asio
-// completion token (default: a Task); cancelling a pending one cancels the whole call.
+// completion token (default: a Task; boost::asio::deferred: an asynchronous operation that a task
+// co_awaits without a coroutine frame for it, see ServerReader); cancelling a pending one cancels
+// the whole call.
 template <class Resp>
 class ClientReader : public detail::ClientStreamBase {
  public:
@@ -97,8 +99,17 @@ class ClientReader : public detail::ClientStreamBase {
   // Completes with the next response, or std::nullopt once the stream has ended (successfully
   // or not: finish() says which). One read may be pending at a time.
   template <class Token = boost::asio::use_awaitable_t<>>
+  requires detail::NotAMessage<Token>
   auto read(Token&& token = {}) {
     return detail::async_read<Resp>(core_.get(), std::forward<Token>(token));
+  }
+  // Reads the next response into `message`, which must stay alive until the read completes:
+  // completes with true (a response), or false once the stream has ended (finish() says how;
+  // the message's content is then unspecified). A loop reusing one message this way allocates
+  // no message per read: `while (co_await reader.read(response)) ...`
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto read(Resp& message, Token&& token = {}) {
+    return detail::async_read_into(core_.get(), &message, std::forward<Token>(token));
   }
   // Completes with the call's final status. Responses not read yet are discarded.
   template <class Token = boost::asio::use_awaitable_t<>>
@@ -145,10 +156,15 @@ class ClientReaderWriter : public detail::ClientStreamBase {
   explicit ClientReaderWriter(detail::ClientStreamHandle core)
       : ClientStreamBase(std::move(core)) {}
 
-  // As ClientReader::read.
+  // As ClientReader::read, both forms.
   template <class Token = boost::asio::use_awaitable_t<>>
+  requires detail::NotAMessage<Token>
   auto read(Token&& token = {}) {
     return detail::async_read<Resp>(core_.get(), std::forward<Token>(token));
+  }
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto read(Resp& message, Token&& token = {}) {
+    return detail::async_read_into(core_.get(), &message, std::forward<Token>(token));
   }
   // As ClientWriter::write.
   template <class Token = boost::asio::use_awaitable_t<>>

@@ -18,9 +18,17 @@ namespace trellis {
 // whatever the handler returns). One read may be pending at a time. Operations run on the call's
 // worker; awaiting from a task on another worker of the runtime also works.
 //
+// read(message) reads into a message the caller owns and completes with true (a message) or
+// false (no more, for the same reasons): a loop that reuses one message this way allocates no
+// message per read, as a grpc++ server reusing its request object does.
+// `while (co_await reader.read(request)) ...` After false the message's content is unspecified.
+//
 // Like every Trellis operation, read() takes an Asio completion token; the default makes it a
-// Task. Cancelling a pending read (through its cancellation slot, for example by losing an
-// `a || b` race) cancels the whole call: gRPC has no way to cancel one read.
+// Task. With boost::asio::deferred it is instead an Asio asynchronous operation, which a task
+// co_awaits without a coroutine frame for the operation (measurably cheaper per message; but not
+// a Task, so not an operand of `a || b`). Cancelling a pending read (through its cancellation
+// slot, for example by losing an `a || b` race) cancels the whole call: gRPC has no way to cancel
+// one read.
 template <class T>
 class ServerReader {
  public:
@@ -28,9 +36,14 @@ class ServerReader {
   ServerReader(const ServerReader&) = delete;
   ServerReader& operator=(const ServerReader&) = delete;
 
+  // Completes with std::optional<T>.
   template <class Token = boost::asio::use_awaitable_t<>>
-  auto read(Token&& token = {}) {
-    return detail::async_read<T>(core_, std::forward<Token>(token));
+  requires detail::NotAMessage<Token>
+  auto read(Token&& token = {}) { return detail::async_read<T>(core_, std::forward<Token>(token)); }
+  // Completes with bool; `message` must stay alive until then.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto read(T& message, Token&& token = {}) {
+    return detail::async_read_into(core_, &message, std::forward<Token>(token));
   }
 
  private:
@@ -45,7 +58,7 @@ class ServerReader {
 // (the client went away or the deadline passed). The first write also sends the response
 // headers (ServerContext::add_initial_metadata must come before it). The handler's returned
 // Status ends the call after the last write. In a bidi handler one task may read while another
-// writes.
+// writes. Tokens as for ServerReader::read.
 template <class T>
 class ServerWriter {
  public:

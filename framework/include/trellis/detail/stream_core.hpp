@@ -9,6 +9,7 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -180,6 +181,23 @@ struct ParseMessage {
   }
 };
 
+// Parses a read into a message the caller owns (read(T&)): true with a message, false at the
+// end of the stream or when the message does not parse (which fails the call with INTERNAL).
+// Parsing clears the message first, but keeps what it has allocated (strings, repeated fields),
+// so a loop reusing one message allocates nothing per message, like a grpc++ server reusing its
+// request object.
+struct ParseInto {
+  google::protobuf::MessageLite* message;
+  bool operator()(StreamCore* core, bool got, grpc::ByteBuffer* bytes) const {
+    if (!got) return false;
+    if (Status s = parse(bytes, message, "message"); !s.ok()) {
+      core->fail(std::move(s));
+      return false;
+    }
+    return true;
+  }
+};
+
 struct PassBool {
   bool operator()(StreamCore*, bool ok) const { return ok; }
 };
@@ -198,8 +216,10 @@ struct PassStatus {
 // operation returns, and complete by resuming the task inline. This is Asio's internal
 // interface (boost/asio/impl/awaitable.hpp: the awaitable_frame_base::await_transform overload
 // for a function of the frame, which async_result<use_awaitable_t>::initiate itself uses, and
-// awaitable_handler), so it is used only with the Boost version it was checked against; any
-// other version takes the async_initiate path for every token.
+// awaitable_handler; for StreamOperation, awaitable_async_op_handler and the fact that
+// awaitable_async_op holds its co_await operand by reference), so it is used only with the Boost
+// version it was checked against; any other version takes the async_initiate path for every
+// token.
 #if BOOST_VERSION == 108100
 #define TRELLIS_DIRECT_STREAM_OPS 1
 #else
@@ -245,22 +265,17 @@ class SuspendedThread : public AwaitableThread {
   }
 };
 
-// Sets the result of an operation's frame from the raw arguments the stream completes it with.
-template <class R, class Transform, class... Args>
-struct SetResult {
-  static void set(AwaitableResultFrame<R>* frame, StreamCore* core, Args... args) {
-    frame->return_value(Transform{}(core, std::move(args)...));
-  }
-};
-
 // A StreamOp in the frame of the coroutine that the operation returns, completed on the
 // stream's worker, which is also the worker of the task awaiting it: completing it sets the
 // frame's result and resumes the task inline.
 template <class R, class Transform, class... Args>
 class DirectStreamOp final : public StreamOp<Args...> {
  public:
-  DirectStreamOp(AwaitableThread* thread, AwaitableFrame* frame, StreamCore* core)
-      : thread_(thread), frame_(static_cast<AwaitableResultFrame<R>*>(frame)), core_(core) {
+  DirectStreamOp(AwaitableThread* thread, AwaitableFrame* frame, StreamCore* core, Transform t)
+      : thread_(thread),
+        frame_(static_cast<AwaitableResultFrame<R>*>(frame)),
+        core_(core),
+        transform_(std::move(t)) {
     auto slot = thread_.get_cancellation_slot();
     if (slot.is_connected()) slot.template emplace<Cancel>(core);
   }
@@ -271,7 +286,7 @@ class DirectStreamOp final : public StreamOp<Args...> {
     auto slot = thread.get_cancellation_slot();
     if (slot.is_connected()) slot.clear();
     AwaitableResultFrame<R>* frame = frame_;
-    SetResult<R, Transform, Args...>::set(frame, core_, std::move(args)...);
+    frame->return_value(transform_(core_, std::move(args)...));
     thread.resume(frame);
   }
 
@@ -286,24 +301,27 @@ class DirectStreamOp final : public StreamOp<Args...> {
   SuspendedThread thread_;
   AwaitableResultFrame<R>* frame_;
   StreamCore* core_;
+  [[no_unique_address]] Transform transform_;
 };
 
 // The awaitable of a stream operation for the default token: `start(op)` hands the StreamOp to
-// the stream, on the stream's worker; `fallback...` is the result when there is no runtime.
-template <class R, class Transform, class... Args, class Start, class... Fallback>
-boost::asio::awaitable<R> direct_stream_op(StreamCore* core, Start start, Fallback... fallback) {
+// the stream, on the stream's worker, and `transform(core, args...)` makes the result of what the
+// stream completes it with; `fallback...` is the result when there is no runtime.
+template <class R, class... Args, class Transform, class Start, class... Fallback>
+boost::asio::awaitable<R> direct_stream_op(StreamCore* core, Transform transform, Start start,
+                                           Fallback... fallback) {
   std::optional<DirectStreamOp<R, Transform, Args...>> op;
   // Runs once the frame is suspended (see awaitable_frame_base::await_transform), like the
   // initiation of use_awaitable: the operation may complete, on another thread, at once.
   co_await [&](AwaitableFrame* frame) -> AwaitableThread* {
     AwaitableThread* thread = frame->detach_thread();
     if (resumes_inline(core, *thread)) {
-      start(&op.emplace(thread, frame, core));
+      start(&op.emplace(thread, frame, core, std::move(transform)));
     } else {
       initiate_stream_op(
           core, AwaitableHandler<R>(thread),
-          [core](auto h, Worker* w) {
-            return make_stream_op<Args...>(std::move(h), w, core, Transform{});
+          [core, &transform](auto h, Worker* w) {
+            return make_stream_op<Args...>(std::move(h), w, core, std::move(transform));
           },
           std::move(start), std::move(fallback)...);
     }
@@ -321,30 +339,146 @@ template <class Token>
 inline constexpr bool kDirectToken = false;
 #endif
 
-// co_await-able read of the next message: completes with std::optional<T>.
-template <class T, class Token>
-auto async_read(StreamCore* core, Token&& token) {
-  auto start = [core](ReadOp* op) { core->read(op); };
 #if TRELLIS_DIRECT_STREAM_OPS
-  if constexpr (kDirectToken<Token>) {
-    return direct_stream_op<std::optional<T>, ParseMessage<T>, bool, grpc::ByteBuffer*>(
-        core, start, std::optional<T>());
-  } else
+// What co_await of an Asio asynchronous operation in an awaitable hands the operation
+// (awaitable_frame_base::await_transform for is_async_operation, then awaitable_async_op):
+// calling it with the result clears the thread's cancellation slot and resumes the awaiting
+// frame, which takes the result from the call's argument.
+template <class R>
+using AsyncOpHandler =
+    boost::asio::detail::awaitable_async_op_handler<void(R), boost::asio::any_io_executor>;
+
+// The StreamOp of a StreamOperation awaited directly by a task on the stream's worker. It lives
+// in the operation object, which is the operand of the co_await and so stays in the awaiting
+// frame until that frame resumes: no allocation and no coroutine frame of its own.
+template <class R, class Transform, class... Args>
+class AwaitedStreamOp final : public StreamOp<Args...> {
+ public:
+  AwaitedStreamOp(AsyncOpHandler<R>&& handler, StreamCore* core, Transform t)
+      : handler_(std::move(handler)), core_(core), transform_(std::move(t)) {
+    auto slot = handler_.get_cancellation_slot();
+    if (slot.is_connected()) slot.template emplace<Cancel>(core);
+  }
+
+  void complete(Args... args) override {
+    // The handler leaves this object first: resuming the task destroys it.
+    AsyncOpHandler<R> handler(std::move(handler_));
+    std::move(handler)(transform_(core_, std::move(args)...));
+  }
+
+ private:
+  struct Cancel {
+    StreamCore* core;
+    void operator()(boost::asio::cancellation_type type) {
+      if (type != boost::asio::cancellation_type::none) core->cancel();
+    }
+  };
+
+  AsyncOpHandler<R> handler_;
+  StreamCore* core_;
+  [[no_unique_address]] Transform transform_;
+};
 #endif
-  {
-    return boost::asio::async_initiate<Token, void(std::optional<T>)>(
-        [core, start](auto handler) {
-          initiate_stream_op(
-              core, std::move(handler),
-              [core](auto h, Worker* w) {
-                return make_stream_op<bool, grpc::ByteBuffer*>(std::move(h), w, core,
-                                                               ParseMessage<T>{});
-              },
-              start, std::optional<T>());
+
+// The initiation of a stream operation for any completion token: `start(op)` hands the StreamOp
+// to the stream on its worker, `transform(core, args...)` makes the result from what the stream
+// completes it with, `fallback` is the result when there is no runtime.
+template <class R, class Transform, class Start, class... Args>
+struct StreamInitiation {
+  StreamCore* core;
+  Transform transform;
+  Start start;
+  R fallback;
+
+  template <class Handler>
+  void operator()(Handler&& handler) {
+    initiate_stream_op(
+        core, std::forward<Handler>(handler),
+        [this](auto h, Worker* w) {
+          return make_stream_op<Args...>(std::move(h), w, core, std::move(transform));
         },
+        std::move(start), std::move(fallback));
+  }
+};
+
+// What a stream operation returns for the token boost::asio::deferred: an Asio asynchronous
+// operation (boost::asio::is_async_operation), a function object that starts the operation when
+// called with a completion token. A task can co_await it directly, which needs no coroutine frame
+// for the operation (an awaitable does: measured under callgrind, about 150 instructions an
+// operation, bench/callgrind-stream.sh). With Boost 1.81, co_await from a task on the stream's
+// worker completes by resuming the task inline, with the StreamOp in this object.
+template <class R, class Transform, class Start, class... Args>
+class StreamOperation {
+ public:
+  StreamOperation(StreamCore* core, Transform transform, Start start, R fallback)
+      : init_{core, std::move(transform), std::move(start), std::move(fallback)} {}
+
+  // Constrained: co_await probes its operand for other uses (a function of the frame).
+  template <boost::asio::completion_token_for<void(R)> Token>
+  auto operator()(Token&& token) && {
+#if TRELLIS_DIRECT_STREAM_OPS
+    if constexpr (std::is_same_v<std::decay_t<Token>, AsyncOpHandler<R>>) {
+      if (resumes_inline(init_.core, token)) {
+        init_.start(&op_.emplace(std::move(token), init_.core, std::move(init_.transform)));
+        return;
+      }
+    }
+#endif
+    return boost::asio::async_initiate<Token, void(R)>(std::move(init_), token);
+  }
+
+ private:
+  StreamInitiation<R, Transform, Start, Args...> init_;
+#if TRELLIS_DIRECT_STREAM_OPS
+  std::optional<AwaitedStreamOp<R, Transform, Args...>> op_;
+#endif
+};
+
+template <class Token>
+inline constexpr bool kDeferredToken = std::is_same_v<std::decay_t<Token>, boost::asio::deferred_t>;
+
+// A stream operation (completing with R) for `token`: see StreamInitiation for the arguments.
+template <class R, class... Args, class Token, class Transform, class Start>
+auto async_stream_op(StreamCore* core, Token&& token, Transform transform, Start start,
+                     R fallback) {
+  if constexpr (kDeferredToken<Token>) {
+    return StreamOperation<R, Transform, Start, Args...>(core, std::move(transform),
+                                                         std::move(start), std::move(fallback));
+  }
+#if TRELLIS_DIRECT_STREAM_OPS
+  else if constexpr (kDirectToken<Token>) {
+    return direct_stream_op<R, Args...>(core, std::move(transform), std::move(start),
+                                        std::move(fallback));
+  }
+#endif
+  else {
+    return boost::asio::async_initiate<Token, void(R)>(
+        StreamInitiation<R, Transform, Start, Args...>{core, std::move(transform), std::move(start),
+                                                       std::move(fallback)},
         token);
   }
 }
+
+// Read of the next message: completes with std::optional<T>.
+template <class T, class Token>
+auto async_read(StreamCore* core, Token&& token) {
+  return async_stream_op<std::optional<T>, bool, grpc::ByteBuffer*>(
+      core, std::forward<Token>(token), ParseMessage<T>{}, [core](ReadOp* op) { core->read(op); },
+      std::optional<T>());
+}
+
+// Read of the next message into `*message` (see ParseInto): completes with bool.
+template <class Token>
+auto async_read_into(StreamCore* core, google::protobuf::MessageLite* message, Token&& token) {
+  return async_stream_op<bool, bool, grpc::ByteBuffer*>(
+      core, std::forward<Token>(token), ParseInto{message}, [core](ReadOp* op) { core->read(op); },
+      false);
+}
+
+// A completion token rather than a message: keeps a message that read(T&) cannot take (a const
+// one) from being taken for a token by read(Token), which would fail deep inside Asio.
+template <class Token>
+concept NotAMessage = !std::is_base_of_v<google::protobuf::MessageLite, std::remove_cvref_t<Token>>;
 
 // Serializes `message` for async_write; false if it cannot be serialized.
 inline bool serialize_for_write(const google::protobuf::MessageLite& message, Bytes* out) {
@@ -363,58 +497,24 @@ inline void start_write(StreamCore* core, bool serialized, Bytes& bytes, bool la
 }
 
 // Writes `bytes`, already serialized (`serialized` false: that failed, and the call fails with
-// INTERNAL): completes with bool, false once the stream is closed.
+// INTERNAL): completes with bool, false once the stream is closed. The message moves into the
+// operation, with the function that starts it.
 template <class Token>
 auto async_write(StreamCore* core, bool serialized, Bytes&& bytes, bool last, Token&& token) {
-#if TRELLIS_DIRECT_STREAM_OPS
-  if constexpr (kDirectToken<Token>) {
-    // The message moves into the frame of the coroutine, with the function that starts it.
-    return direct_stream_op<bool, PassBool, bool>(
-        core,
-        [core, serialized, bytes = std::move(bytes), last](WriteOp* op) mutable {
-          start_write(core, serialized, bytes, last, op);
-        },
-        false);
-  } else
-#endif
-  {
-    return boost::asio::async_initiate<Token, void(bool)>(
-        [core, last, serialized](auto handler, Bytes bytes) {
-          initiate_stream_op(
-              core, std::move(handler),
-              [core](auto h, Worker* w) {
-                return make_stream_op<bool>(std::move(h), w, core, PassBool{});
-              },
-              [core, last, serialized, bytes = std::move(bytes)](WriteOp* op) mutable {
-                start_write(core, serialized, bytes, last, op);
-              },
-              false);
-        },
-        token, std::move(bytes));
-  }
+  return async_stream_op<bool, bool>(
+      core, std::forward<Token>(token), PassBool{},
+      [core, serialized, bytes = std::move(bytes), last](WriteOp* op) mutable {
+        start_write(core, serialized, bytes, last, op);
+      },
+      false);
 }
 
 // An operation without a message, `Fn` (StreamCore::start or writes_done): completes with bool.
 template <void (StreamCore::*Fn)(WriteOp*), class Token>
 auto async_signal(StreamCore* core, Token&& token) {
-  auto start = [core](WriteOp* op) { (core->*Fn)(op); };
-#if TRELLIS_DIRECT_STREAM_OPS
-  if constexpr (kDirectToken<Token>) {
-    return direct_stream_op<bool, PassBool, bool>(core, start, false);
-  } else
-#endif
-  {
-    return boost::asio::async_initiate<Token, void(bool)>(
-        [core, start](auto handler) {
-          initiate_stream_op(
-              core, std::move(handler),
-              [core](auto h, Worker* w) {
-                return make_stream_op<bool>(std::move(h), w, core, PassBool{});
-              },
-              start, false);
-        },
-        token);
-  }
+  return async_stream_op<bool, bool>(
+      core, std::forward<Token>(token), PassBool{}, [core](WriteOp* op) { (core->*Fn)(op); },
+      false);
 }
 
 template <class Token>
@@ -427,26 +527,12 @@ auto async_writes_done(StreamCore* core, Token&& token) {
   return async_signal<&StreamCore::writes_done>(core, std::forward<Token>(token));
 }
 
+// Half-close if needed and the call's final status: completes with Status.
 template <class Token>
 auto async_finish(StreamCore* core, Token&& token) {
-  auto start = [core](FinishOp* op) { core->finish(op); };
-#if TRELLIS_DIRECT_STREAM_OPS
-  if constexpr (kDirectToken<Token>) {
-    return direct_stream_op<Status, PassStatus, Status>(core, start, not_on_runtime<Status>());
-  } else
-#endif
-  {
-    return boost::asio::async_initiate<Token, void(Status)>(
-        [core, start](auto handler) {
-          initiate_stream_op(
-              core, std::move(handler),
-              [core](auto h, Worker* w) {
-                return make_stream_op<Status>(std::move(h), w, core, PassStatus{});
-              },
-              start, not_on_runtime<Status>());
-        },
-        token);
-  }
+  return async_stream_op<Status, Status>(
+      core, std::forward<Token>(token), PassStatus{}, [core](FinishOp* op) { core->finish(op); },
+      not_on_runtime<Status>());
 }
 
 }  // namespace trellis::detail
