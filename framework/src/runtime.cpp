@@ -229,9 +229,15 @@ void Worker::schedule(TimerOp* op) {
     post(make_runnable([op] { op->fire(boost::asio::error::operation_aborted); }));
     return;
   }
+  try_schedule(op);
+}
+
+bool Worker::try_schedule(TimerOp* op) {
+  if (stopping_) return false;
   op->heap_index = heap_.size();
   heap_.push_back(op);
   heap_up(op->heap_index);
+  return true;
 }
 
 bool Worker::unschedule(TimerOp* op) {
@@ -492,6 +498,7 @@ void report_unobserved(RuntimeCore& core, std::exception_ptr error) noexcept {
 }
 
 void schedule_timer(TimerOp* op) { op->worker->schedule(op); }
+bool try_schedule_timer(TimerOp* op) { return op->worker->try_schedule(op); }
 bool unschedule_timer(TimerOp* op) { return op->worker->unschedule(op); }
 
 }  // namespace detail

@@ -95,6 +95,7 @@ class Worker {
   void untrack(CancellableOp* op);
 
   void schedule(TimerOp* op);
+  bool try_schedule(TimerOp* op);
   bool unschedule(TimerOp* op);
 
   RuntimeCore& core() const { return *core_; }

@@ -216,4 +216,11 @@ std::chrono::nanoseconds RateLimiter::time_to_next() const noexcept {
   return std::chrono::nanoseconds(std::max<std::int64_t>(wait, 0));
 }
 
+Task<std::optional<Status>> ConcurrencyLimitLayer::wait(Call& call, State& permit) const {
+  Status waited = co_await detail::wait_for_permit(*limiter_, call);
+  if (!waited.ok()) co_return waited;
+  permit.hold(limiter_.get());
+  co_return std::nullopt;
+}
+
 }  // namespace trellis

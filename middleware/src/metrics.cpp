@@ -409,4 +409,37 @@ std::string MetricsRegistry::scrape() const {
   return out;
 }
 
+// ------------------------------------------------------------------------------- the layer
+
+detail::MethodMetrics* MetricsLayer::lookup(const Call& call) const {
+  detail::MethodMetrics* cached = cache_.entry.load(std::memory_order_acquire);
+  if (cached != nullptr && cached->first_path_data == call.method().path.data() &&
+      cached->side == call.side() && cached->path.size() == call.method().path.size()) {
+    return cached;
+  }
+  detail::MethodMetrics* entry = registry_->find_or_add(call.side(), call.method());
+  if (entry != nullptr) cache_.entry.store(entry, std::memory_order_release);
+  return entry;
+}
+
+HookDecision MetricsLayer::before(Call& call, State& state) const {
+  detail::MethodMetrics* entry = lookup(call);
+  if (entry == nullptr) return HookDecision::proceed();  // the registry's table is full
+  state.registry_ = registry_.get();
+  state.entry_ = entry;
+  state.start_ = std::chrono::steady_clock::now();
+  entry->started.fetch_add(1, std::memory_order_relaxed);
+  return HookDecision::proceed();
+}
+
+void MetricsLayer::after(Call& call, State& state, CallOutcome& outcome) const {
+  if (state.entry_ == nullptr) return;
+  state.end(outcome.error ? detail::code_of_exception(call, outcome.error) : outcome.status.code());
+}
+
+void MetricsLayer::State::end(StatusCode code) {
+  registry_->record_end(*entry_, code, std::chrono::steady_clock::now() - start_);
+  entry_ = nullptr;
+}
+
 }  // namespace trellis

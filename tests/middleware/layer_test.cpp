@@ -11,6 +11,7 @@
 
 #include "fixture.hpp"
 #include "trellis/client_stream.hpp"
+#include "trellis/hook_layer.hpp"
 #include "trellis/scoped_layer.hpp"
 #include "trellis/stack.hpp"
 
@@ -80,7 +81,132 @@ class PrefixLayer {
 };
 static_assert(Layer<PrefixLayer>);
 
+// A hook layer (hook_layer.hpp): records "<name> in" and "<name> out <code>" ("<name> out threw"
+// when the inner service threw); can answer instead of going on, and can turn an exception into
+// UNAVAILABLE.
+class RecordingHooks : public HookLayerBase<RecordingHooks> {
+ public:
+  RecordingHooks(Trace* trace, std::string name, std::optional<Status> answer = std::nullopt,
+                 bool rescue = false)
+      : trace_(trace), name_(std::move(name)), answer_(std::move(answer)), rescue_(rescue) {}
+
+  struct State {
+    bool entered = false;
+  };
+  HookDecision before(Call&, State& state) const {
+    trace_->add(name_ + " in");
+    state.entered = true;
+    if (answer_) return HookDecision::answer(*answer_);
+    return HookDecision::proceed();
+  }
+  void after(Call&, State& state, CallOutcome& outcome) const {
+    EXPECT_TRUE(state.entered);
+    if (outcome.error) {
+      trace_->add(name_ + " out threw");
+      if (rescue_) {
+        outcome.error = nullptr;
+        outcome.status = Status::unavailable("rescued");
+      }
+      return;
+    }
+    trace_->add(name_ + " out " + std::to_string(static_cast<int>(outcome.status.code())));
+  }
+
+ private:
+  Trace* trace_;
+  std::string name_;
+  std::optional<Status> answer_;
+  bool rescue_;
+};
+static_assert(HookLayer<RecordingHooks>);
+
+// Adjacent hook layers share one service (one coroutine frame per call); a coroutine layer
+// between them splits the run.
+static_assert(std::is_same_v<decltype(Stack()
+                                          .layer(RecordingHooks(nullptr, "a"))
+                                          .layer(RecordingHooks(nullptr, "b"))
+                                          .wrap(BoxService())),
+                             detail::HookChain<BoxService, RecordingHooks, RecordingHooks>>);
+
 using LayerTest = MiddlewareTest;
+
+TEST_F(LayerTest, HookLayersRunInDeclaredOrderAmongCoroutineLayers) {
+  Trace trace;
+  start([&](Server::Builder& b) {
+    b.layer(Stack()
+                .layer(recording(&trace, "a"))
+                .layer(RecordingHooks(&trace, "b"))
+                .layer(RecordingHooks(&trace, "c"))
+                .layer(recording(&trace, "d"))
+                .layer(RecordingHooks(&trace, "e")));
+  });
+  auto r = run(EchoClient(channel_).Echo(with_message("hi"), CallOptions().set_timeout(30s)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(trace.events(),
+            (std::vector<std::string>{"a in", "b in", "c in", "d in", "e in", "e out 0", "d out 0",
+                                      "c out 0", "b out 0", "a out 0"}));
+}
+
+TEST_F(LayerTest, HookLayerThatAnswersSkipsWhatIsInsideIt) {
+  Trace trace;
+  start([&](Server::Builder& b) {
+    b.layer(Stack()
+                .layer(RecordingHooks(&trace, "outer"))
+                .layer(RecordingHooks(&trace, "gate", Status::permission_denied("not today")))
+                .layer(RecordingHooks(&trace, "inner")));
+  });
+  auto r = run(EchoClient(channel_).Echo(with_message("x"), CallOptions().set_timeout(30s)));
+  EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(r.status().message(), "not today");
+  EXPECT_EQ(echo_.observed.calls.load(), 0);
+  // The gate's own after() does not run; the outer layer's sees the gate's answer.
+  EXPECT_EQ(trace.events(), (std::vector<std::string>{"outer in", "gate in", "outer out 7"}));
+}
+
+TEST_F(LayerTest, HookLayerSeesAnExceptionAndMayTurnItIntoAStatus) {
+  Trace trace;
+  start([&](Server::Builder& b) {
+    b.layer(Stack()
+                .layer(RecordingHooks(&trace, "outer"))
+                .layer(RecordingHooks(&trace, "rescuer", std::nullopt, /*rescue=*/true))
+                .layer(RecordingHooks(&trace, "inner")));
+  });
+  EchoRequest request = with_message("x");
+  request.set_throw_exception(true);
+  auto r = run(EchoClient(channel_).Echo(request, CallOptions().set_timeout(30s)));
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(r.status().message(), "rescued");
+  EXPECT_EQ(trace.events(),
+            (std::vector<std::string>{"outer in", "rescuer in", "inner in", "inner out threw",
+                                      "rescuer out threw", "outer out 14"}));
+}
+
+TEST_F(LayerTest, ExceptionThroughHookLayersStillAnswersInternal) {
+  Trace trace;
+  start([&](Server::Builder& b) {
+    b.layer(Stack().layer(RecordingHooks(&trace, "outer")).layer(RecordingHooks(&trace, "inner")));
+  });
+  EchoRequest request = with_message("x");
+  request.set_throw_exception(true);
+  EchoClient client(channel_);
+  auto r = run(client.Echo(request, CallOptions().set_timeout(30s)));
+  EXPECT_EQ(r.status().code(), StatusCode::kInternal);
+  EXPECT_EQ(trace.events(), (std::vector<std::string>{"outer in", "inner in", "inner out threw",
+                                                      "outer out threw"}));
+  auto ok = run(client.Echo(with_message("fine"), CallOptions().set_timeout(30s)));
+  EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
+TEST_F(LayerTest, HookLayersWorkOnTheClient) {
+  Trace trace;
+  start();
+  Channel layered = channel_.with_layer(
+      Stack().layer(RecordingHooks(&trace, "outer")).layer(RecordingHooks(&trace, "inner")));
+  auto r = run(EchoClient(layered).Echo(with_message("x"), CallOptions().set_timeout(30s)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(trace.events(),
+            (std::vector<std::string>{"outer in", "inner in", "inner out 0", "outer out 0"}));
+}
 
 TEST_F(LayerTest, ServerLayersRunInDeclaredOrderAroundTheHandler) {
   Trace trace;

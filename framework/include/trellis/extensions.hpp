@@ -4,7 +4,8 @@
 #include <any>
 #include <typeindex>
 #include <utility>
-#include <vector>
+
+#include "absl/container/inlined_vector.h"
 
 namespace trellis {
 
@@ -41,7 +42,9 @@ class Extensions {
   bool empty() const { return entries_.empty(); }
 
  private:
-  std::vector<std::pair<std::type_index, std::any>> entries_;
+  // Calls rarely carry more than a couple (the tracing layer's span is one): no allocation for
+  // those.
+  absl::InlinedVector<std::pair<std::type_index, std::any>, 2> entries_;
 };
 
 }  // namespace trellis

@@ -96,8 +96,11 @@ class TypedUnaryMethod final : public UnaryMethod {
     Req req;
     if (*status = parse(request, &req, "request"); !status->ok()) co_return;
     if (stack != nullptr) {
-      // A frame of its own, so that calls without middleware do not carry a Call and a Resp.
-      *status = co_await invoke_stack(ctx, req, response, *stack);
+      // In this frame rather than one of its own: a frame costs more than the space.
+      Resp resp;
+      Call call(info(), ctx, &req, &resp);
+      *status = co_await (*stack)(call);
+      if (status->ok()) *status = serialize(resp, response);
       co_return;
     }
     Result<Resp> result = co_await (service_->*handler_)(ctx, req);
@@ -117,15 +120,6 @@ class TypedUnaryMethod final : public UnaryMethod {
   }
 
  private:
-  Task<Status> invoke_stack(ServerContext& ctx, const Req& req, grpc::ByteBuffer* response,
-                            const BoxService& stack) {
-    Resp resp;
-    Call call(info(), ctx, &req, &resp);
-    Status status = co_await stack(call);
-    if (!status.ok()) co_return status;
-    co_return serialize(resp, response);
-  }
-
   Svc* service_;
   Handler handler_;
 };

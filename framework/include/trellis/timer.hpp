@@ -1,17 +1,16 @@
 // Runtime-owned timers: sleep_for / sleep_until as Asio asynchronous operations.
 #pragma once
 
-#include <chrono>
-#include <utility>
-
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/execution/executor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/system/error_code.hpp>
+#include <chrono>
+#include <utility>
 
 #include "trellis/detail/completion_handler.hpp"
 #include "trellis/executor.hpp"
@@ -37,6 +36,10 @@ class TimerOp {
 };
 
 void schedule_timer(TimerOp* op);
+// Schedules `op` on its worker unless that runtime is stopping; returns whether it did. For
+// timers embedded in other objects, which cannot be fired after the fact as schedule_timer does
+// while the runtime stops. Worker thread only.
+bool try_schedule_timer(TimerOp* op);
 // Removes `op` from its worker's heap if it is still there; returns whether it was.
 bool unschedule_timer(TimerOp* op);
 
@@ -76,8 +79,9 @@ class TimerOpImpl final : public TimerOp {
 // Completes at `deadline` with no error, or earlier with boost::asio::error::operation_aborted
 // when the handler's cancellation slot is signalled (any cancellation type) or the runtime shuts
 // down. The timer lives on the Trellis worker of the handler's executor; await it from a task
-// running on a Trellis runtime (elsewhere it fails with operation_not_supported). With the default token this returns a Task<void> that throws
-// boost::system::system_error on cancellation, so `co_await (rpc() || sleep_for(1s))` works.
+// running on a Trellis runtime (elsewhere it fails with operation_not_supported). With the default
+// token this returns a Task<void> that throws boost::system::system_error on cancellation, so
+// `co_await (rpc() || sleep_for(1s))` works.
 template <class Token = boost::asio::use_awaitable_t<>>
 auto sleep_until(std::chrono::steady_clock::time_point deadline, Token&& token = {}) {
   return boost::asio::async_initiate<Token, void(boost::system::error_code)>(

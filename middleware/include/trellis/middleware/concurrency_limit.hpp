@@ -15,10 +15,11 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include "trellis/detail/completion_handler.hpp"
-#include "trellis/layer.hpp"
+#include "trellis/hook_layer.hpp"
 
 namespace trellis {
 
@@ -167,16 +168,22 @@ namespace detail {
 // deadline. OK: a permit is held. Otherwise the status the call ends with.
 Task<Status> wait_for_permit(ConcurrencyLimiter& limiter, const Call& call);
 
-// Gives a permit back when the call's layer frame ends, by whatever path.
-class PermitGuard {
+// The permit a call holds, if any: given back by release() or, whatever the path, when the
+// call's frame goes.
+class HeldPermit {
  public:
-  explicit PermitGuard(ConcurrencyLimiter* limiter) : limiter_(limiter) {}
-  PermitGuard(const PermitGuard&) = delete;
-  PermitGuard& operator=(const PermitGuard&) = delete;
-  ~PermitGuard() { limiter_->release(); }
+  HeldPermit() = default;
+  HeldPermit(const HeldPermit&) = delete;
+  HeldPermit& operator=(const HeldPermit&) = delete;
+  ~HeldPermit() { release(); }
+
+  void hold(ConcurrencyLimiter* limiter) { limiter_ = limiter; }
+  void release() {
+    if (limiter_ != nullptr) std::exchange(limiter_, nullptr)->release();
+  }
 
  private:
-  ConcurrencyLimiter* limiter_;
+  ConcurrencyLimiter* limiter_ = nullptr;
 };
 
 }  // namespace detail
@@ -201,7 +208,7 @@ class PermitGuard {
 // Server::Builder::layer limits the whole server, one given to Channel::with_layer limits all
 // calls through that channel handle (and handles derived from it). Build separate layers for
 // separate limits, or share one limiter with a LoadShedLayer through limiter().
-class ConcurrencyLimitLayer {
+class ConcurrencyLimitLayer : public HookLayerBase<ConcurrencyLimitLayer> {
  public:
   explicit ConcurrencyLimitLayer(std::size_t max)
       : limiter_(std::make_shared<ConcurrencyLimiter>(max)) {}
@@ -215,33 +222,21 @@ class ConcurrencyLimitLayer {
   // The shared limiter: in_flight() and waiting() for tests and gauges.
   const std::shared_ptr<ConcurrencyLimiter>& limiter() const { return limiter_; }
 
-  template <CallService S>
-  class Service {
-   public:
-    Service(std::shared_ptr<ConcurrencyLimiter> limiter, S inner)
-        : limiter_(std::move(limiter)), inner_(std::move(inner)) {}
-
-    Task<Status> operator()(Call& call) const {
-      if (!limiter_->try_acquire()) {
-        Status waited = co_await detail::wait_for_permit(*limiter_, call);
-        if (!waited.ok()) co_return waited;
-      }
-      detail::PermitGuard permit(limiter_.get());
-      co_return co_await inner_(call);
-    }
-
-   private:
-    std::shared_ptr<ConcurrencyLimiter> limiter_;
-    S inner_;
-  };
-
-  template <CallService S>
-  Service<S> wrap(S inner) const {
-    return Service<S>(limiter_, std::move(inner));
+  // A hook layer (hook_layer.hpp): no coroutine frame of its own, and one only for a call that
+  // has to wait.
+  using State = detail::HeldPermit;
+  HookDecision before(Call&, State& permit) const {
+    if (!limiter_->try_acquire()) return HookDecision::wait();
+    permit.hold(limiter_.get());
+    return HookDecision::proceed();
   }
+  Task<std::optional<Status>> wait(Call& call, State& permit) const;
+  void after(Call&, State& permit, CallOutcome&) const { permit.release(); }
 
  private:
   std::shared_ptr<ConcurrencyLimiter> limiter_;
 };
+
+static_assert(HookLayer<ConcurrencyLimitLayer>);
 
 }  // namespace trellis

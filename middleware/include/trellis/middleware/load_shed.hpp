@@ -6,7 +6,7 @@
 #include <string>
 #include <utility>
 
-#include "trellis/layer.hpp"
+#include "trellis/hook_layer.hpp"
 #include "trellis/middleware/concurrency_limit.hpp"
 
 namespace trellis {
@@ -27,7 +27,7 @@ Status shed_status(StatusCode code, std::size_t max_in_flight);
 // copies share one ConcurrencyLimiter. Built on an existing limiter (for example a
 // ConcurrencyLimitLayer's), the layer sheds whenever that limiter has no free permit or has
 // callers waiting for one.
-class LoadShedLayer {
+class LoadShedLayer : public HookLayerBase<LoadShedLayer> {
  public:
   explicit LoadShedLayer(std::size_t max, StatusCode code = StatusCode::kResourceExhausted)
       : limiter_(std::make_shared<ConcurrencyLimiter>(max)), code_(code) {}
@@ -37,32 +37,22 @@ class LoadShedLayer {
 
   const std::shared_ptr<ConcurrencyLimiter>& limiter() const { return limiter_; }
 
-  template <CallService S>
-  class Service {
-   public:
-    Service(std::shared_ptr<ConcurrencyLimiter> limiter, StatusCode code, S inner)
-        : limiter_(std::move(limiter)), code_(code), inner_(std::move(inner)) {}
-
-    Task<Status> operator()(Call& call) const {
-      if (!limiter_->try_acquire()) co_return detail::shed_status(code_, limiter_->max_in_flight());
-      detail::PermitGuard permit(limiter_.get());
-      co_return co_await inner_(call);
+  // A hook layer (hook_layer.hpp): no coroutine frame of its own.
+  using State = detail::HeldPermit;
+  HookDecision before(Call&, State& permit) const {
+    if (!limiter_->try_acquire()) {
+      return HookDecision::answer(detail::shed_status(code_, limiter_->max_in_flight()));
     }
-
-   private:
-    std::shared_ptr<ConcurrencyLimiter> limiter_;
-    StatusCode code_;
-    S inner_;
-  };
-
-  template <CallService S>
-  Service<S> wrap(S inner) const {
-    return Service<S>(limiter_, code_, std::move(inner));
+    permit.hold(limiter_.get());
+    return HookDecision::proceed();
   }
+  void after(Call&, State& permit, CallOutcome&) const { permit.release(); }
 
  private:
   std::shared_ptr<ConcurrencyLimiter> limiter_;
   StatusCode code_;
 };
+
+static_assert(HookLayer<LoadShedLayer>);
 
 }  // namespace trellis

@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "trellis/call.hpp"
-#include "trellis/layer.hpp"
+#include "trellis/hook_layer.hpp"
 #include "trellis/method_info.hpp"
 #include "trellis/status.hpp"
 #include "trellis/task.hpp"
@@ -163,7 +163,7 @@ class MetricsRegistry {
 //
 // The per-call cost: two clock reads, a hash of the method path and four relaxed atomic
 // increments; no lock and no allocation (after a method's first call).
-class MetricsLayer {
+class MetricsLayer : public HookLayerBase<MetricsLayer> {
  public:
   // Throws std::invalid_argument if `registry` is null.
   explicit MetricsLayer(std::shared_ptr<MetricsRegistry> registry)
@@ -171,87 +171,44 @@ class MetricsLayer {
     if (!registry_) throw std::invalid_argument("trellis::MetricsLayer: null registry");
   }
 
-  template <CallService S>
-  class Service {
-   public:
-    Service(std::shared_ptr<MetricsRegistry> registry, S inner)
-        : registry_(std::move(registry)), inner_(std::move(inner)) {}
+  const std::shared_ptr<MetricsRegistry>& registry() const { return registry_; }
 
-    Task<Status> operator()(Call& call) const {
-      detail::MethodMetrics* entry = lookup(call);
-      if (entry == nullptr) co_return co_await inner_(call);
-      InFlight in_flight(*registry_, *entry);
-      Status status;
-      try {
-        status = co_await inner_(call);
-      } catch (...) {
-        in_flight.end(detail::code_of_exception(call, std::current_exception()));
-        throw;
-      }
-      in_flight.end(status.code());
-      co_return status;
+  // A hook layer (hook_layer.hpp): no coroutine frame of its own.
+  class State {
+   public:
+    State() = default;
+    State(const State&) = delete;
+    State& operator=(const State&) = delete;
+    // A call whose frame goes before it ends (the runtime shutting down) counts as CANCELLED.
+    ~State() {
+      if (entry_ != nullptr) end(StatusCode::kCancelled);
     }
 
    private:
-    // On the server a stack serves one method, so the entry of its last call is nearly always the
-    // entry of the next: one pointer comparison instead of a hash and a string comparison.
-    detail::MethodMetrics* lookup(const Call& call) const {
-      detail::MethodMetrics* cached = cache_.entry.load(std::memory_order_acquire);
-      if (cached != nullptr && cached->first_path_data == call.method().path.data() &&
-          cached->side == call.side() && cached->path.size() == call.method().path.size()) {
-        return cached;
-      }
-      detail::MethodMetrics* entry = registry_->find_or_add(call.side(), call.method());
-      if (entry != nullptr) cache_.entry.store(entry, std::memory_order_release);
-      return entry;
-    }
+    friend class MetricsLayer;
+    void end(StatusCode code);
 
-    // Copies and moves start empty: the atomic itself cannot be copied.
-    struct Cache {
-      Cache() = default;
-      Cache(const Cache&) {}
-      Cache(Cache&&) noexcept {}
-      mutable std::atomic<detail::MethodMetrics*> entry{nullptr};
-    };
-
-    // A started call: ends it as CANCELLED if its coroutine frame is destroyed before end().
-    class InFlight {
-     public:
-      InFlight(MetricsRegistry& registry, detail::MethodMetrics& entry)
-          : registry_(registry), entry_(&entry), start_(std::chrono::steady_clock::now()) {
-        entry.started.fetch_add(1, std::memory_order_relaxed);
-      }
-      InFlight(const InFlight&) = delete;
-      InFlight& operator=(const InFlight&) = delete;
-      ~InFlight() {
-        if (entry_ != nullptr) end(StatusCode::kCancelled);
-      }
-      void end(StatusCode code) {
-        registry_.record_end(*entry_, code, std::chrono::steady_clock::now() - start_);
-        entry_ = nullptr;
-      }
-
-     private:
-      MetricsRegistry& registry_;
-      detail::MethodMetrics* entry_;
-      std::chrono::steady_clock::time_point start_;
-    };
-
-    std::shared_ptr<MetricsRegistry> registry_;
-    S inner_;
-    Cache cache_;
+    MetricsRegistry* registry_ = nullptr;
+    detail::MethodMetrics* entry_ = nullptr;
+    std::chrono::steady_clock::time_point start_;
   };
-
-  template <CallService S>
-  Service<S> wrap(S inner) const {
-    return Service<S>(registry_, std::move(inner));
-  }
-
-  const std::shared_ptr<MetricsRegistry>& registry() const { return registry_; }
+  HookDecision before(Call& call, State& state) const;
+  void after(Call& call, State& state, CallOutcome& outcome) const;
 
  private:
+  // On the server a stack serves one method, so the entry of its last call is nearly always the
+  // one: checked by the address of the method's path, which lives as long as the server.
+  struct Cache {
+    Cache() = default;
+    Cache(const Cache&) {}
+    Cache& operator=(const Cache&) { return *this; }
+    mutable std::atomic<detail::MethodMetrics*> entry{nullptr};
+  };
+  detail::MethodMetrics* lookup(const Call& call) const;
+
   std::shared_ptr<MetricsRegistry> registry_;
+  Cache cache_;
 };
-static_assert(Layer<MetricsLayer>);
+static_assert(HookLayer<MetricsLayer>);
 
 }  // namespace trellis

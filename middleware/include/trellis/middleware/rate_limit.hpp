@@ -7,7 +7,7 @@
 #include <memory>
 #include <utility>
 
-#include "trellis/layer.hpp"
+#include "trellis/hook_layer.hpp"
 
 namespace trellis {
 
@@ -57,7 +57,7 @@ Status rate_limited_status(const RateLimiter& limiter, StatusCode code);
 // On the server it bounds the request rate of the whole server (Server::Builder::layer), one
 // service (add_service) or some methods (for_methods); on the client, the rate at which a channel
 // handle sends. Copies of a layer share one bucket; build separate layers for separate buckets.
-class RateLimitLayer {
+class RateLimitLayer : public HookLayerBase<RateLimitLayer> {
  public:
   RateLimitLayer(double per_second, std::uint32_t burst,
                  StatusCode code = StatusCode::kResourceExhausted)
@@ -68,31 +68,21 @@ class RateLimitLayer {
 
   const std::shared_ptr<RateLimiter>& limiter() const { return limiter_; }
 
-  template <CallService S>
-  class Service {
-   public:
-    Service(std::shared_ptr<RateLimiter> limiter, StatusCode code, S inner)
-        : limiter_(std::move(limiter)), code_(code), inner_(std::move(inner)) {}
-
-    Task<Status> operator()(Call& call) const {
-      if (!limiter_->try_acquire()) co_return detail::rate_limited_status(*limiter_, code_);
-      co_return co_await inner_(call);
+  // A hook layer (hook_layer.hpp): no coroutine frame of its own.
+  struct State {};
+  HookDecision before(Call&, State&) const {
+    if (!limiter_->try_acquire()) {
+      return HookDecision::answer(detail::rate_limited_status(*limiter_, code_));
     }
-
-   private:
-    std::shared_ptr<RateLimiter> limiter_;
-    StatusCode code_;
-    S inner_;
-  };
-
-  template <CallService S>
-  Service<S> wrap(S inner) const {
-    return Service<S>(limiter_, code_, std::move(inner));
+    return HookDecision::proceed();
   }
+  void after(Call&, State&, CallOutcome&) const {}
 
  private:
   std::shared_ptr<RateLimiter> limiter_;
   StatusCode code_;
 };
+
+static_assert(HookLayer<RateLimitLayer>);
 
 }  // namespace trellis

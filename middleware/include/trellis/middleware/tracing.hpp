@@ -5,11 +5,12 @@
 #include <chrono>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "trellis/call.hpp"
-#include "trellis/layer.hpp"
+#include "trellis/hook_layer.hpp"
 #include "trellis/middleware/span.hpp"
 #include "trellis/middleware/span_exporter.hpp"
 #include "trellis/middleware/trace_context.hpp"
@@ -84,52 +85,30 @@ class ActiveSpan {
 // the span becomes a child of that context and the header is left as it is: put the tracing
 // layer outside the retry layer to get one client span per call.
 //
-// Server-side streaming calls get one span for the whole stream. Client-side streaming calls do
-// not pass through client stacks yet.
+// A streaming call gets one span for the whole stream.
 //
 // Cost per call: two clock reads, a few random numbers, the span's strings (only for sampled
 // spans), the exporter's export_span; no lock.
-class TracingLayer {
+class TracingLayer : public HookLayerBase<TracingLayer> {
  public:
   explicit TracingLayer(std::shared_ptr<SpanExporter> exporter, TracingOptions options = {})
       : config_(std::make_shared<const detail::TracingConfig>(
             detail::TracingConfig{std::move(exporter), std::move(options)})) {}
 
-  template <CallService S>
-  class Service {
-   public:
-    Service(std::shared_ptr<const detail::TracingConfig> config, S inner)
-        : config_(std::move(config)), inner_(std::move(inner)) {}
-
-    Task<Status> operator()(Call& call) const {
-      detail::ActiveSpan span(*config_, call);
-      Status status;
-      try {
-        status = co_await inner_(call);
-      } catch (...) {
-        // The span records the failure; the exception goes on to whoever handles it (on the
-        // server, the framework answers INTERNAL).
-        span.finish(call, std::current_exception());
-        throw;
-      }
-      span.finish(call, status);
-      co_return status;
-    }
-
-   private:
-    std::shared_ptr<const detail::TracingConfig> config_;
-    S inner_;
+  // A hook layer (hook_layer.hpp): no coroutine frame of its own.
+  struct State {
+    std::optional<detail::ActiveSpan> span;
   };
-
-  template <CallService S>
-  Service<S> wrap(S inner) const {
-    return Service<S>(config_, std::move(inner));
-  }
+  HookDecision before(Call& call, State& state) const;
+  // Ends the span with the call's status; a call whose service threw is recorded as INTERNAL
+  // (CANCELLED for a cancelled server call), and the exception goes on to whoever handles it (on
+  // the server, the framework answers INTERNAL).
+  void after(Call& call, State& state, CallOutcome& outcome) const;
 
  private:
   std::shared_ptr<const detail::TracingConfig> config_;
 };
 
-static_assert(Layer<TracingLayer>);
+static_assert(HookLayer<TracingLayer>);
 
 }  // namespace trellis
