@@ -1,9 +1,14 @@
 // Status, Result and Metadata: the value types of the call API.
+#include "trellis/status.hpp"
+
 #include <gtest/gtest.h>
+
+#include <memory>
+#include <type_traits>
+#include <utility>
 
 #include "trellis/metadata.hpp"
 #include "trellis/result.hpp"
-#include "trellis/status.hpp"
 
 namespace trellis {
 namespace {
@@ -51,6 +56,86 @@ TEST(StatusTest, CarriesMessageAndDetails) {
   EXPECT_EQ(s.details().size(), 2u);
   EXPECT_EQ(s.ToString(), "NOT_FOUND: no such user");
   EXPECT_EQ(Status::unavailable("x").code(), StatusCode::kUnavailable);
+}
+
+TEST(StatusTest, OkHasEmptyMessageAndDetails) {
+  for (const Status& s : {Status(), Status::Ok(), Status(StatusCode::kOk, "", "")}) {
+    EXPECT_TRUE(s.ok());
+    EXPECT_EQ(s.message(), "");
+    EXPECT_EQ(s.details(), "");
+  }
+  // A non-OK status without a message reads as empty too.
+  EXPECT_EQ(Status::internal("").message(), "");
+  EXPECT_EQ(Status::internal("").details(), "");
+}
+
+TEST(StatusTest, OkStatusesCompareEqual) {
+  EXPECT_EQ(Status(), Status::Ok());
+  EXPECT_EQ(Status(), Status(StatusCode::kOk, ""));
+  EXPECT_FALSE(Status() != Status::Ok());
+  EXPECT_NE(Status(), Status::cancelled(""));
+  // An OK code with a message is a different Status: equality compares all three parts.
+  EXPECT_NE(Status(), Status(StatusCode::kOk, "note"));
+  EXPECT_NE(Status(), Status(StatusCode::kOk, "", "d"));
+}
+
+TEST(StatusTest, EqualityComparesCodeMessageAndDetails) {
+  Status s(StatusCode::kNotFound, "gone", "d");
+  EXPECT_EQ(s, Status(StatusCode::kNotFound, "gone", "d"));
+  EXPECT_NE(s, Status(StatusCode::kAborted, "gone", "d"));
+  EXPECT_NE(s, Status(StatusCode::kNotFound, "other", "d"));
+  EXPECT_NE(s, Status(StatusCode::kNotFound, "gone", "e"));
+  EXPECT_NE(s, Status(StatusCode::kNotFound, "gone"));
+  EXPECT_NE(s, Status(StatusCode::kNotFound, "", "d"));
+}
+
+TEST(StatusTest, CopyOfErrorIsEqualAndIndependent) {
+  auto original = std::make_unique<Status>(StatusCode::kNotFound, "no such user", "details");
+  Status copy(*original);
+  EXPECT_EQ(copy, *original);
+  EXPECT_NE(&copy.message(), &original->message());  // its own strings, not shared ones
+
+  Status assigned = Status::unavailable("replaced");
+  assigned = *original;
+  EXPECT_EQ(assigned, *original);
+
+  // The copies outlive the original and are unchanged by its end.
+  original.reset();
+  EXPECT_EQ(copy.code(), StatusCode::kNotFound);
+  EXPECT_EQ(copy.message(), "no such user");
+  EXPECT_EQ(copy.details(), "details");
+  EXPECT_EQ(assigned, copy);
+
+  // Copy-assigning an OK status drops the message; self-assignment keeps it.
+  Status& self = copy;
+  copy = self;
+  EXPECT_EQ(copy.message(), "no such user");
+  copy = Status();
+  EXPECT_TRUE(copy.ok());
+  EXPECT_EQ(copy.message(), "");
+  EXPECT_EQ(assigned.message(), "no such user");
+}
+
+TEST(StatusTest, MoveLeavesSourceValid) {
+  static_assert(std::is_nothrow_move_constructible_v<Status>);
+  static_assert(std::is_nothrow_move_assignable_v<Status>);
+
+  Status source = Status::permission_denied("denied");
+  Status moved(std::move(source));
+  EXPECT_EQ(moved, Status::permission_denied("denied"));
+  // Documented moved-from state: the code stays, message and details are empty.
+  EXPECT_EQ(source.code(), StatusCode::kPermissionDenied);  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(source.message(), "");
+  EXPECT_EQ(source.details(), "");
+  EXPECT_EQ(source.ToString(), "PERMISSION_DENIED: ");
+
+  // The moved-from Status can be assigned again, and move-assignment replaces a message.
+  source = Status::aborted("again");
+  EXPECT_EQ(source.message(), "again");
+  moved = std::move(source);
+  EXPECT_EQ(moved, Status::aborted("again"));
+  source = Status();
+  EXPECT_TRUE(source.ok());
 }
 
 TEST(ResultTest, HoldsValueOrStatus) {

@@ -47,12 +47,10 @@ bool ParseStatusCode(std::string_view name, StatusCode* code) {
 
 std::string Status::ToString() const {
   if (ok()) return "OK";
-  return absl::StrCat(StatusCodeName(code_), ": ", message_);
+  return absl::StrCat(StatusCodeName(code_), ": ", message());
 }
 
 std::ostream& operator<<(std::ostream& os, StatusCode code) { return os << StatusCodeName(code); }
-std::ostream& operator<<(std::ostream& os, const Status& status) {
-  return os << status.ToString();
-}
+std::ostream& operator<<(std::ostream& os, const Status& status) { return os << status.ToString(); }
 
 }  // namespace trellis

@@ -24,6 +24,32 @@ std::int64_t to_ms(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
+// How much later than `remaining_ms` from now the deadline a peer derives from a grpc-timeout
+// header can be, by gRPC core's encoding (src/core/lib/transport/timeout_encoding.cc,
+// Timeout::FromMillis): the timeout is sent in whole milliseconds, rounded up to at most three
+// significant digits (below 1 s: exact ms; below 10 s: 10 ms units; below 100 s: 100 ms units; then
+// seconds, ten seconds, ...), so it grows by less than one unit. (HPACK may also resend an earlier
+// grpc-timeout of the same connection up to 3% longer; the relays below send one per connection.)
+std::int64_t max_timeout_rounding_ms(std::int64_t remaining_ms) {
+  std::int64_t unit = 1;
+  while (remaining_ms >= 1000 * unit) unit *= 10;
+  return unit - 1;
+}
+
+// The latest deadline (ms since the epoch) that B, the server of an outgoing call made by A's
+// handler under a deadline of `a_deadline_ms`, can see. grpc-timeout is a duration, not a point in
+// time: A's gRPC sends deadline - its now, rounded up (above), and B's gRPC adds it to B's now, so
+// B's deadline is also later by the time between those two clock reads (the hop from A to B),
+// unbounded on a loaded machine but within [before, after], the test's window around the whole
+// call. The remaining time A sends is at most a_deadline_ms - before. 3 ms cover the truncations
+// to whole milliseconds: gRPC rounds A's deadline up and its clock reads down, and to_ms truncates
+// the deadlines and the window here.
+std::int64_t latest_inherited_deadline_ms(std::int64_t a_deadline_ms, Clock::time_point before,
+                                          Clock::time_point after) {
+  std::int64_t hop_ms = to_ms(after) - to_ms(before) + 1;
+  return a_deadline_ms + max_timeout_rounding_ms(a_deadline_ms - to_ms(before) + 1) + hop_ms + 3;
+}
+
 // Answers with its own deadline (ms since the epoch, -1 for none) in `message`; when the request
 // message is "relay", first calls `next` with the handler's context as parent and puts the
 // deadline `next` saw into remaining_deadline_ms (ms since the epoch).
@@ -72,6 +98,15 @@ class TimeoutTest : public MiddlewareTest {
     MiddlewareTest::TearDown();
   }
 
+  // The tests whose client deadline must pass while the handler runs: one call first, so that
+  // the deadline is not spent connecting, and a deadline long enough for a loaded machine to
+  // start the handler (the handler then waits 60 s, so the deadline is what ends the call).
+  void warm_up() {
+    auto r = run(EchoClient(channel_).Echo(with_message("warm"), CallOptions().set_timeout(30s)));
+    ASSERT_TRUE(r.ok()) << r.status();
+    echo_.observed.calls = 0;
+  }
+
   std::unique_ptr<RelayService> a_, b_;
   std::unique_ptr<Server> a_server_, b_server_;
   Channel a_channel_{nullptr};
@@ -93,9 +128,10 @@ TEST_F(TimeoutTest, ClientLayerSetsTheDeadlineTheServerSees) {
 
 TEST_F(TimeoutTest, ClientLayerExpiryIsDeadlineExceededAndCancelsTheHandler) {
   start();
+  warm_up();
   EchoRequest slow;
   slow.set_delay_ms(60'000);
-  auto r = run(EchoClient(channel_.with_layer(TimeoutLayer(50ms))).Echo(slow));
+  auto r = run(EchoClient(channel_.with_layer(TimeoutLayer(1s))).Echo(slow));
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
   EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
@@ -132,22 +168,28 @@ TEST_F(TimeoutTest, ServerLayerTightensTheDeadlineAndLetsFastHandlersBe) {
 
 TEST_F(TimeoutTest, ServerWithoutLayersAnswersAnExpiredClientDeadlineAsDeadlineExceeded) {
   start();
+  warm_up();
   EchoRequest slow;
   slow.set_delay_ms(60'000);
-  auto r = run(EchoClient(channel_).Echo(slow, CallOptions().set_timeout(50ms)));
+  auto r = run(EchoClient(channel_).Echo(slow, CallOptions().set_timeout(1s)));
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
   EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(absl::Seconds(30)));
 }
 
 TEST_F(TimeoutTest, HandlersOutgoingCallsInheritTheRemainingDeadline) {
   start_relays();
+  auto before = Clock::now();
   auto r = run(EchoClient(a_channel_).Echo(with_message("relay"), CallOptions().set_timeout(20s)));
+  auto after = Clock::now();
   ASSERT_TRUE(r.ok()) << r.status();
   std::int64_t a_deadline = std::stoll(r->message());
   std::int64_t b_deadline = r->remaining_deadline_ms();
   ASSERT_GT(a_deadline, 0);
   ASSERT_GT(b_deadline, 0) << "B saw no deadline";
-  EXPECT_LE(b_deadline, a_deadline + kEncodingSlackMs);
+  // B inherits A's deadline: not later than it, but for grpc-timeout's rounding and the hop.
+  EXPECT_LE(b_deadline, latest_inherited_deadline_ms(a_deadline, before, after))
+      << "B's deadline is " << b_deadline - a_deadline << " ms after A's; the call took "
+      << to_ms(after) - to_ms(before) << " ms";
 
   // A call without a deadline passes none on.
   auto none = run(EchoClient(a_channel_).Echo(with_message("relay")));
@@ -158,15 +200,18 @@ TEST_F(TimeoutTest, HandlersOutgoingCallsInheritTheRemainingDeadline) {
 
 TEST_F(TimeoutTest, ServerTimeLimitPropagatesDownstream) {
   start_relays(TimeoutLayer(2s));
-  auto before = to_ms(Clock::now());
+  auto before = Clock::now();
   auto r = run(EchoClient(a_channel_).Echo(with_message("relay"), CallOptions().set_timeout(60s)));
+  auto after = Clock::now();
   ASSERT_TRUE(r.ok()) << r.status();
   std::int64_t a_deadline = std::stoll(r->message());
   std::int64_t b_deadline = r->remaining_deadline_ms();
   // A's deadline is its 2 s limit, not the client's 60 s, and B inherits it.
-  EXPECT_LE(a_deadline, to_ms(Clock::now()) + 2000);
-  EXPECT_GE(a_deadline, before);
-  EXPECT_LE(b_deadline, a_deadline + kEncodingSlackMs);
+  EXPECT_LE(a_deadline, to_ms(after) + 2000);
+  EXPECT_GE(a_deadline, to_ms(before));
+  EXPECT_LE(b_deadline, latest_inherited_deadline_ms(a_deadline, before, after))
+      << "B's deadline is " << b_deadline - a_deadline << " ms after A's; the call took "
+      << to_ms(after) - to_ms(before) << " ms";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // trellis::Status: the outcome of an RPC, in gRPC's terms.
 #pragma once
 
+#include <memory>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -37,12 +38,34 @@ bool ParseStatusCode(std::string_view name, StatusCode* code);
 
 // A gRPC status: a code, a human-readable message and optional binary details (the serialized
 // google.rpc.Status carried in the `grpc-status-details-bin` trailer). A default-constructed
-// Status is OK. Cheap to move; copying copies the strings.
+// Status is OK.
+//
+// Middleware moves a Status through every layer of every call, and nearly all of them are OK, so
+// the strings live behind one pointer that is null when both are empty: an OK (or message-less)
+// Status is a code and a null pointer, allocates nothing, moves as two words and destroys with one
+// null check. Copying a Status with a message copies the strings.
+//
+// A moved-from Status keeps its code but has an empty message and details (the pointer moved);
+// it stays valid to read, compare, assign and destroy.
 class Status {
  public:
-  Status() = default;
+  Status() noexcept = default;
   Status(StatusCode code, std::string message, std::string details = {})
-      : code_(code), message_(std::move(message)), details_(std::move(details)) {}
+      : code_(code), rep_(MakeRep(std::move(message), std::move(details))) {}
+
+  Status(const Status& other)
+      : code_(other.code_), rep_(other.rep_ ? std::make_unique<Rep>(*other.rep_) : nullptr) {}
+  Status& operator=(const Status& other) {
+    if (this != &other) {
+      // The new Rep is made before anything changes, so a failed allocation leaves *this as it was.
+      rep_ = other.rep_ ? std::make_unique<Rep>(*other.rep_) : nullptr;
+      code_ = other.code_;
+    }
+    return *this;
+  }
+  Status(Status&&) noexcept = default;
+  Status& operator=(Status&&) noexcept = default;
+  ~Status() = default;
 
   static Status Ok() { return Status(); }
   static Status cancelled(std::string msg) { return {StatusCode::kCancelled, std::move(msg)}; }
@@ -80,19 +103,38 @@ class Status {
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
-  const std::string& message() const { return message_; }
+  const std::string& message() const { return rep_ ? rep_->message : kEmpty; }
   // Binary error details; empty when the peer sent none.
-  const std::string& details() const { return details_; }
+  const std::string& details() const { return rep_ ? rep_->details : kEmpty; }
 
   // "CODE: message" (or "OK").
   std::string ToString() const;
 
-  friend bool operator==(const Status& a, const Status& b) = default;
+  // Equal code, message and details. A null Rep and a Rep of empty strings compare equal, though
+  // the constructor never makes the latter.
+  friend bool operator==(const Status& a, const Status& b) {
+    if (a.code_ != b.code_) return false;
+    if (a.rep_ == b.rep_) return true;  // both null: the common OK == OK
+    return a.message() == b.message() && a.details() == b.details();
+  }
 
  private:
+  struct Rep {
+    std::string message;
+    std::string details;
+  };
+
+  static std::unique_ptr<Rep> MakeRep(std::string&& message, std::string&& details) {
+    if (message.empty() && details.empty()) return nullptr;
+    return std::make_unique<Rep>(Rep{std::move(message), std::move(details)});
+  }
+
+  // What message() and details() refer to without a Rep. constinit: constant-initialized, so it
+  // is valid even for a Status read by another translation unit's static initializers.
+  static constinit inline const std::string kEmpty{};
+
   StatusCode code_ = StatusCode::kOk;
-  std::string message_;
-  std::string details_;
+  std::unique_ptr<Rep> rep_;  // null when message and details are both empty
 };
 
 std::ostream& operator<<(std::ostream& os, StatusCode code);
