@@ -64,8 +64,8 @@ struct CallOutcome {
 // after() runs for every layer whose before() proceeded (and whose wait(), if any, gave
 // nullopt), whatever happened further in; it must not throw. An exception from a before() or a
 // wait() leaves the run at once, without any after(): keep what must be undone in the State,
-// whose destructor runs in every case. The same thread-safety contract as
-// any service applies: the layer object is shared by all calls, so the hooks are const.
+// whose destructor runs in every case. The same thread-safety contract as any service applies:
+// the layer object is shared by all calls, so the hooks are const.
 template <class L>
 concept HookLayer = std::copy_constructible<L> && std::default_initializable<typename L::State> &&
     requires(const L& layer, Call& call, typename L::State& state, CallOutcome& outcome) {
