@@ -67,6 +67,21 @@ class StreamTest : public ::testing::Test {
     return runtime_->block_on(std::move(task));
   }
 
+  // Sends a Chat request that does not parse (proto3 strings must be UTF-8) and gives the call's
+  // status.
+  Status chat_with_malformed_request() {
+    BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse> raw(
+        channel_, "/trellis.testing.Streamer/Chat");
+    return run([](BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse>* m)
+                   -> Task<Status> {
+      auto stream = (*m)();
+      google::protobuf::BytesValue bad;
+      bad.set_value("\xff\xfe not UTF-8");  // field 1: EchoRequest.message, a string
+      co_await stream.write(bad);
+      co_return co_await stream.finish();
+    }(&raw));
+  }
+
   void expect_handler_saw_cancellation() {
     ASSERT_TRUE(
         streamer_.observed.handler_saw_cancellation.WaitForNotificationWithTimeout(kTestDeadline));
@@ -345,16 +360,7 @@ TEST_F(StreamTest, WriteAfterWritesDoneFailsTheCall) {
 // A request that does not parse (proto3 strings must be UTF-8) ends the handler's reads, and
 // the call fails INTERNAL whatever the handler returns.
 TEST_F(StreamTest, MalformedRequestMidStreamIsInternal) {
-  BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse> raw(
-      channel_, "/trellis.testing.Streamer/Chat");
-  Status status = run(
-      [](BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse>* m) -> Task<Status> {
-        auto stream = (*m)();
-        google::protobuf::BytesValue bad;
-        bad.set_value("\xff\xfe not UTF-8");  // field 1: EchoRequest.message, a string
-        co_await stream.write(bad);
-        co_return co_await stream.finish();
-      }(&raw));
+  Status status = chat_with_malformed_request();
   EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
   EXPECT_NE(status.message().find("failed to parse"), std::string::npos) << status;
 }
@@ -550,16 +556,7 @@ TEST_F(StreamTest, HandlerReadIntoReplacesThePreviousMessage) {
 // INTERNAL.
 TEST_F(StreamTest, HandlerReadIntoMalformedRequestIsInternal) {
   streamer_.read_mode = ReadMode::kIntoDeferred;
-  BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse> raw(
-      channel_, "/trellis.testing.Streamer/Chat");
-  Status status = run(
-      [](BidiStreamingClientMethod<google::protobuf::BytesValue, EchoResponse>* m) -> Task<Status> {
-        auto stream = (*m)();
-        google::protobuf::BytesValue bad;
-        bad.set_value("\xff\xfe not UTF-8");  // field 1: EchoRequest.message, a string
-        co_await stream.write(bad);
-        co_return co_await stream.finish();
-      }(&raw));
+  Status status = chat_with_malformed_request();
   EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
   EXPECT_NE(status.message().find("failed to parse"), std::string::npos) << status;
 }
