@@ -1,5 +1,6 @@
 #include "trellis/server.hpp"
 
+#include <grpc/grpc.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/impl/server_builder_option.h>
 #include <grpcpp/impl/server_builder_plugin.h>
@@ -430,10 +431,25 @@ class StreamCall final : public detail::StreamCore {
         worker_, op, Status::failed_precondition("a server stream is finished by its handler"));
   }
 
-  void cancel() override { grpc_ctx_.TryCancel(); }
+  // Ends the call at once: with the failure status if the call has one (a server time limit
+  // that ran out answers DEADLINE_EXCEEDED), else CANCELLED, as TryCancel does. gRPC sends
+  // that status to the client as the call's trailers. Any thread: a pending operation's
+  // cancellation slot may be signalled from another worker's task.
+  void cancel() override {
+    std::lock_guard lock(failure_mu_);
+    if (!failure_) {
+      grpc_ctx_.TryCancel();
+      return;
+    }
+    grpc_call_cancel_with_status(grpc_ctx_.c_call(),
+                                 static_cast<grpc_status_code>(failure_->code()),
+                                 failure_->message().c_str(), nullptr);
+  }
 
   // The call ends with `status` once the handler returns; reads and writes fail from now on.
+  // Worker thread (the only writer of failure_; cancel() reads it under the lock from anywhere).
   void fail(Status status) override {
+    std::lock_guard lock(failure_mu_);
     if (!failure_) failure_ = std::move(status);
   }
 
@@ -566,6 +582,7 @@ class StreamCall final : public detail::StreamCore {
   grpc::ByteBuffer read_buffer_;
   detail::ReadOp* read_op_ = nullptr;
   detail::WriteOp* write_op_ = nullptr;
+  std::mutex failure_mu_;  // failure_ between fail() and cancel()
   std::optional<Status> failure_;
   Status final_status_;
   int outstanding_ = 0;  // reads, writes and the status in flight in gRPC

@@ -1,5 +1,6 @@
 #include "trellis/middleware/timeout.hpp"
 
+#include "trellis/detail/stream_core.hpp"
 #include "trellis/runtime.hpp"
 
 namespace trellis::detail {
@@ -21,6 +22,7 @@ void ServerTimeout::fire(boost::system::error_code ec) {
   armed_ = false;
   if (ec || ctx_ == nullptr) return;
   expired_ = true;
+  if (stream_ != nullptr) stream_->fail(deadline_exceeded_by_layer());
   ctx_->mark_cancelled();
   // Last: what the signal resumes may end the handler and this frame with it.
   ctx_->cancellation_signal().emit(boost::asio::cancellation_type::terminal);
@@ -46,7 +48,7 @@ HookDecision TimeoutLayer::before(Call& call, State& state) const {
   // gRPC enforces the client's deadline by itself; the layer only adds an earlier one.
   if (ctx.deadline() <= deadline) return HookDecision::proceed();
   ctx.set_deadline(deadline);
-  state.timer.emplace(ctx);
+  state.timer.emplace(ctx, call.stream());
   state.timer->arm(std::chrono::steady_clock::now() + timeout_);
   return HookDecision::proceed();
 }

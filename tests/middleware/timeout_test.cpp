@@ -147,6 +147,37 @@ TEST_F(TimeoutTest, ServerLayerCancelsTheHandlerAndAnswersDeadlineExceeded) {
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
 }
 
+// On a stream the handler is often suspended in a read or a write when the time is up; the
+// client still gets DEADLINE_EXCEEDED, not the CANCELLED of a plain cancellation.
+TEST_F(TimeoutTest, ServerLayerAnswersDeadlineExceededOnStreams) {
+  start([](Server::Builder& b) { b.layer(TimeoutLayer(200ms)); });
+  {  // the streams are dropped before stop() destroys the runtime they run on
+    StreamerClient client(channel_);
+    auto chat = client.Chat(CallOptions().set_timeout(30s));
+    EchoRequest slow = with_message("a b");
+    slow.set_delay_ms(60'000);
+    auto split = client.Split(slow, CallOptions().set_timeout(30s));
+    run([&]() -> Task<void> {
+      // Bidi: the handler echoes what it gets, then waits in a read that never completes. (Under
+      // load the time may be up before the first echo: what the handler was doing then does not
+      // matter, the status does.)
+      co_await chat.write(with_message("hello"));
+      while (co_await chat.read()) {
+      }
+      Status chat_status = co_await chat.finish();
+      EXPECT_EQ(chat_status.code(), StatusCode::kDeadlineExceeded) << chat_status;
+      // Server streaming, the handler waiting between two writes (in a timer, not a stream
+      // operation): the layer's after() answers for it.
+      while (co_await split.read()) {
+      }
+      Status split_status = co_await split.finish();
+      EXPECT_EQ(split_status.code(), StatusCode::kDeadlineExceeded) << split_status;
+    }());
+  }
+  EXPECT_TRUE(streamer_.observed.handler_saw_cancellation.WaitForNotificationWithTimeout(
+      absl::Seconds(30)));
+}
+
 TEST_F(TimeoutTest, ServerLayerTightensTheDeadlineAndLetsFastHandlersBe) {
   start([](Server::Builder& b) { b.layer(TimeoutLayer(5s)); });
   EchoClient client(channel_);

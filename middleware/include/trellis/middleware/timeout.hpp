@@ -17,7 +17,8 @@ namespace detail {
 // worker, as does fire().
 class ServerTimeout final : public TimerOp {
  public:
-  explicit ServerTimeout(ServerContext& ctx) : ctx_(&ctx) {}
+  // `stream`: the call's stream (Call::stream()), nullptr for a unary call.
+  ServerTimeout(ServerContext& ctx, StreamCore* stream) : ctx_(&ctx), stream_(stream) {}
   ServerTimeout(const ServerTimeout&) = delete;
   ServerTimeout& operator=(const ServerTimeout&) = delete;
   ~ServerTimeout() { disarm(); }
@@ -29,12 +30,15 @@ class ServerTimeout final : public TimerOp {
   void disarm();
   bool expired() const { return expired_; }
 
-  // Time is up: cancel the handler the way a client cancellation does.
+  // Time is up: cancel the handler the way a client cancellation does. A stream is failed with
+  // DEADLINE_EXCEEDED first, so that the cancellation of a pending read or write ends the call
+  // with that status rather than CANCELLED.
   void fire(boost::system::error_code ec) override;
   void discard() override { armed_ = false; }
 
  private:
   ServerContext* ctx_;
+  StreamCore* stream_;
   bool armed_ = false;
   bool expired_ = false;
 };
@@ -53,8 +57,10 @@ Status deadline_exceeded_by_layer();
 //  - Server: the handler gets at most `timeout`, or less when the client's deadline is earlier.
 //    When the time is up the handler is cancelled (what it awaits completes with
 //    operation_aborted, ServerContext::is_cancelled() turns true) and the client gets
-//    DEADLINE_EXCEEDED, not CANCELLED. The tightened deadline is what ServerContext::deadline()
-//    reports, so calls the handler makes with CallOptions::set_parent inherit it.
+//    DEADLINE_EXCEEDED, not CANCELLED, for every kind of call (a stream whose handler is
+//    suspended in a read or a write included). The tightened deadline is what
+//    ServerContext::deadline() reports, so calls the handler makes with CallOptions::set_parent
+//    inherit it.
 //
 // Without any layer, a server already enforces the client's own deadline: the handler is
 // cancelled when it passes, and the client's call ends DEADLINE_EXCEEDED.
