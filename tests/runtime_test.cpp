@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <future>
 #include <thread>
@@ -177,14 +179,15 @@ TEST(RuntimeTest, AwaitableOrCancelsTheSlowerTimer) {
 TEST(RuntimeTest, SleepOffTheRuntimeFailsClearly) {
   boost::asio::io_context io;
   boost::system::error_code result;
-  boost::asio::co_spawn(io, []() -> Task<void> { co_await sleep_for(1ms); }(),
-                        [&](std::exception_ptr e) {
-                          try {
-                            if (e) std::rethrow_exception(e);
-                          } catch (const boost::system::system_error& err) {
-                            result = err.code();
-                          }
-                        });
+  boost::asio::co_spawn(
+      io, []() -> Task<void> { co_await sleep_for(1ms); }(),
+      [&](std::exception_ptr e) {
+        try {
+          if (e) std::rethrow_exception(e);
+        } catch (const boost::system::system_error& err) {
+          result = err.code();
+        }
+      });
   io.run();
   EXPECT_EQ(result, boost::asio::error::operation_not_supported);
 }
@@ -213,6 +216,58 @@ TEST(RuntimeTest, SpawnBlockingRunsOffWorkers) {
   }());
   EXPECT_EQ(value, 7);
   EXPECT_TRUE(on_worker) << "the awaiting task resumes on its own worker";
+}
+
+// The name of the calling thread.
+std::string thread_name() {
+  char name[16] = {};
+  pthread_getname_np(pthread_self(), name, sizeof name);
+  return name;
+}
+
+TEST(RuntimeTest, IoContextRunsOnAThreadOfItsOwnAndTasksAwaitItsTimers) {
+  auto rt = Runtime::multi_thread().worker_threads(1).thread_name("iotest").build();
+  boost::asio::io_context& io = rt->io_context();
+  EXPECT_EQ(&io, &rt->io_context());  // one per runtime
+  std::promise<std::pair<bool, std::string>> ran;
+  boost::asio::post(io, [&] { ran.set_value({Runtime::current() == nullptr, thread_name()}); });
+  auto f = ran.get_future();
+  ASSERT_EQ(f.wait_for(kTestDeadline), std::future_status::ready);
+  auto [off_workers, name] = f.get();
+  EXPECT_TRUE(off_workers);
+  EXPECT_EQ(name, "iotest-io");
+  // An Asio I/O object on the context, awaited by a task: the task resumes on its worker.
+  bool back_on_worker = rt->block_on([&]() -> Task<bool> {
+    auto worker = std::this_thread::get_id();
+    boost::asio::steady_timer timer(io, std::chrono::milliseconds(1));
+    co_await timer.async_wait(use_task);
+    co_return std::this_thread::get_id() == worker;
+  }());
+  EXPECT_TRUE(back_on_worker);
+  rt->shutdown();
+  EXPECT_THROW(rt->io_context(), std::runtime_error);
+}
+
+TEST(RuntimeTest, IoContextReportsAnExceptionAndGoesOn) {
+  std::promise<std::string> reported;
+  auto rt = Runtime::multi_thread()
+                .worker_threads(1)
+                .on_error([&](std::exception_ptr e, const std::string& what) {
+                  try {
+                    std::rethrow_exception(e);
+                  } catch (const std::exception& ex) {
+                    reported.set_value(what + ": " + ex.what());
+                  }
+                })
+                .build();
+  boost::asio::io_context& io = rt->io_context();
+  boost::asio::post(io, [] { throw std::runtime_error("handler exploded"); });
+  std::promise<void> next_ran;
+  boost::asio::post(io, [&] { next_ran.set_value(); });
+  auto report = reported.get_future();
+  ASSERT_EQ(report.wait_for(kTestDeadline), std::future_status::ready);
+  EXPECT_EQ(report.get(), "an exception escaped a handler on the I/O thread: handler exploded");
+  EXPECT_EQ(next_ran.get_future().wait_for(kTestDeadline), std::future_status::ready);
 }
 
 TEST(RuntimeTest, SpawnBlockingRethrows) {
@@ -255,9 +310,8 @@ TEST(RuntimeTest, WatchdogReportsBlockedWorker) {
   std::promise<std::size_t> stalled;
   auto rt = Runtime::multi_thread()
                 .worker_threads(1)
-                .watchdog(20ms, [&](std::size_t worker, std::chrono::milliseconds) {
-                  stalled.set_value(worker);
-                })
+                .watchdog(20ms, [&](std::size_t worker,
+                                    std::chrono::milliseconds) { stalled.set_value(worker); })
                 .build();
   auto report = stalled.get_future().share();
   rt->block_on([&]() -> Task<void> {

@@ -61,8 +61,9 @@ int main(int argc, char** argv) {
 
   auto registry = std::make_shared<trellis::MetricsRegistry>();
   registry->set_runtime(runtime.get());
+  // Served on the runtime's I/O thread; stopped (destroyed) before the runtime, at the end of main.
   auto metrics = trellis::MetricsServer::start(
-      registry,
+      *runtime, registry,
       absl::GetFlag(FLAGS_host) + ":" + std::to_string(absl::GetFlag(FLAGS_metrics_port)));
   if (!metrics.ok()) {
     std::cerr << "middleware_server: " << metrics.status() << "\n";

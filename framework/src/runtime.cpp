@@ -7,6 +7,8 @@
 
 #include <boost/asio/detail/thread_context.hpp>
 #include <boost/asio/detail/thread_info_base.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <csignal>
 
 #include "absl/strings/str_cat.h"
@@ -334,6 +336,14 @@ void Worker::run() {
 
 // ----------------------------------------------------------------------------- RuntimeCore
 
+struct RuntimeCore::IoThread {
+  boost::asio::io_context context{1};
+  // Keeps run() going while the context has nothing to do.
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{
+      context.get_executor()};
+  std::thread thread;
+};
+
 RuntimeCore::RuntimeCore(Runtime* owner_in, const Runtime::Builder& b)
     : owner(owner_in),
       thread_name(b.name_),
@@ -441,6 +451,31 @@ void RuntimeCore::report(std::exception_ptr error, const std::string& what) noex
   }
 }
 
+boost::asio::io_context& RuntimeCore::io_context() {
+  std::lock_guard lock(io_mu_);
+  if (io_closed_) {
+    throw std::runtime_error("trellis::Runtime::io_context: the runtime is shutting down");
+  }
+  if (!io_) {
+    io_ = std::make_unique<IoThread>();
+    io_->thread = std::thread([this, context = &io_->context] {
+      block_termination_signals();
+      std::string name = (thread_name + "-io").substr(0, 15);
+      pthread_setname_np(pthread_self(), name.c_str());
+      // An exception escaping a handler is reported, and the thread goes on serving the rest.
+      for (;;) {
+        try {
+          context->run();
+          return;
+        } catch (...) {
+          report(std::current_exception(), "an exception escaped a handler on the I/O thread");
+        }
+      }
+    });
+  }
+  return io_->context;
+}
+
 void RuntimeCore::shutdown(std::chrono::milliseconds grace) {
   std::call_once(shutdown_once_, [&] {
     if (live_servers.load() != 0) {
@@ -468,6 +503,15 @@ void RuntimeCore::shutdown(std::chrono::milliseconds grace) {
     }
     blocking_cv_.notify_all();
     for (auto& t : threads) t.join();
+    {
+      std::lock_guard lock(io_mu_);
+      io_closed_ = true;
+    }
+    if (io_) {
+      io_->work.reset();
+      io_->context.stop();
+      io_->thread.join();
+    }
   });
 }
 
@@ -568,6 +612,8 @@ Executor Runtime::executor() const {
 grpc::ServerCompletionQueue* Runtime::completion_queue(std::size_t index) const {
   return core_->workers.at(index)->cq();
 }
+
+boost::asio::io_context& Runtime::io_context() { return core_->io_context(); }
 
 RuntimeMetrics Runtime::metrics() const {
   RuntimeMetrics m;

@@ -2,14 +2,13 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/execution_context.hpp>
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#include <boost/asio/execution_context.hpp>
 
 #include "trellis/runtime.hpp"
 #include "worker.hpp"
@@ -42,6 +41,9 @@ class RuntimeCore {
 
   std::atomic<int> live_servers{0};
 
+  // Runtime::io_context(): the context, its thread started on first use.
+  boost::asio::io_context& io_context();
+
  private:
   void blocking_loop();
   void watchdog_loop();
@@ -63,6 +65,11 @@ class RuntimeCore {
   bool watchdog_stop_ = false;
 
   std::once_flag shutdown_once_;
+
+  struct IoThread;
+  std::mutex io_mu_;
+  std::unique_ptr<IoThread> io_;  // kept until the core is destroyed: I/O objects refer to it
+  bool io_closed_ = false;
 
  public:
   std::size_t blocking_thread_count() {

@@ -1,4 +1,5 @@
-// The /metrics HTTP endpoint, on Boost.Beast, on a thread of its own (see metrics_server.hpp).
+// The /metrics HTTP endpoint, on Boost.Beast, on the runtime's I/O thread or a thread of its own
+// (see metrics_server.hpp).
 #include <pthread.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -6,6 +7,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
@@ -13,9 +15,14 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
 #include <string_view>
 
 #include "trellis/middleware/metrics_server.hpp"
+#include "trellis/runtime.hpp"
 
 namespace trellis {
 
@@ -25,15 +32,37 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 struct MetricsServer::State {
-  State(std::shared_ptr<const MetricsRegistry> r, Options o) : registry(std::move(r)), options(o) {}
+  // `runtime`: serve on its I/O thread; nullptr: on an io_context and a thread of the endpoint's
+  // own.
+  State(std::shared_ptr<const MetricsRegistry> r, Options o, Runtime* runtime)
+      : registry(std::move(r)),
+        options(o),
+        own_ioc(runtime == nullptr ? std::make_unique<asio::io_context>(1) : nullptr),
+        ioc(runtime == nullptr ? *own_ioc : runtime->io_context()) {}
 
   std::shared_ptr<const MetricsRegistry> registry;
   Options options;
-  // Open connections; touched on the endpoint's thread only. Declared before the io_context:
-  // the sessions that io_context destroys when it dies still decrement it.
-  std::size_t connections = 0;
-  asio::io_context ioc{1};
+  // Touched on the endpoint's thread only. Declared before the io_context: the sessions that
+  // io_context destroys when it dies still update them.
+  std::size_t connections = 0;           // open connections
+  std::set<beast::tcp_stream*> streams;  // their streams, for stop() to close
+  // The accept loop and the sessions still running (on a runtime's thread, stop() waits for
+  // them to end); counted before they are spawned.
+  std::mutex mu;
+  std::condition_variable ended;
+  int coroutines = 0;
+  std::unique_ptr<asio::io_context> own_ioc;
+  asio::io_context& ioc;
   tcp::acceptor acceptor{ioc};
+
+  void coroutine_started() {
+    std::lock_guard lock(mu);
+    ++coroutines;
+  }
+  void coroutine_ended() {
+    std::lock_guard lock(mu);
+    if (--coroutines == 0) ended.notify_all();
+  }
 };
 
 namespace {
@@ -84,17 +113,37 @@ bool is_http_error(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category();
 }
 
+// Counts a coroutine of the endpoint as running until it ends, or its frame is destroyed after
+// it started. (A frame an io_context destroys before it ever ran is never counted down: only the
+// endpoint's own io_context does that, in stop(), which then waits for nothing.)
+class Running {
+ public:
+  explicit Running(MetricsServer::State& state) : state_(state) {}
+  Running(const Running&) = delete;
+  Running& operator=(const Running&) = delete;
+  ~Running() { state_.coroutine_ended(); }
+
+ private:
+  MetricsServer::State& state_;
+};
+
 // One connection: requests answered in turn until the client closes, asks to close, stalls past
-// the timeout, or sends something that is not HTTP.
-asio::awaitable<void> session(MetricsServer::Options options,
-                              std::shared_ptr<const MetricsRegistry> registry,
-                              std::size_t* connections, tcp::socket socket) {
-  struct Count {
-    std::size_t* n;
-    ~Count() { --*n; }
-  } count{connections};
-  ++*connections;
+// the timeout, sends something that is not HTTP, or the endpoint stops.
+asio::awaitable<void> session(MetricsServer::State& state, tcp::socket socket) {
+  Running running(state);
   beast::tcp_stream stream(std::move(socket));
+  struct Open {
+    MetricsServer::State& state;
+    beast::tcp_stream* stream;
+    ~Open() {
+      --state.connections;
+      state.streams.erase(stream);
+    }
+  } open{state, &stream};
+  ++state.connections;
+  state.streams.insert(&stream);
+  const MetricsServer::Options& options = state.options;
+  const MetricsRegistry& registry = *state.registry;
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
@@ -104,7 +153,7 @@ asio::awaitable<void> session(MetricsServer::Options options,
         co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     Response res;
     if (!read_ec) {
-      res = respond(parser.get(), *registry);
+      res = respond(parser.get(), registry);
     } else if (is_http_error(read_ec) && read_ec != http::error::end_of_stream &&
                read_ec != http::error::partial_message) {
       res = bad_request();
@@ -121,6 +170,7 @@ asio::awaitable<void> session(MetricsServer::Options options,
 }
 
 asio::awaitable<void> accept_loop(MetricsServer::State& state) {
+  Running running(state);
   for (;;) {
     auto [ec, socket] = co_await state.acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
     if (ec == asio::error::operation_aborted || !state.acceptor.is_open()) co_return;
@@ -134,9 +184,8 @@ asio::awaitable<void> accept_loop(MetricsServer::State& state) {
       socket.close(ec);
       continue;
     }
-    asio::co_spawn(state.ioc,
-                   session(state.options, state.registry, &state.connections, std::move(socket)),
-                   asio::detached);
+    state.coroutine_started();
+    asio::co_spawn(state.ioc, session(state, std::move(socket)), asio::detached);
   }
 }
 
@@ -168,13 +217,35 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(
     std::shared_ptr<const MetricsRegistry> registry, const std::string& address, Options options) {
+  return launch(nullptr, std::move(registry), address, options);
+}
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::start(
+    Runtime& runtime, std::shared_ptr<const MetricsRegistry> registry, const std::string& address) {
+  return launch(&runtime, std::move(registry), address, Options());
+}
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::start(
+    Runtime& runtime, std::shared_ptr<const MetricsRegistry> registry, const std::string& address,
+    Options options) {
+  return launch(&runtime, std::move(registry), address, options);
+}
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::launch(
+    Runtime* runtime, std::shared_ptr<const MetricsRegistry> registry, const std::string& address,
+    Options options) {
   if (!registry) return Status::invalid_argument("MetricsServer: null registry");
   std::string host, port;
   if (!split_address(address, &host, &port)) {
     return Status::invalid_argument("MetricsServer: malformed address \"" + address +
                                     "\" (want HOST:PORT or [IPV6]:PORT)");
   }
-  auto state = std::make_unique<State>(std::move(registry), options);
+  std::unique_ptr<State> state;
+  try {
+    state = std::make_unique<State>(std::move(registry), options, runtime);
+  } catch (const std::runtime_error& e) {  // Runtime::io_context(): shutting down
+    return Status::failed_precondition(std::string("MetricsServer: ") + e.what());
+  }
   beast::error_code ec;
   tcp::resolver resolver(state->ioc);
   auto results =
@@ -201,12 +272,14 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(
   tcp::endpoint bound = state->acceptor.local_endpoint(ec);
   if (ec) return fail("cannot read the bound address of");
 
+  state->coroutine_started();
   asio::co_spawn(state->ioc, accept_loop(*state), asio::detached);
   std::unique_ptr<MetricsServer> server(new MetricsServer(std::move(state)));
   server->port_ = bound.port();
   server->address_ = bound.address().is_v6()
                          ? "[" + bound.address().to_string() + "]:" + std::to_string(bound.port())
                          : bound.address().to_string() + ":" + std::to_string(bound.port());
+  if (runtime != nullptr) return server;
   server->thread_ = std::thread([ioc = &server->state_->ioc] {
     pthread_setname_np(pthread_self(), "trellis-metrics");
     // Nothing in the handlers throws by design (errors are codes); if something does anyway
@@ -229,10 +302,43 @@ MetricsServer::~MetricsServer() { stop(); }
 void MetricsServer::stop() {
   std::lock_guard lock(stop_mu_);
   if (!state_) return;
-  // Stopping the io_context abandons the pending accept and every session; destroying it then
-  // destroys their coroutine frames, which closes the sockets.
-  state_->ioc.stop();
-  if (thread_.joinable()) thread_.join();
+  if (state_->own_ioc) {
+    // Stopping the io_context abandons the pending accept and every session; destroying it then
+    // destroys their coroutine frames, which closes the sockets.
+    state_->ioc.stop();
+    if (thread_.joinable()) thread_.join();
+    state_.reset();
+    return;
+  }
+  // On the runtime's I/O thread, which goes on serving others: close the acceptor and every
+  // connection there, and wait until the accept loop and the sessions have seen it and ended.
+  State* state = state_.get();
+  if (state->ioc.get_executor().running_in_this_thread()) {
+    std::fputs("trellis E trellis::MetricsServer stopped on the I/O thread it waits for\n", stderr);
+    std::abort();
+  }
+  // The close counts as running too, so that stop() cannot return before it has run.
+  state->coroutine_started();
+  asio::post(state->ioc, [state] {
+    beast::error_code ignored;
+    state->acceptor.close(ignored);
+    for (beast::tcp_stream* stream : state->streams) stream->socket().close(ignored);
+    state->coroutine_ended();
+  });
+  std::unique_lock wait(state->mu);
+  while (!state->ended.wait_for(wait, std::chrono::milliseconds(100),
+                                [state] { return state->coroutines == 0; })) {
+    if (state->ioc.stopped()) {
+      // The runtime shut down first, against the contract: what is left of the endpoint waits in
+      // its context and refers to the state. Keep the state rather than free it under them.
+      wait.unlock();
+      std::fputs("trellis E trellis::MetricsServer stopped after its runtime: stop it first\n",
+                 stderr);
+      static_cast<void>(state_.release());
+      return;
+    }
+  }
+  wait.unlock();
   state_.reset();
 }
 

@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -674,11 +675,10 @@ TEST_F(MetricsTest, EndpointRejectsBadAddressesAndBusyPorts) {
   EXPECT_EQ(unresolvable.status().code(), StatusCode::kUnavailable) << unresolvable.status();
 }
 
-TEST_F(MetricsTest, EndpointStopClosesConnectionsAndIsIdempotent) {
-  auto metrics = std::make_shared<MetricsRegistry>();
-  auto endpoint = MetricsServer::start(metrics, "127.0.0.1:0");
-  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
-  int port = (*endpoint)->port();
+// Opens a connection to `endpoint`, has one request answered on it and leaves it open, then
+// stops the endpoint: the connection must be closed, and nothing listen any more.
+void expect_stop_closes_a_kept_alive_connection(MetricsServer& endpoint) {
+  int port = endpoint.port();
   // An open, kept-alive connection: one request answered, the connection left open.
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);
@@ -708,7 +708,7 @@ TEST_F(MetricsTest, EndpointStopClosesConnectionsAndIsIdempotent) {
     got.append(buf, static_cast<std::size_t>(n));
   }
 
-  (*endpoint)->stop();
+  endpoint.stop();
   // The server side of the connection is gone: EOF (or a reset), not a timeout.
   errno = 0;
   ssize_t n = ::recv(fd, buf, sizeof buf, 0);
@@ -717,7 +717,63 @@ TEST_F(MetricsTest, EndpointStopClosesConnectionsAndIsIdempotent) {
   ::close(fd);
   // Nothing listens any more.
   EXPECT_FALSE(http_get(port, "/metrics").connected);
+}
+
+TEST_F(MetricsTest, EndpointStopClosesConnectionsAndIsIdempotent) {
+  auto metrics = std::make_shared<MetricsRegistry>();
+  auto endpoint = MetricsServer::start(metrics, "127.0.0.1:0");
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  expect_stop_closes_a_kept_alive_connection(**endpoint);
   (*endpoint)->stop();  // idempotent
+}
+
+// The names of the process's threads.
+std::vector<std::string> thread_names() {
+  std::vector<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.push_back(name);
+  }
+  return names;
+}
+
+bool has_thread(const std::string& name) {
+  std::vector<std::string> names = thread_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+TEST_F(MetricsTest, EndpointServesOnTheRuntimesIoThread) {
+  auto metrics = std::make_shared<MetricsRegistry>();
+  start([&](Server::Builder& b) { b.layer(MetricsLayer(metrics)); });
+  metrics->set_runtime(runtime_.get());
+  ASSERT_TRUE(
+      run(EchoClient(channel_).Echo(with_message("x"), CallOptions().set_timeout(30s))).ok());
+  auto endpoint = MetricsServer::start(*runtime_, metrics, "127.0.0.1:0");
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  HttpReply reply = http_get((*endpoint)->port(), "/metrics");
+  EXPECT_EQ(reply.status(), 200) << reply.raw;
+  // The runtime's I/O thread served it (it has named itself by now: it answered); the endpoint
+  // has no thread of its own.
+  EXPECT_TRUE(has_thread("trellis-wrk-io"));
+  EXPECT_FALSE(has_thread("trellis-metrics"));
+  EXPECT_EQ(sample(reply.body(), echo_series("grpc_server_handled_total", code("OK"))), 1)
+      << reply.body();
+  EXPECT_EQ(sample(reply.body(), "trellis_runtime_workers"), 2) << reply.body();
+  // Stopping it leaves the I/O thread serving the runtime's other I/O.
+  expect_stop_closes_a_kept_alive_connection(**endpoint);
+  auto again = MetricsServer::start(*runtime_, metrics, "127.0.0.1:0");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(http_get((*again)->port(), "/metrics").status(), 200);
+  again->reset();
+  endpoint->reset();
+  // A runtime that is shutting down gives it no thread.
+  server_->shutdown(10s);
+  server_.reset();
+  runtime_->shutdown();
+  auto late = MetricsServer::start(*runtime_, metrics, "127.0.0.1:0");
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), StatusCode::kFailedPrecondition) << late.status();
 }
 
 TEST_F(MetricsTest, EndpointClosesIdleConnections) {

@@ -25,6 +25,10 @@ namespace grpc {
 class ServerCompletionQueue;
 }
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace trellis {
 
 namespace detail {
@@ -141,6 +145,15 @@ class Runtime {
   void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 
   RuntimeMetrics metrics() const;
+
+  // The runtime's I/O context, for socket I/O that gRPC does not do (the /metrics endpoint of
+  // MetricsServer, a user's own Asio clients and servers): the workers drive gRPC completion
+  // queues and have no reactor for Asio sockets. One thread the runtime owns runs it ("<thread
+  // name>-io"), started on the first call; its handlers run there, never on a worker (post to an
+  // Executor to continue on one). The thread stops when the runtime shuts down, after the
+  // workers; I/O objects on the context must be destroyed before the runtime is. Throws
+  // std::runtime_error once the runtime is shutting down.
+  boost::asio::io_context& io_context();
 
   // The runtime whose worker is the calling thread, or nullptr.
   static Runtime* current() noexcept;

@@ -2,7 +2,7 @@
 // Prometheus to scrape.
 //
 //   auto metrics = std::make_shared<trellis::MetricsRegistry>();
-//   auto endpoint = trellis::MetricsServer::start(metrics, "0.0.0.0:9464");
+//   auto endpoint = trellis::MetricsServer::start(*runtime, metrics, "0.0.0.0:9464");
 //   if (!endpoint.ok()) return fail(endpoint.status());
 //   // scrape http://HOST:9464/metrics; destroying *endpoint stops it.
 #pragma once
@@ -23,10 +23,15 @@ namespace trellis {
 // method 405 (with `Allow: GET`), a request that is not valid HTTP/1.x 400. Connections are
 // kept alive as HTTP/1.1 asks.
 //
-// Threading: the endpoint owns one Asio io_context and one thread that runs it; accepting,
-// reading, scraping and writing all happen there. It never runs on, or blocks, a Trellis runtime
-// worker, and the runtime need not exist (the registry may export none). The registry's scrape
-// reads atomics and, if a runtime is set, Runtime::metrics(), both safe from any thread.
+// Threading: accepting, reading, scraping and writing all happen on one thread, never on a
+// Trellis runtime worker (the workers drive gRPC completion queues; Asio sockets need a reactor):
+//  - start(runtime, ...): the runtime's I/O thread (Runtime::io_context()), which the runtime
+//    owns and may share with other I/O. The endpoint must be stopped (or destroyed) before the
+//    runtime shuts down.
+//  - start(registry, ...): an io_context and a thread of the endpoint's own; no runtime needed
+//    (the registry may export none).
+// The registry's scrape reads atomics and, if a runtime is set, Runtime::metrics(), both safe
+// from any thread.
 //
 // Thread safety: port(), address() and stop() may be called from any thread.
 class MetricsServer {
@@ -48,6 +53,14 @@ class MetricsServer {
       std::shared_ptr<const MetricsRegistry> registry, const std::string& address);
   static Result<std::unique_ptr<MetricsServer>> start(
       std::shared_ptr<const MetricsRegistry> registry, const std::string& address, Options options);
+  // The same on `runtime`'s I/O thread. Also FAILED_PRECONDITION when the runtime is shutting
+  // down.
+  static Result<std::unique_ptr<MetricsServer>> start(
+      Runtime& runtime, std::shared_ptr<const MetricsRegistry> registry,
+      const std::string& address);
+  static Result<std::unique_ptr<MetricsServer>> start(
+      Runtime& runtime, std::shared_ptr<const MetricsRegistry> registry, const std::string& address,
+      Options options);
 
   // Stops (see stop()).
   ~MetricsServer();
@@ -59,8 +72,9 @@ class MetricsServer {
   // The bound address, "IP:PORT" ("[IPV6]:PORT").
   const std::string& address() const { return address_; }
 
-  // Stops accepting, closes every open connection (a response being written is cut short) and
-  // joins the endpoint's thread. Idempotent.
+  // Stops accepting, closes every open connection (a response being written is cut short), and
+  // returns once nothing of the endpoint runs any more (its own thread joined, or its work on
+  // the runtime's I/O thread ended). Idempotent; must not be called on the I/O thread.
   void stop();
 
   // Internal: what the endpoint's thread works on.
@@ -68,12 +82,16 @@ class MetricsServer {
 
  private:
   explicit MetricsServer(std::unique_ptr<State> state);
+  // `runtime`: nullptr for an endpoint with a thread of its own.
+  static Result<std::unique_ptr<MetricsServer>> launch(
+      Runtime* runtime, std::shared_ptr<const MetricsRegistry> registry, const std::string& address,
+      Options options);
 
   std::mutex stop_mu_;            // serialises stop()
   std::unique_ptr<State> state_;  // null once stopped
   int port_ = 0;
   std::string address_;
-  std::thread thread_;
+  std::thread thread_;  // the endpoint's own thread; none on a runtime
 };
 
 }  // namespace trellis
