@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -41,6 +42,12 @@ namespace {
 using trellis::bench::StreamBench;
 using trellis::bench::StreamRequest;
 using trellis::bench::StreamResponse;
+
+// Whether a call the server accepts may still post the request for the next one. A request may
+// be posted while the server shuts down (it then completes with ok=false), but not once its
+// queue has been shut down: gRPC asserts. main() clears the flag, under the lock, before either.
+std::mutex g_requests_mu;
+bool g_requests_open = true;
 
 // What the completion queue hands back: every pending operation's tag is one of these.
 class Tag {
@@ -81,7 +88,10 @@ class CallBase {
       delete static_cast<Derived*>(this);
       return;
     }
-    new Derived(service_, cq_);  // Keep a request outstanding on this queue.
+    {
+      std::lock_guard lock(g_requests_mu);  // once per call: nothing next to a stream's messages
+      if (g_requests_open) new Derived(service_, cq_);  // keep a request outstanding on this queue
+    }
     static_cast<Derived*>(this)->Start();
   }
 
@@ -290,6 +300,10 @@ int main(int argc, char** argv) {
 
   // Shutdown() waits for in-flight calls, which need the pollers running; the queues are shut
   // down only afterwards, when nothing can be posted to them any more.
+  {
+    std::lock_guard lock(g_requests_mu);
+    g_requests_open = false;
+  }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   for (auto& cq : cqs) cq->Shutdown();
   for (auto& t : pollers) t.join();
