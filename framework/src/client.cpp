@@ -51,6 +51,7 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
     if (capture_ != nullptr) {
       capture_->initial = from_grpc(ctx_.GetServerInitialMetadata());
       capture_->trailing = from_grpc(ctx_.GetServerTrailingMetadata());
+      capture_->peer = ctx_.peer();
     }
     // finish() frees the owner, and with it this object: nothing may touch members after it.
     owner_->finish(from_grpc(status_), std::move(response_));

@@ -289,6 +289,7 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
     if (ResponseMetadata* capture = options_.response_metadata()) {
       capture->initial = from_grpc(ctx_.GetServerInitialMetadata());
       capture->trailing = from_grpc(ctx_.GetServerTrailingMetadata());
+      capture->peer = ctx_.peer();
     }
     untrack();
     if (ReadOp* op = std::exchange(read_op_, nullptr)) op->complete(false, kNoBytes);

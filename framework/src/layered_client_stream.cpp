@@ -44,12 +44,14 @@ class LayeredClientStream final : public ClientStreamCore {
  public:
   LayeredClientStream(std::shared_ptr<const BoxService> stack, ClientBinding binding,
                       const MethodInfo& info, CallOptions options,
-                      std::unique_ptr<google::protobuf::MessageLite> request, Status status)
+                      std::unique_ptr<google::protobuf::MessageLite> request,
+                      const google::protobuf::MessageLite* request_type, Status status)
       : stack_(std::move(stack)),
         binding_(std::move(binding)),
         info_(info),
         options_(std::move(options)),
         request_(std::move(request)),
+        request_type_(request_type),
         call_(info_, options_, request_.get(), nullptr) {
     call_.set_binding(&binding_);
     call_.set_stream(this);
@@ -58,7 +60,8 @@ class LayeredClientStream final : public ClientStreamCore {
 
   Worker* bind(Worker* w) override {
     Worker* expected = nullptr;
-    if (worker_.compare_exchange_strong(expected, w, std::memory_order_acq_rel)) {
+    // seq_cst, with cancel(): see there.
+    if (worker_.compare_exchange_strong(expected, w)) {
       // The first operation: run the stack. Its ops are started after this on w, so the stack's
       // task (posted first) reaches ChannelService, or ends, before or while they queue.
       post(w, make_runnable([this] { launch(); }));
@@ -83,7 +86,7 @@ class LayeredClientStream final : public ClientStreamCore {
       if (replay_ != nullptr) {
         replay_->read(op);
       } else if (real != nullptr) {
-        real->read(op);
+        forward_read(real, op);
       } else {
         op->complete(false, kNoBytes);
       }
@@ -92,7 +95,9 @@ class LayeredClientStream final : public ClientStreamCore {
   void write(Bytes message, bool last, WriteOp* op) override {
     auto bytes = std::make_shared<Bytes>(std::move(message));
     forward_or_queue([this, op, bytes, last](StreamCore* real) {
-      if (replay_ != nullptr) {
+      if ((replay_ != nullptr || real != nullptr) && !observe_sent(*bytes)) {
+        complete_later(worker(), op, false);
+      } else if (replay_ != nullptr) {
         replay_->write(std::move(*bytes), last, op);
       } else if (real != nullptr) {
         real->write(std::move(*bytes), last, op);
@@ -129,22 +134,12 @@ class LayeredClientStream final : public ClientStreamCore {
     wake_terminal();
   }
 
-  // Any thread.
+  // Any thread. The flag first and the worker second, both seq_cst, as bind() and launch() do
+  // the other way round: either launch() sees the flag, or this sees the worker (or both).
   void cancel() override {
-    Worker* w = worker_.load(std::memory_order_acquire);
-    if (w == nullptr) {
-      cancelled_early_.store(true, std::memory_order_release);
-      return;
-    }
-    auto on_worker = [this] {
-      Scope scope(this);
-      cancel_on_worker();
-    };
-    if (running_in(w)) {
-      on_worker();
-    } else {
-      post(w, make_runnable(on_worker));
-    }
+    cancelled_early_.store(true);
+    Worker* w = worker_.load();
+    if (w != nullptr) run_on_worker(w, [this] { cancel_on_worker(); });
   }
 
   void fail(Status status) override {
@@ -163,29 +158,23 @@ class LayeredClientStream final : public ClientStreamCore {
       delete this;  // never used: the stack never ran
       return;
     }
-    auto on_worker = [this] {
-      Scope scope(this);
+    run_on_worker(w, [this] {
       released_ = true;
       if (!stack_done_ && !finish_asked_) cancel_on_worker();
       wake_terminal();
-    };
-    if (running_in(w)) {
-      on_worker();
-    } else {
-      post(w, make_runnable(on_worker));
-    }
+    });
   }
 
   // ChannelService, for a streaming call: the innermost service of the stack. It runs once, or,
   // with replay, once per attempt: each run sends the call on a new real stream.
   Task<Status> run_inner(Call& call) {
+    if (failure_) co_return *failure_;
+    if (cancelled_) co_return Status::cancelled("the call was cancelled before it started");
     if (attempt_running_ || (inner_ran_ && (replay_ == nullptr || !replay_->can_attach()))) {
       co_return Status::failed_precondition("a stream cannot be sent twice");
     }
     bool first = !inner_ran_;
     inner_ran_ = true;
-    if (failure_) co_return *failure_;
-    if (cancelled_) co_return Status::cancelled("the call was cancelled before it started");
     CallOptions options = *call.options();
     options.capture_response_metadata(&call.response_metadata());
     std::optional<Bytes> request;
@@ -532,7 +521,7 @@ class LayeredClientStream final : public ClientStreamCore {
   Worker* worker() const { return worker_.load(std::memory_order_acquire); }
 
   void launch() {
-    if (cancelled_early_.load(std::memory_order_acquire)) cancelled_ = true;
+    if (cancelled_early_.load()) cancelled_ = true;
     boost::asio::co_spawn(Executor(worker()), run_stack(),
                           [this](std::exception_ptr error, Status status) {
                             stack_returned(std::move(error), std::move(status));
@@ -540,6 +529,20 @@ class LayeredClientStream final : public ClientStreamCore {
   }
 
   Task<Status> run_stack() { co_return co_await (*stack_)(call_); }
+
+  // Shows a message the caller wrote to the layers' observers, parsed again from its bytes (the
+  // caller's message is gone: write() serialized it before the layers ran). False: an observer
+  // rejected it (or it did not parse), and the call has failed with that status.
+  bool observe_sent(Bytes& bytes) {
+    if (observers_.empty() || request_type_ == nullptr) return true;
+    grpc::ByteBuffer copy(*bytes.get());  // parse() consumes its input; the slices are shared
+    if (!sent_scratch_) sent_scratch_.reset(request_type_->New());
+    Status status = parse(&copy, sent_scratch_.get(), "request");
+    if (status.ok()) status = observers_.sent(*sent_scratch_);
+    if (status.ok()) return true;
+    fail(std::move(status));
+    return false;
+  }
 
   void stack_returned(std::exception_ptr error, Status status) {
     Scope scope(this);
@@ -550,12 +553,14 @@ class LayeredClientStream final : public ClientStreamCore {
       status = Status::internal(absl::StrCat("client middleware threw: ", what));
     }
     stack_done_ = true;
+    observers_.clear();  // they lived in the stack's frames
     final_status_ = std::move(status);
     if (replay_ != nullptr) replay_->close();  // no more attempts: held operations fail
-    if (!inner_ran_) {
-      // The call never went out: fail what waits for it.
+    if (real_ == nullptr) {
+      // The call never went out (the stack answered itself, or the call failed or was cancelled
+      // before it started): fail what waits for it.
       std::vector<std::function<void(StreamCore*)>> queued = std::move(queued_);
-      for (auto& op : queued) post(worker(), make_runnable([op] { op(nullptr); }));
+      for (auto& op : queued) post_later(worker(), [op] { op(nullptr); });
     }
     if (ResponseMetadata* capture = options_.response_metadata()) {
       *capture = call_.response_metadata();
@@ -570,7 +575,7 @@ class LayeredClientStream final : public ClientStreamCore {
     if (real_ != nullptr) {
       op(real_);
     } else if (stack_done_) {
-      post(worker(), make_runnable([op = std::move(op)] { op(nullptr); }));
+      post_later(worker(), [op = std::move(op)] { op(nullptr); });
     } else {
       queued_.push_back(std::move(op));
     }
@@ -591,8 +596,61 @@ class LayeredClientStream final : public ClientStreamCore {
     if (end) complete_later(worker(), std::exchange(terminal_, nullptr), true);
   }
 
+  // Runs `fn` on the stream's worker later; the stream is not freed before it has run.
+  template <class F>
+  void post_later(Worker* w, F fn) {
+    pending_posts_.fetch_add(1);
+    post(w, make_runnable([this, fn = std::move(fn)]() mutable {
+           Scope scope(this);
+           pending_posts_.fetch_sub(1);
+           fn();
+         }));
+  }
+
+  // Runs `fn` on worker `w`: now when this thread is it, else later (post_later).
+  template <class F>
+  void run_on_worker(Worker* w, F fn) {
+    if (!running_in(w)) {
+      post_later(w, std::move(fn));
+      return;
+    }
+    Scope scope(this);
+    fn();
+  }
+
+  // The user's read, handed to the real stream through one op of this stream's, so that the
+  // stream is not freed while the read is pending: completing it parses the message and shows it
+  // to this stream's observers.
+  class ForwardedRead final : public ReadOp {
+   public:
+    explicit ForwardedRead(LayeredClientStream* owner) : owner_(owner) {}
+    bool pending() const { return user_ != nullptr; }
+    void start(StreamCore* real, ReadOp* user) {
+      user_ = user;
+      real->read(this);
+    }
+    void complete(bool ok, grpc::ByteBuffer* bytes) override {
+      Scope scope(owner_);
+      std::exchange(user_, nullptr)->complete(ok, bytes);
+    }
+
+   private:
+    LayeredClientStream* owner_;
+    ReadOp* user_ = nullptr;
+  };
+
+  void forward_read(StreamCore* real, ReadOp* op) {
+    // A second read while one is pending goes as it is: the real stream fails it as a misuse.
+    if (forwarded_read_.pending()) {
+      real->read(op);
+    } else {
+      forwarded_read_.start(real, op);
+    }
+  }
+
   void maybe_free() {
-    if (callback_depth_ > 0 || !released_ || !stack_done_) return;
+    if (callback_depth_ > 0 || !released_ || !stack_done_ || pending_posts_.load() != 0) return;
+    if (forwarded_read_.pending()) return;              // it refers to this
     if (replay_ != nullptr && replay_->busy()) return;  // its operations refer to this
     if (real_ != nullptr) release_client_stream(real_);
     delete this;
@@ -603,11 +661,15 @@ class LayeredClientStream final : public ClientStreamCore {
   MethodInfo info_;
   CallOptions options_;
   std::unique_ptr<google::protobuf::MessageLite> request_;
+  const google::protobuf::MessageLite* request_type_;  // client and bidi streaming: for observers
+  std::unique_ptr<google::protobuf::MessageLite> sent_scratch_;  // what observe_sent parses into
   Call call_;
   std::optional<Status> failure_;
 
   std::atomic<Worker*> worker_{nullptr};
-  std::atomic<bool> cancelled_early_{false};
+  std::atomic<bool> cancelled_early_{false};  // cancel() was called (any thread)
+  std::atomic<int> pending_posts_{0};         // post_later() runnables not yet run
+  ForwardedRead forwarded_read_{this};
   StreamCore* real_ = nullptr;
   std::vector<std::function<void(StreamCore*)>> queued_;
   std::unique_ptr<Replay> replay_;  // client streaming with replay enabled, from the first attempt
@@ -629,9 +691,10 @@ StreamCore* new_layered_client_stream(std::shared_ptr<const BoxService> stack,
                                       ClientBinding binding, const MethodInfo& info,
                                       CallOptions options,
                                       std::unique_ptr<google::protobuf::MessageLite> request,
+                                      const google::protobuf::MessageLite* request_type,
                                       Status status) {
   return new LayeredClientStream(std::move(stack), std::move(binding), info, std::move(options),
-                                 std::move(request), std::move(status));
+                                 std::move(request), request_type, std::move(status));
 }
 
 Task<Status> run_layered_stream_inner(Call& call) {

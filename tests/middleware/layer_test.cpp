@@ -12,6 +12,7 @@
 #include "fixture.hpp"
 #include "trellis/client_stream.hpp"
 #include "trellis/hook_layer.hpp"
+#include "trellis/message_observer.hpp"
 #include "trellis/scoped_layer.hpp"
 #include "trellis/stack.hpp"
 
@@ -127,6 +128,60 @@ static_assert(std::is_same_v<decltype(Stack()
                                           .layer(RecordingHooks(nullptr, "b"))
                                           .wrap(BoxService())),
                              detail::HookChain<BoxService, RecordingHooks, RecordingHooks>>);
+
+// Records each message it sees as "<name> <recv|sent> <message field>", and rejects the message
+// whose field is `reject` with INVALID_ARGUMENT.
+class RecordingObserver final : public MessageObserver {
+ public:
+  RecordingObserver(Trace* trace, std::string name, std::string reject)
+      : trace_(trace), name_(std::move(name)), reject_(std::move(reject)) {}
+  Status on_received(const google::protobuf::MessageLite& message) override {
+    return see("recv", message);
+  }
+  Status on_sent(const google::protobuf::MessageLite& message) override {
+    return see("sent", message);
+  }
+
+ private:
+  Status see(const char* direction, const google::protobuf::MessageLite& message) {
+    std::string text = message.GetTypeName() == EchoRequest().GetTypeName()
+                           ? static_cast<const EchoRequest&>(message).message()
+                           : static_cast<const EchoResponse&>(message).message();
+    trace_->add(name_ + " " + direction + " " + text);
+    if (!reject_.empty() && text == reject_) {
+      return Status::invalid_argument(name_ + " rejected " + text);
+    }
+    return Status();
+  }
+
+  Trace* trace_;
+  std::string name_;
+  std::string reject_;
+};
+
+// docs/middleware.md's example observer, as it stands there.
+class MessageSizeCap final : public trellis::MessageObserver {
+ public:
+  explicit MessageSizeCap(std::size_t max) : max_(max) {}
+  trellis::Status on_received(const google::protobuf::MessageLite& m) override { return check(m); }
+  trellis::Status on_sent(const google::protobuf::MessageLite& m) override { return check(m); }
+
+ private:
+  trellis::Status check(const google::protobuf::MessageLite& m) const {
+    if (m.ByteSizeLong() <= max_) return trellis::Status();
+    return trellis::Status::resource_exhausted("a streamed message is too large");
+  }
+  std::size_t max_;
+};
+
+// A layer whose observer sees each message of the call's stream.
+auto observing(Trace* trace, std::string name, std::string reject = "") {
+  return layer_fn([trace, name, reject](Call& call, const auto& next) -> Task<Status> {
+    RecordingObserver observer(trace, name, reject);
+    call.observe_messages(observer);
+    co_return co_await next(call);
+  });
+}
 
 using LayerTest = MiddlewareTest;
 
@@ -557,6 +612,28 @@ TEST_F(LayerTest, ClientLayerRefusingAStreamFailsItsOperations) {
   EXPECT_EQ(streamer_.observed.requests_read.load(), 0);
 }
 
+TEST_F(LayerTest, ClientStreamCancelledBeforeItStartsFailsItsOperations) {
+  start();
+  Trace trace;
+  StreamerClient client(channel_.with_layer(stream_recorder(&trace)));
+  auto split = client.Split(with_message("a b"), CallOptions().set_timeout(30s));
+  auto chat = client.Chat(CallOptions().set_timeout(30s));
+  split.cancel();
+  chat.cancel();
+  run([&]() -> Task<void> {
+    EXPECT_FALSE((co_await split.read()).has_value());
+    Status split_status = co_await split.finish();
+    EXPECT_EQ(split_status.code(), StatusCode::kCancelled) << split_status;
+    EXPECT_FALSE(co_await chat.write(with_message("x")));
+    EXPECT_FALSE((co_await chat.read()).has_value());
+    Status chat_status = co_await chat.finish();
+    EXPECT_EQ(chat_status.code(), StatusCode::kCancelled) << chat_status;
+  }());
+  // The layers saw both calls end; the server saw neither.
+  EXPECT_EQ(trace.events(), (std::vector<std::string>{"Split a b 1 header=", "Chat - 1 header="}));
+  EXPECT_EQ(streamer_.observed.requests_read.load(), 0);
+}
+
 TEST_F(LayerTest, ClientLayerCanRewriteAStreamsStatus) {
   start();
   StreamerClient client(
@@ -597,6 +674,142 @@ TEST_F(LayerTest, DroppedClientStreamStillEndsItsStackAndLeaksNothing) {
   RuntimeMetrics metrics = runtime_->metrics();
   EXPECT_EQ(metrics.client_calls, 0);
   EXPECT_EQ(metrics.server_calls, 0);
+}
+
+class MessageObserverTest : public MiddlewareTest {
+ protected:
+  // One after another, so that the observers' trace is in order: a Chat echoing "a" and "b", a
+  // Collect of "x" and "y", a Split of "p q".
+  void make_calls(const Channel& channel) {
+    StreamerClient client(channel);
+    auto chat = client.Chat(CallOptions().set_timeout(30s));
+    auto collect = client.Collect(CallOptions().set_timeout(30s));
+    auto split = client.Split(with_message("p q"), CallOptions().set_timeout(30s));
+    run([&]() -> Task<void> {
+      for (const char* m : {"a", "b"}) {
+        EXPECT_TRUE(co_await chat.write(with_message(m)));
+        auto echoed = co_await chat.read();
+        EXPECT_TRUE(echoed.has_value());
+      }
+      Status chat_status = co_await chat.finish();
+      EXPECT_TRUE(chat_status.ok()) << chat_status;
+      EXPECT_TRUE(co_await collect.write(with_message("x")));
+      EXPECT_TRUE(co_await collect.write(with_message("y")));
+      Result<EchoResponse> collected = co_await collect.finish();
+      EXPECT_TRUE(collected.ok()) << collected.status();
+      while (co_await split.read()) {
+      }
+      Status split_status = co_await split.finish();
+      EXPECT_TRUE(split_status.ok()) << split_status;
+    }());
+  }
+
+  // A Chat that sends "ok" then `second`, and a Split of `words`: what the caller got of each.
+  struct Rejected {
+    std::vector<std::string> chat_echoes, split_words;
+    bool second_write = false;
+    Status chat, split;
+  };
+  Rejected make_rejected_calls(const Channel& channel, const std::string& second,
+                               const std::string& words) {
+    StreamerClient client(channel);
+    auto chat = client.Chat(CallOptions().set_timeout(30s));
+    auto split = client.Split(with_message(words), CallOptions().set_timeout(30s));
+    Rejected out;
+    run([&]() -> Task<void> {
+      EXPECT_TRUE(co_await chat.write(with_message("ok")));
+      if (auto echoed = co_await chat.read()) out.chat_echoes.push_back(echoed->message());
+      out.second_write = co_await chat.write(with_message(second));
+      while (auto echoed = co_await chat.read()) out.chat_echoes.push_back(echoed->message());
+      out.chat = co_await chat.finish();
+      while (auto word = co_await split.read()) out.split_words.push_back(word->message());
+      out.split = co_await split.finish();
+    }());
+    return out;
+  }
+
+  // What an observer rejecting "bad" left of make_rejected_calls(..., "bad", "p bad q"): the
+  // handler never read the rejected request, the caller never got the rejected response, and
+  // both calls ended with the observer's status.
+  void expect_rejected_bad(const Rejected& r) {
+    EXPECT_EQ(r.chat_echoes, (std::vector<std::string>{"ok"}));
+    EXPECT_EQ(r.chat.code(), StatusCode::kInvalidArgument) << r.chat;
+    EXPECT_EQ(r.chat.message(), "guard rejected bad");
+    EXPECT_EQ(streamer_.observed.requests_read.load(), 1);
+    EXPECT_EQ(r.split_words, (std::vector<std::string>{"p"}));
+    EXPECT_EQ(r.split.code(), StatusCode::kInvalidArgument) << r.split;
+    EXPECT_EQ(r.split.message(), "guard rejected bad");
+  }
+};
+
+TEST_F(MessageObserverTest, ServerLayersSeeEachStreamedMessageInStackOrder) {
+  Trace trace;
+  start([&](Server::Builder& b) {
+    b.layer(Stack().layer(observing(&trace, "outer")).layer(observing(&trace, "inner")));
+  });
+  make_calls(channel_);
+  // Requests meet the outer layer first, responses the inner one. Collect's response and
+  // Split's request are the layers' call.response() and call.request(), not streamed past them.
+  EXPECT_EQ(trace.events(),
+            (std::vector<std::string>{
+                "outer recv a", "inner recv a", "inner sent a", "outer sent a",  // Chat
+                "outer recv b", "inner recv b", "inner sent b", "outer sent b",  //
+                "outer recv x", "inner recv x", "outer recv y", "inner recv y",  // Collect
+                "inner sent p", "outer sent p", "inner sent q", "outer sent q",  // Split
+            }));
+}
+
+TEST_F(MessageObserverTest, ClientLayersSeeEachStreamedMessageInStackOrder) {
+  start();
+  Trace trace;
+  make_calls(channel_.with_layer(
+      Stack().layer(observing(&trace, "outer")).layer(observing(&trace, "inner"))));
+  // Requests meet the outer layer first, responses the inner one. A client-streaming call's
+  // response comes through the stream as well; a server-streaming call's request is the
+  // layers' call.request().
+  EXPECT_EQ(trace.events(),
+            (std::vector<std::string>{
+                "outer sent a", "inner sent a", "inner recv a", "outer recv a",  // Chat
+                "outer sent b", "inner sent b", "inner recv b", "outer recv b",  //
+                "outer sent x", "inner sent x", "outer sent y", "inner sent y",  // Collect
+                "inner recv x,y", "outer recv x,y",                              //
+                "inner recv p", "outer recv p", "inner recv q", "outer recv q",  // Split
+            }));
+}
+
+TEST_F(MessageObserverTest, ServerObserverRejectingAMessageEndsTheCallWithItsStatus) {
+  Trace trace;
+  start([&](Server::Builder& b) { b.layer(observing(&trace, "guard", "bad")); });
+  Rejected r = make_rejected_calls(channel_, "bad", "p bad q");
+  // The client's write of the rejected request succeeded: the server's observer rejected it.
+  EXPECT_TRUE(r.second_write);
+  expect_rejected_bad(r);
+}
+
+TEST_F(MessageObserverTest, ClientObserverRejectingAMessageEndsTheCallWithItsStatus) {
+  start();
+  Trace trace;
+  Rejected r =
+      make_rejected_calls(channel_.with_layer(observing(&trace, "guard", "bad")), "bad", "p bad q");
+  // The rejected request was not sent: the write failed.
+  EXPECT_FALSE(r.second_write);
+  expect_rejected_bad(r);
+}
+
+TEST_F(MessageObserverTest, DocumentedSizeCapRejectsALargeMessage) {
+  start([](Server::Builder& b) {
+    b.layer(trellis::layer_fn(
+        [](trellis::Call& call, const auto& next) -> trellis::Task<trellis::Status> {
+          MessageSizeCap observer(16);  // lives in this frame until the call is over
+          call.observe_messages(observer);
+          co_return co_await next(call);
+        }));
+  });
+  Rejected r = make_rejected_calls(channel_, std::string(64, 'x'), "p q");
+  EXPECT_EQ(r.chat_echoes, (std::vector<std::string>{"ok"}));
+  EXPECT_EQ(r.chat.code(), StatusCode::kResourceExhausted) << r.chat;
+  EXPECT_EQ(r.split_words, (std::vector<std::string>{"p", "q"}));
+  EXPECT_TRUE(r.split.ok()) << r.split;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
@@ -13,7 +14,9 @@
 #include "absl/time/time.h"
 #include "fixture.hpp"
 #include "scripted_service.hpp"
+#include "trellis/message_observer.hpp"
 #include "trellis/middleware/timeout.hpp"
+#include "trellis/stack.hpp"
 #include "trellis/testing/streamer.trellis.h"
 
 namespace trellis::testing {
@@ -290,7 +293,7 @@ class StreamRetryTest : public ScriptedTest {
   // Writes `messages` to Collect through `layer` under the script `md` (key `key`), then
   // finish(). `md_out`: the response metadata the caller gets. `pause_after` > 0: after that
   // many writes, waits (off the workers, 10 s at most) until an attempt has failed or answered.
-  Collected collect(RetryLayer layer, const std::string& key, Metadata md,
+  Collected collect(BoxLayer layer, const std::string& key, Metadata md,
                     std::vector<std::string> messages, ResponseMetadata* md_out = nullptr,
                     int pause_after = 0) {
     CallOptions options;
@@ -455,6 +458,39 @@ TEST_F(StreamRetryTest, StreamDroppedDuringRetriesLeaksNothing) {
         [attempt_ends] { attempt_ends->WaitForNotificationWithTimeout(absl::Seconds(10)); });
   }(runtime_.get(), &streamer_.attempt_ends, std::move(channel), std::move(options)));
   EXPECT_GE(streamer_.attempts("i"), 1);
+}
+
+// A layer inside the retry runs once per attempt, and registers a new observer each time: the
+// one of a failed attempt is gone with its frame, and must be unregistered with it.
+TEST_F(StreamRetryTest, ObserverOfEachAttemptIsUnregisteredWithIt) {
+  struct Observer final : MessageObserver {
+    Observer(std::mutex* mu, std::vector<std::string>* seen, int attempt)
+        : mu(mu), seen(seen), attempt(attempt) {}
+    Status on_received(const google::protobuf::MessageLite& m) override {
+      std::lock_guard lock(*mu);
+      seen->push_back(std::to_string(attempt) + " recv " +
+                      static_cast<const EchoResponse&>(m).message());
+      return Status();
+    }
+    std::mutex* mu;
+    std::vector<std::string>* seen;
+    int attempt;
+  };
+  std::mutex mu;
+  std::vector<std::string> seen;
+  std::atomic<int> attempts{0};
+  auto observing = layer_fn([&](Call& call, const auto& next) -> Task<Status> {
+    Observer observer(&mu, &seen, ++attempts);
+    call.observe_messages(observer);
+    call.observe_messages(observer);  // registering again only moves it
+    co_return co_await next(call);
+  });
+  Collected c = collect(Stack().layer(any_method(fast_policy(3))).layer(observing), "obs",
+                        {{"x-fail-first", "1"}}, messages(3));
+  ASSERT_TRUE(c.result.ok()) << c.result.status();
+  EXPECT_EQ(streamer_.attempts("obs"), 2);
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen, (std::vector<std::string>{"2 recv 0,1,2 after 2"}));
 }
 
 TEST_F(StreamRetryTest, ServerStreamingCallsPassThrough) {

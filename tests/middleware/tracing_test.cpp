@@ -466,10 +466,43 @@ TEST_F(TracingTest, ClientLayerInjectsTheTraceparentTheServerSees) {
   EXPECT_EQ(caller.name, "trellis.testing.Echo/Echo");
   EXPECT_TRUE(caller.is_root());
   EXPECT_EQ(string_attribute(caller, "rpc.method"), "Echo");
+  // The peer of a client span is the server.
+  EXPECT_EQ(caller.peer, "ipv4:127.0.0.1:" + std::to_string(server_->port()));
+  EXPECT_EQ(string_attribute(caller, "network.peer.address"), "127.0.0.1");
+  EXPECT_EQ(int_attribute(caller, "network.peer.port"), server_->port());
   EXPECT_EQ(seen->traceparents, std::vector<std::string>{format_traceparent(caller.context)});
   EXPECT_TRUE(seen->tracestates.empty());  // none to carry
   EXPECT_EQ(server.context.trace_id, caller.context.trace_id);
   EXPECT_EQ(server.parent_span_id, caller.context.span_id);
+}
+
+TEST_F(TracingTest, ClientStreamSpansNameTheServerAsPeer) {
+  auto spans = std::make_shared<InMemoryExporter>();
+  start();
+  ResponseMetadata md;
+  auto split = StreamerClient(channel_.with_layer(TracingLayer(spans)))
+                   .Split(with_message("a b"),
+                          CallOptions().set_timeout(30s).capture_response_metadata(&md));
+  Status status = run([&]() -> Task<Status> {
+    while (co_await split.read()) {
+    }
+    co_return co_await split.finish();
+  }());
+  ASSERT_TRUE(status.ok()) << status;
+  Span span = only_span(*spans);
+  EXPECT_EQ(span.kind, SpanKind::kClient);
+  EXPECT_EQ(span.peer, "ipv4:127.0.0.1:" + std::to_string(server_->port()));
+  EXPECT_EQ(int_attribute(span, "network.peer.port"), server_->port());
+  EXPECT_EQ(md.peer, span.peer);  // the caller's capture has it too
+}
+
+TEST_F(TracingTest, CallsWithoutLayersReportThePeerInTheirResponseMetadata) {
+  start();
+  ResponseMetadata md;
+  auto r = run(EchoClient(channel_).Echo(
+      with_message("x"), CallOptions().set_timeout(30s).capture_response_metadata(&md)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(md.peer, "ipv4:127.0.0.1:" + std::to_string(server_->port()));
 }
 
 TEST_F(TracingTest, ClientLayerKeepsATraceparentTheCallerSet) {

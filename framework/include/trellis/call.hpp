@@ -10,6 +10,7 @@
 
 #include "trellis/call_options.hpp"
 #include "trellis/extensions.hpp"
+#include "trellis/message_observer.hpp"
 #include "trellis/metadata.hpp"
 #include "trellis/method_info.hpp"
 #include "trellis/server_context.hpp"
@@ -35,6 +36,7 @@ enum class Side { kServer, kClient };
 //  - response(): the response message of unary and client-streaming calls, set once the inner
 //    service has returned OK;
 //  - the final status: the value of the inner service's task;
+//  - each message of a stream, through a MessageObserver (observe_messages());
 //  - on the server, the handler's ServerContext; on the client, the CallOptions the call will be
 //    made with (a layer may add metadata or tighten the deadline), and afterwards the response
 //    metadata.
@@ -78,8 +80,9 @@ class Call {
 
   // The request message of a unary or server-streaming call; nullptr for the other kinds.
   const google::protobuf::MessageLite* request() const { return request_; }
-  // The response of a unary or client-streaming call: the handler's reply once the inner service
-  // has returned OK (server), or the parsed reply (client). nullptr for the other kinds.
+  // Server: the response of a unary or client-streaming call, the handler's reply once the inner
+  // service has returned OK. Client: the parsed reply of a unary call (a client-streaming call's
+  // reply is read from the stream: see observe_messages()). nullptr otherwise.
   google::protobuf::MessageLite* response() const { return response_; }
 
   // Server side: the handler's context (add response metadata, see cancellation); else nullptr.
@@ -102,6 +105,11 @@ class Call {
   // gives up. Beyond `max_bytes` the copies are dropped and the attempt in flight counts as
   // committed (committed(), gRFC A6): it is the last one. Ignored for other kinds of call.
   void enable_replay(std::size_t max_bytes) { replay_limit_ = max_bytes; }
+  // Streaming calls: `observer` sees each message of the stream from now until the inner service
+  // has returned, and may reject it (message_observer.hpp). Call it before the inner service;
+  // `observer` must outlive that call. Ignored for unary calls, whose messages are request() and
+  // response().
+  void observe_messages(MessageObserver& observer);
   // What enable_replay() asked for; nullopt: no replay.
   std::optional<std::size_t> replay_limit() const { return replay_limit_; }
   // Client side: forgets what the previous attempt received (response, response metadata, commit
@@ -109,9 +117,11 @@ class Call {
   void reset_response();
 
   // The peer: on the server, the client's address; on the client, the server's address once the
-  // call has been attempted (empty before).
-  std::string peer() const { return server_ != nullptr ? server_->peer() : peer_; }
-  void set_peer(std::string peer) { peer_ = std::move(peer); }
+  // inner service has returned (response_metadata().peer; empty before, or when the call never
+  // reached a server).
+  std::string peer() const {
+    return server_ != nullptr ? server_->peer() : response_metadata_.peer;
+  }
 
   // Values layers attach to the call. On the server these are the ServerContext's, so the
   // handler sees them too.
@@ -133,7 +143,6 @@ class Call {
   ResponseMetadata response_metadata_;
   bool committed_ = false;
   std::optional<std::size_t> replay_limit_;
-  std::string peer_;
   Extensions extensions_;
   detail::StreamCore* stream_ = nullptr;
   const detail::ClientBinding* binding_ = nullptr;

@@ -11,10 +11,13 @@ namespace trellis {
 
 class ServerContext;
 
-// What the server sent besides the response message.
+// What the server sent besides the response message, and where it came from.
 struct ResponseMetadata {
   Metadata initial;   // response headers
   Metadata trailing;  // response trailers
+  // The server's address as gRPC names it ("ipv4:127.0.0.1:50051", "ipv6:[::1]:50051"); empty
+  // when the call never reached a server.
+  std::string peer;
 };
 
 // Deadline, request metadata and where to put the response metadata of one call. A call without

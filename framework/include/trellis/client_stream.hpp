@@ -29,11 +29,13 @@ StreamCore* new_client_stream(const std::shared_ptr<grpc::Channel>& channel,
                               std::optional<Bytes> request, Status status);
 // The same, for a channel with a middleware stack: the call runs through `stack` (see
 // layered_client_stream.cpp). `request`: a copy of the request of a server-streaming call, for
-// the layers to see.
+// the layers to see. `request_type` (client and bidi streaming): the request message's default
+// instance, to show the layers' message observers what the caller writes.
 StreamCore* new_layered_client_stream(std::shared_ptr<const BoxService> stack,
                                       ClientBinding binding, const MethodInfo& info,
                                       CallOptions options,
                                       std::unique_ptr<google::protobuf::MessageLite> request,
+                                      const google::protobuf::MessageLite* request_type,
                                       Status status);
 // ChannelService's part for streaming calls: starts the stream of call.stream() and completes
 // with its final status once the user has asked for it.
@@ -75,8 +77,8 @@ class ClientStreamBase {
   template <class Msg, class Token>
   auto write_message(const Msg& message, Token&& token) {
     detail::Bytes bytes;
-    bool serialized = detail::serialize_for_write(message, &bytes);
-    return detail::async_write(core_.get(), serialized, std::move(bytes), false,
+    Status prepared = detail::serialize_for_write(message, &bytes);
+    return detail::async_write(core_.get(), std::move(prepared), std::move(bytes), false,
                                std::forward<Token>(token));
   }
 
@@ -208,18 +210,21 @@ class StreamingClientMethod {
     if (stack_) {
       return ClientStreamHandle(
           new_layered_client_stream(stack_, {channel_, method_}, info_, std::move(options),
-                                    std::make_unique<Req>(*message), std::move(status)));
+                                    std::make_unique<Req>(*message), nullptr, std::move(status)));
     }
     return ClientStreamHandle(new_client_stream(channel_, method_, std::move(options),
                                                 std::optional<Bytes>(std::move(request)),
                                                 std::move(status)));
   }
-  // A client-streaming or bidi call. (No std::optional<Bytes> moved here: under ASan, GCC 12
-  // warns that the disengaged optional's buffer "may be used uninitialized".)
-  ClientStreamHandle open(CallOptions options) const {
+  // A client-streaming or bidi call; `request_type`: the request's default instance. (No
+  // std::optional<Bytes> moved here: under ASan, GCC 12 warns that the disengaged optional's
+  // buffer "may be used uninitialized".)
+  ClientStreamHandle open(CallOptions options,
+                          const google::protobuf::MessageLite& request_type) const {
     if (stack_) {
       return ClientStreamHandle(new_layered_client_stream(stack_, {channel_, method_}, info_,
-                                                          std::move(options), nullptr, Status()));
+                                                          std::move(options), nullptr,
+                                                          &request_type, Status()));
     }
     return ClientStreamHandle(
         new_client_stream(channel_, method_, std::move(options), std::nullopt, Status()));
@@ -258,7 +263,7 @@ class ClientStreamingClientMethod : public detail::StreamingClientMethod {
                               Idempotency idempotency = Idempotency::kUnknown)
       : StreamingClientMethod(channel, path, RpcKind::kClientStreaming, idempotency) {}
   ClientWriter<Req, Resp> operator()(CallOptions options = {}) const {
-    return ClientWriter<Req, Resp>(open(std::move(options)));
+    return ClientWriter<Req, Resp>(open(std::move(options), Req::default_instance()));
   }
 };
 
@@ -270,7 +275,7 @@ class BidiStreamingClientMethod : public detail::StreamingClientMethod {
                             Idempotency idempotency = Idempotency::kUnknown)
       : StreamingClientMethod(channel, path, RpcKind::kBidiStreaming, idempotency) {}
   ClientReaderWriter<Req, Resp> operator()(CallOptions options = {}) const {
-    return ClientReaderWriter<Req, Resp>(open(std::move(options)));
+    return ClientReaderWriter<Req, Resp>(open(std::move(options), Req::default_instance()));
   }
 };
 

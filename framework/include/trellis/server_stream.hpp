@@ -69,8 +69,8 @@ class ServerWriter {
   template <class Token = boost::asio::use_awaitable_t<>>
   auto write(const T& message, Token&& token = {}) {
     detail::Bytes bytes;
-    bool serialized = detail::serialize_for_write(message, &bytes);
-    return detail::async_write(core_, serialized, std::move(bytes), false,
+    Status prepared = detail::prepare_server_write(core_, message, &bytes);
+    return detail::async_write(core_, std::move(prepared), std::move(bytes), false,
                                std::forward<Token>(token));
   }
 

@@ -24,6 +24,7 @@
 #include "trellis/detail/runnable.hpp"
 #include "trellis/detail/serialization.hpp"
 #include "trellis/executor.hpp"
+#include "trellis/message_observer.hpp"
 #include "trellis/status.hpp"
 
 namespace trellis::detail {
@@ -65,7 +66,7 @@ class StreamCore {
   virtual void writes_done(WriteOp* op) = 0;
   // Client side: half-close if needed, discard unread messages, and complete with the status.
   virtual void finish(FinishOp* op) = 0;
-  // Cancels the call (gRPC TryCancel). Worker thread.
+  // Cancels the call: with the status fail() gave, if any, else CANCELLED. Worker thread.
   virtual void cancel() = 0;
   // Ends the call with `status` (for example a message that does not parse): cancels it, and
   // `status` becomes its final status. Worker thread.
@@ -76,8 +77,13 @@ class StreamCore {
   // operations skip the check of the awaiting task's executor. Any thread.
   const void* home_thread() const { return home_thread_.load(std::memory_order_relaxed); }
 
+  // The layers' observers of the stream's messages (Call::observe_messages). Changed on the
+  // stream's worker while the middleware stack runs, before the messages they are to see.
+  MessageObservers& observers() { return observers_; }
+
  protected:
   ~StreamCore() = default;
+  MessageObservers observers_;
   // Set and cleared on the stream's worker.
   std::atomic<const void*> home_thread_{nullptr};
 };
@@ -166,35 +172,37 @@ StreamOp<Args...>* make_stream_op(Handler h, Worker* w, StreamCore* core, Transf
   return new HandlerStreamOp<Handler, Transform, Args...>(std::move(h), w, core, std::move(t));
 }
 
-// Parses a read into T: nullopt at the end of the stream, or when the message does not parse
-// (which fails the call with INTERNAL).
+// Parses a received message and shows it to the stream's observers; false (the call failed with
+// INTERNAL, or with what an observer answered) if it does not parse or an observer rejects it.
+inline bool parse_received(StreamCore* core, grpc::ByteBuffer* bytes,
+                           google::protobuf::MessageLite* message) {
+  Status s = parse(bytes, message, "message");
+  if (s.ok() && !core->observers().empty()) s = core->observers().received(*message);
+  if (s.ok()) return true;
+  core->fail(std::move(s));
+  return false;
+}
+
+// Parses a read into T: nullopt at the end of the stream, or when parse_received fails.
 template <class T>
 struct ParseMessage {
   std::optional<T> operator()(StreamCore* core, bool got, grpc::ByteBuffer* bytes) const {
     std::optional<T> message;  // the one object returned: constructed in place (NRVO)
     if (!got) return message;
-    if (Status s = parse(bytes, &message.emplace(), "message"); !s.ok()) {
-      core->fail(std::move(s));
-      message.reset();
-    }
+    if (!parse_received(core, bytes, &message.emplace())) message.reset();
     return message;
   }
 };
 
 // Parses a read into a message the caller owns (read(T&)): true with a message, false at the
-// end of the stream or when the message does not parse (which fails the call with INTERNAL).
+// end of the stream or when parse_received fails.
 // Parsing clears the message first, but keeps what it has allocated (strings, repeated fields),
 // so a loop reusing one message allocates nothing per message, like a grpc++ server reusing its
 // request object.
 struct ParseInto {
   google::protobuf::MessageLite* message;
   bool operator()(StreamCore* core, bool got, grpc::ByteBuffer* bytes) const {
-    if (!got) return false;
-    if (Status s = parse(bytes, message, "message"); !s.ok()) {
-      core->fail(std::move(s));
-      return false;
-    }
-    return true;
+    return got && parse_received(core, bytes, message);
   }
 };
 
@@ -480,31 +488,43 @@ auto async_read_into(StreamCore* core, google::protobuf::MessageLite* message, T
 template <class Token>
 concept NotAMessage = !std::is_base_of_v<google::protobuf::MessageLite, std::remove_cvref_t<Token>>;
 
-// Serializes `message` for async_write; false if it cannot be serialized.
-inline bool serialize_for_write(const google::protobuf::MessageLite& message, Bytes* out) {
-  return serialize(message, out->get()).ok();
+// Serializes `message` for async_write: OK, or the status the call is to fail with.
+inline Status serialize_for_write(const google::protobuf::MessageLite& message, Bytes* out) {
+  if (serialize(message, out->get()).ok()) return Status();
+  return Status::internal("a message could not be serialized");
 }
 
-// Hands a write to the stream (`serialized` false: the message could not be serialized, and
-// the call fails with INTERNAL).
-inline void start_write(StreamCore* core, bool serialized, Bytes& bytes, bool last, WriteOp* op) {
-  if (!serialized) {
-    core->fail(Status::internal("a message could not be serialized"));
+// The same, for a message a server handler writes: its observers see it first. (A client
+// stream's observers see what the caller wrote once the call is under way, see
+// layered_client_stream.cpp.)
+inline Status prepare_server_write(StreamCore* core, const google::protobuf::MessageLite& message,
+                                   Bytes* out) {
+  if (!core->observers().empty()) {
+    if (Status s = core->observers().sent(message); !s.ok()) return s;
+  }
+  return serialize_for_write(message, out);
+}
+
+// Hands a write to the stream; a non-OK `prepared` (from serialize_for_write) fails the call
+// with it instead, and the write with it.
+inline void start_write(StreamCore* core, Status& prepared, Bytes& bytes, bool last, WriteOp* op) {
+  if (!prepared.ok()) {
+    core->fail(std::move(prepared));
     core->write(Bytes(), last, op);  // fails: the call has ended
     return;
   }
   core->write(std::move(bytes), last, op);
 }
 
-// Writes `bytes`, already serialized (`serialized` false: that failed, and the call fails with
-// INTERNAL): completes with bool, false once the stream is closed. The message moves into the
-// operation, with the function that starts it.
+// Writes `bytes`, already serialized (`prepared`: see start_write): completes with bool, false
+// once the stream is closed. The message moves into the operation, with the function that
+// starts it.
 template <class Token>
-auto async_write(StreamCore* core, bool serialized, Bytes&& bytes, bool last, Token&& token) {
+auto async_write(StreamCore* core, Status prepared, Bytes&& bytes, bool last, Token&& token) {
   return async_stream_op<bool, bool>(
       core, std::forward<Token>(token), PassBool{},
-      [core, serialized, bytes = std::move(bytes), last](WriteOp* op) mutable {
-        start_write(core, serialized, bytes, last, op);
+      [core, prepared = std::move(prepared), bytes = std::move(bytes), last](WriteOp* op) mutable {
+        start_write(core, prepared, bytes, last, op);
       },
       false);
 }

@@ -1,0 +1,11 @@
+#include "trellis/call.hpp"
+
+#include "trellis/detail/stream_core.hpp"
+
+namespace trellis {
+
+void Call::observe_messages(MessageObserver& observer) {
+  if (stream_ != nullptr) stream_->observers().add(&observer, is_server());
+}
+
+}  // namespace trellis
