@@ -593,7 +593,12 @@ class LayeredClientStream final : public ClientStreamCore {
     bool finish_asked = user_finish_ != nullptr;
     bool end = replay_ != nullptr ? replay_->may_end(finish_asked, released_)
                                   : (finish_asked || released_);
-    if (end) complete_later(worker(), std::exchange(terminal_, nullptr), true);
+    if (!end) return;
+    // Nothing more goes to the attempt's stream from now on: an operation that comes before
+    // ChannelService resumes waits for the next attempt (or fails when there is none) instead of
+    // meeting the attempt's finish.
+    if (replay_ != nullptr) replay_->detach();
+    complete_later(worker(), std::exchange(terminal_, nullptr), true);
   }
 
   // Runs `fn` on the stream's worker later; the stream is not freed before it has run.
