@@ -553,7 +553,6 @@ class LayeredClientStream final : public ClientStreamCore {
       status = Status::internal(absl::StrCat("client middleware threw: ", what));
     }
     stack_done_ = true;
-    observers_.clear();  // they lived in the stack's frames
     final_status_ = std::move(status);
     if (replay_ != nullptr) replay_->close();  // no more attempts: held operations fail
     if (real_ == nullptr) {

@@ -2,8 +2,6 @@
 
 #include <grpcpp/impl/codegen/rpc_service_method.h>
 
-#include "trellis/detail/stream_core.hpp"
-
 namespace trellis {
 namespace detail {
 
@@ -15,15 +13,6 @@ int GrpcService::add_raw(const std::string& path, bool streaming) {
   int index = method_count_++;
   MarkMethodRaw(index);
   return index;
-}
-
-Task<Status> run_stream_layers(const BoxService& stack, Call& call) {
-  // Also when the stack throws: the observers live in the frames the exception unwinds.
-  struct ClearObservers {
-    StreamCore* stream;
-    ~ClearObservers() { stream->observers().clear(); }
-  } clear{call.stream()};
-  co_return co_await stack(call);
 }
 
 }  // namespace detail

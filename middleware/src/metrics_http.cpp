@@ -42,12 +42,12 @@ struct MetricsServer::State {
 
   std::shared_ptr<const MetricsRegistry> registry;
   Options options;
-  // Touched on the endpoint's thread only. Declared before the io_context: the sessions that
-  // io_context destroys when it dies still update them.
-  std::size_t connections = 0;           // open connections
-  std::set<beast::tcp_stream*> streams;  // their streams, for stop() to close
-  // The accept loop and the sessions still running (on a runtime's thread, stop() waits for
-  // them to end); counted before they are spawned.
+  // The open connections' streams, for stop() to close. Touched on the endpoint's thread only.
+  // Declared before the io_context: the sessions that io_context destroys when it dies still
+  // update it.
+  std::set<beast::tcp_stream*> streams;
+  // The accept loop and the sessions still running, which stop() waits for; counted before they
+  // are spawned.
   std::mutex mu;
   std::condition_variable ended;
   int coroutines = 0;
@@ -114,8 +114,8 @@ bool is_http_error(const beast::error_code& ec) {
 }
 
 // Counts a coroutine of the endpoint as running until it ends, or its frame is destroyed after
-// it started. (A frame an io_context destroys before it ever ran is never counted down: only the
-// endpoint's own io_context does that, in stop(), which then waits for nothing.)
+// it started. (A frame an io_context destroys before it ever ran is never counted down; stop()
+// does not wait on a context that can do that: a stopped one.)
 class Running {
  public:
   explicit Running(MetricsServer::State& state) : state_(state) {}
@@ -135,12 +135,8 @@ asio::awaitable<void> session(MetricsServer::State& state, tcp::socket socket) {
   struct Open {
     MetricsServer::State& state;
     beast::tcp_stream* stream;
-    ~Open() {
-      --state.connections;
-      state.streams.erase(stream);
-    }
+    ~Open() { state.streams.erase(stream); }
   } open{state, &stream};
-  ++state.connections;
   state.streams.insert(&stream);
   const MetricsServer::Options& options = state.options;
   const MetricsRegistry& registry = *state.registry;
@@ -180,7 +176,7 @@ asio::awaitable<void> accept_loop(MetricsServer::State& state) {
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    if (state.connections >= state.options.max_connections) {
+    if (state.streams.size() >= state.options.max_connections) {
       socket.close(ec);
       continue;
     }
@@ -302,21 +298,22 @@ MetricsServer::~MetricsServer() { stop(); }
 void MetricsServer::stop() {
   std::lock_guard lock(stop_mu_);
   if (!state_) return;
-  if (state_->own_ioc) {
-    // Stopping the io_context abandons the pending accept and every session; destroying it then
-    // destroys their coroutine frames, which closes the sockets.
-    state_->ioc.stop();
-    if (thread_.joinable()) thread_.join();
-    state_.reset();
-    return;
-  }
-  // On the runtime's I/O thread, which goes on serving others: close the acceptor and every
-  // connection there, and wait until the accept loop and the sessions have seen it and ended.
   State* state = state_.get();
   if (state->ioc.get_executor().running_in_this_thread()) {
     std::fputs("trellis E trellis::MetricsServer stopped on the I/O thread it waits for\n", stderr);
     std::abort();
   }
+  if (state->ioc.stopped()) {
+    // Only a runtime's context stops under the endpoint: the runtime shut down first, against
+    // the contract. What is left of the endpoint waits in that context and refers to the state:
+    // keep the state rather than free it under them.
+    std::fputs("trellis E trellis::MetricsServer stopped after its runtime: stop it first\n",
+               stderr);
+    static_cast<void>(state_.release());
+    return;
+  }
+  // Close the acceptor and every connection on the endpoint's thread (a runtime's goes on
+  // serving others), and wait until the accept loop and the sessions have seen it and ended.
   // The close counts as running too, so that stop() cannot return before it has run.
   state->coroutine_started();
   asio::post(state->ioc, [state] {
@@ -325,20 +322,12 @@ void MetricsServer::stop() {
     for (beast::tcp_stream* stream : state->streams) stream->socket().close(ignored);
     state->coroutine_ended();
   });
-  std::unique_lock wait(state->mu);
-  while (!state->ended.wait_for(wait, std::chrono::milliseconds(100),
-                                [state] { return state->coroutines == 0; })) {
-    if (state->ioc.stopped()) {
-      // The runtime shut down first, against the contract: what is left of the endpoint waits in
-      // its context and refers to the state. Keep the state rather than free it under them.
-      wait.unlock();
-      std::fputs("trellis E trellis::MetricsServer stopped after its runtime: stop it first\n",
-                 stderr);
-      static_cast<void>(state_.release());
-      return;
-    }
+  {
+    std::unique_lock wait(state->mu);
+    state->ended.wait(wait, [state] { return state->coroutines == 0; });
   }
-  wait.unlock();
+  // The endpoint's own io_context, if it has one, is out of work: its thread has left run().
+  if (thread_.joinable()) thread_.join();
   state_.reset();
 }
 

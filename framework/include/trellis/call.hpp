@@ -105,10 +105,9 @@ class Call {
   // gives up. Beyond `max_bytes` the copies are dropped and the attempt in flight counts as
   // committed (committed(), gRFC A6): it is the last one. Ignored for other kinds of call.
   void enable_replay(std::size_t max_bytes) { replay_limit_ = max_bytes; }
-  // Streaming calls: `observer` sees each message of the stream from now until the inner service
-  // has returned, and may reject it (message_observer.hpp). Call it before the inner service;
-  // `observer` must outlive that call. Ignored for unary calls, whose messages are request() and
-  // response().
+  // Streaming calls: `observer` sees each message of the stream from now until it is destroyed
+  // (keep it in the layer's frame), and may reject it (message_observer.hpp). Call it before the
+  // inner service. Ignored for unary calls, whose messages are request() and response().
   void observe_messages(MessageObserver& observer);
   // What enable_replay() asked for; nullopt: no replay.
   std::optional<std::size_t> replay_limit() const { return replay_limit_; }

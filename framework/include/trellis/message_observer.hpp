@@ -14,13 +14,12 @@ class MessageObservers;
 // Sees the individual messages of a streaming call as they pass through a middleware stack. A
 // layer registers one with Call::observe_messages() before it calls its inner service, and keeps
 // it in its coroutine frame or its hook State: destroying the observer unregisters it, so a
-// layer that runs once per attempt (inside a RetryLayer) registers a fresh one each time. The
-// stream stops calling observers when the stack has returned. An observer belongs to one call
-// at a time; registering it again moves it to the end of the order.
+// layer that runs once per attempt (inside a RetryLayer) registers a fresh one each time. An
+// observer belongs to one call at a time; registering it again moves it to the end of the order.
 //
-// Which messages: every message the call's stream carries while the stack runs. On the server,
-// each request the handler reads (on_received) and each response it writes (on_sent); on the
-// client, each request the caller writes (on_sent) and each response it reads (on_received).
+// Which messages: every message the call's stream carries while the observer is registered. On the
+// server, each request the handler reads (on_received) and each response it writes (on_sent); on
+// the client, each request the caller writes (on_sent) and each response it reads (on_received).
 // Not streamed past observers: the one request of a server-streaming call (Call::request(), on
 // both sides) and, on the server, the one response of a client-streaming call (Call::response(),
 // written after the stack has returned).

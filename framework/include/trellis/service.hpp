@@ -55,13 +55,10 @@ struct HandlerService {
   Task<Status> operator()(Call& call) const { return method->handle(call); }
 };
 
-// Runs a streaming call through `stack`; the layers' message observers see no message after it.
-Task<Status> run_stream_layers(const BoxService& stack, Call& call);
-
 // Runs a streaming call through `stack` when the server has middleware for the method, else
 // straight to the handler.
 inline Task<Status> run_stack(const BoxService* stack, Method& method, Call& call) {
-  return stack != nullptr ? run_stream_layers(*stack, call) : method.handle(call);
+  return stack != nullptr ? (*stack)(call) : method.handle(call);
 }
 
 // A unary method seen untyped: request bytes in, response bytes out. The typed half (parse,
