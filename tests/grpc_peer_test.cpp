@@ -495,7 +495,7 @@ TEST_F(GrpcServerPeerTest, ThousandConcurrentCallsOnOneChannel) {
     if (r.ok() && r->message() == std::to_string(i)) {
       ++succeeded;
     } else if (first_error.empty()) {
-      first_error = r.ok() ? "wrong message " + r->message() : r.status().ToString();
+      first_error = r.ok() ? "wrong message " + r->message() : r.status().to_string();
     }
   }
   EXPECT_EQ(succeeded, kConcurrentCalls) << "first error: " << first_error;

@@ -32,7 +32,7 @@ std::unique_ptr<Runtime> make_runtime(std::size_t workers = 2) {
 
 TEST(RuntimeTest, BuilderSetsWorkerCount) {
   EXPECT_EQ(make_runtime(3)->worker_count(), 3u);
-  EXPECT_EQ(Runtime::current_thread().build()->worker_count(), 1u);
+  EXPECT_EQ(Runtime::single_thread().build()->worker_count(), 1u);
 }
 
 TEST(RuntimeTest, BlockOnReturnsValue) {
@@ -139,7 +139,7 @@ TEST(RuntimeTest, SleepForCompletes) {
 }
 
 TEST(RuntimeTest, TimersFireInDeadlineOrder) {
-  auto rt = Runtime::current_thread().build();
+  auto rt = Runtime::single_thread().build();
   std::vector<int> order;
   rt->block_on([&]() -> Task<void> {
     auto ex = co_await boost::asio::this_coro::executor;

@@ -239,7 +239,7 @@ TEST(TargetTest, UnixDnsAndIpv4TargetsReachTheServer) {
 }
 
 TEST(ServerBuildTest, UnbindableAddressIsAnError) {
-  auto rt = Runtime::current_thread().build();
+  auto rt = Runtime::single_thread().build();
   EchoImpl echo;
   auto first = Server::Builder(*rt).add_insecure_port("127.0.0.1:0").add_service(echo).build();
   ASSERT_TRUE(first.ok());
@@ -252,7 +252,7 @@ TEST(ServerBuildTest, UnbindableAddressIsAnError) {
 }
 
 TEST(ServerBuildTest, DuplicateServiceIsAnError) {
-  auto rt = Runtime::current_thread().build();
+  auto rt = Runtime::single_thread().build();
   EchoImpl a, b;
   auto s =
       Server::Builder(*rt).add_insecure_port("127.0.0.1:0").add_service(a).add_service(b).build();
@@ -261,7 +261,7 @@ TEST(ServerBuildTest, DuplicateServiceIsAnError) {
 }
 
 TEST(ClientTest, UnreachableServerIsUnavailable) {
-  auto rt = Runtime::current_thread().build();
+  auto rt = Runtime::single_thread().build();
   // Bind a port, then release it, so nothing listens there.
   std::string target;
   {

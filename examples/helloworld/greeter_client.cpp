@@ -12,7 +12,7 @@ ABSL_FLAG(int, timeout_ms, 10000, "deadline of the call; 0 for none");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  auto runtime = trellis::Runtime::current_thread().build();
+  auto runtime = trellis::Runtime::single_thread().build();
   helloworld::GreeterClient client(trellis::Channel::insecure(absl::GetFlag(FLAGS_target)));
 
   helloworld::HelloRequest request;
@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   }
   auto reply = runtime->block_on(client.SayHello(request, options));
   if (!reply.ok()) {
-    std::cerr << trellis::StatusCodeName(reply.status().code()) << ": "
+    std::cerr << trellis::status_code_name(reply.status().code()) << ": "
               << reply.status().message() << "\n";
     return 1;
   }

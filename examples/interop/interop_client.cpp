@@ -87,12 +87,12 @@ std::string quoted(std::string_view text) {
 }
 
 void expect_ok(const Status& status, const std::string& what) {
-  expect(status.ok(), absl::StrCat(what, " failed: ", status.ToString()));
+  expect(status.ok(), absl::StrCat(what, " failed: ", status.to_string()));
 }
 
 void expect_status(const Status& status, StatusCode code, const std::string& what) {
-  expect(status.code() == code, absl::StrCat(what, ": expected ", trellis::StatusCodeName(code),
-                                             ", got ", status.ToString()));
+  expect(status.code() == code, absl::StrCat(what, ": expected ", trellis::status_code_name(code),
+                                             ", got ", status.to_string()));
 }
 
 void expect_payload(const Payload& payload, int size, const std::string& what) {
@@ -446,7 +446,7 @@ int main(int argc, char** argv) {
               << rpc_timeout.count() << " ms\n";
   }
 
-  auto runtime = trellis::Runtime::current_thread().build();
+  auto runtime = trellis::Runtime::single_thread().build();
   Cases cases(channel, rpc_timeout);
   int failed = 0;
   for (const Case* c : selected) {

@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
     stack.push(trellis::for_methods({"/helloworld.Greeter/SayHello"}, trellis::RetryLayer(policy)));
   }
 
-  auto runtime = trellis::Runtime::current_thread().build();
+  auto runtime = trellis::Runtime::single_thread().build();
   trellis::Channel channel = trellis::Channel::insecure(flags.target).with_layer(stack);
   helloworld::GreeterClient client(channel);
   helloworld::HelloRequest request;
@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   runtime->shutdown();
   if (exporter) exporter->flush();
   if (!reply.ok()) {
-    std::cout << trellis::StatusCodeName(reply.status().code()) << "\n";
+    std::cout << trellis::status_code_name(reply.status().code()) << "\n";
     std::cerr << reply.status().message() << "\n";
     return 1;
   }

@@ -29,7 +29,7 @@ class RequestLogLayer {
                     .count();
       std::fprintf(stderr, "%s %s %s -> %s in %lld us\n", prefix_.c_str(),
                    call.is_server() ? "served" : "called", std::string(call.method().path).c_str(),
-                   trellis::StatusCodeName(status.code()).c_str(), static_cast<long long>(us));
+                   trellis::status_code_name(status.code()).c_str(), static_cast<long long>(us));
       co_return status;
     }
 

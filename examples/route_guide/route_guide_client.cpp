@@ -61,7 +61,7 @@ RouteNote MakeNote(const Point& location, std::string message) {
 
 // Reports a failed call; the return value is the process's exit status.
 int Fail(const char* call, const Status& status) {
-  std::cerr << call << ": " << trellis::StatusCodeName(status.code()) << ": " << status.message()
+  std::cerr << call << ": " << trellis::status_code_name(status.code()) << ": " << status.message()
             << "\n";
   return 1;
 }
@@ -183,7 +183,7 @@ class RouteGuideRunner {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  auto runtime = trellis::Runtime::current_thread().build();
+  auto runtime = trellis::Runtime::single_thread().build();
   RouteGuideRunner runner(RouteGuideClient(trellis::Channel::insecure(absl::GetFlag(FLAGS_target))),
                           absl::GetFlag(FLAGS_timeout_ms));
   return runtime->block_on(runner.Run());

@@ -583,7 +583,7 @@ std::unique_ptr<Runtime> Runtime::Builder::build() {
 }
 
 Runtime::Builder Runtime::multi_thread() { return Builder(); }
-Runtime::Builder Runtime::current_thread() { return Builder().worker_threads(1); }
+Runtime::Builder Runtime::single_thread() { return Builder().worker_threads(1); }
 
 Runtime::Runtime(const Builder& b) : core_(std::make_shared<detail::RuntimeCore>(this, b)) {
   core_->start();

@@ -29,13 +29,13 @@ constexpr std::array<std::string_view, 17> kNames = {
 
 }  // namespace
 
-std::string StatusCodeName(StatusCode code) {
+std::string status_code_name(StatusCode code) {
   auto i = static_cast<int>(code);
   if (i >= 0 && i < static_cast<int>(kNames.size())) return std::string(kNames[i]);
   return absl::StrCat("UNKNOWN_CODE(", i, ")");
 }
 
-bool ParseStatusCode(std::string_view name, StatusCode* code) {
+bool parse_status_code(std::string_view name, StatusCode* code) {
   for (std::size_t i = 0; i < kNames.size(); ++i) {
     if (kNames[i] == name) {
       *code = static_cast<StatusCode>(i);
@@ -45,12 +45,12 @@ bool ParseStatusCode(std::string_view name, StatusCode* code) {
   return false;
 }
 
-std::string Status::ToString() const {
+std::string Status::to_string() const {
   if (ok()) return "OK";
-  return absl::StrCat(StatusCodeName(code_), ": ", message());
+  return absl::StrCat(status_code_name(code_), ": ", message());
 }
 
-std::ostream& operator<<(std::ostream& os, StatusCode code) { return os << StatusCodeName(code); }
-std::ostream& operator<<(std::ostream& os, const Status& status) { return os << status.ToString(); }
+std::ostream& operator<<(std::ostream& os, StatusCode code) { return os << status_code_name(code); }
+std::ostream& operator<<(std::ostream& os, const Status& status) { return os << status.to_string(); }
 
 }  // namespace trellis

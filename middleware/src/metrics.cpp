@@ -298,7 +298,7 @@ std::string MetricsRegistry::scrape() const {
           out += p + "_handled_total";
           append_method_labels(out, *s.entry);
           out += ",grpc_code=\"";
-          out += StatusCodeName(static_cast<StatusCode>(c));
+          out += status_code_name(static_cast<StatusCode>(c));
           out += "\"} ";
           append_uint(out, s.handled[c]);
           out += '\n';

@@ -181,9 +181,9 @@ class LimitsTest : public ::testing::Test {
 
   // Starts the server with `configure`'s layers inside an outermost observing layer that records
   // "<message>" in arrived_ when a call enters the stack and "<message> <CODE>" in finished_
-  // when the stack returns. `workers` == 1: a current_thread runtime.
+  // when the stack returns. `workers` == 1: a single_thread runtime.
   void start(const std::function<void(Server::Builder&)>& configure = {}, int workers = 2) {
-    runtime_ = workers == 1 ? Runtime::current_thread().build()
+    runtime_ = workers == 1 ? Runtime::single_thread().build()
                             : Runtime::multi_thread().worker_threads(workers).build();
     Server::Builder builder(*runtime_);
     builder.add_insecure_port("127.0.0.1:0");
@@ -193,7 +193,7 @@ class LimitsTest : public ::testing::Test {
                                 : "-";
       arrived_.add(message);
       Status status = co_await next(call);
-      finished_.add(message + " " + StatusCodeName(status.code()));
+      finished_.add(message + " " + status_code_name(status.code()));
       co_return status;
     }));
     if (configure) configure(builder);

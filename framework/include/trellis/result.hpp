@@ -14,7 +14,7 @@ namespace trellis {
 class BadResultAccess : public std::logic_error {
  public:
   explicit BadResultAccess(const Status& status)
-      : std::logic_error("Result holds no value: " + status.ToString()), status_(status) {}
+      : std::logic_error("Result holds no value: " + status.to_string()), status_(status) {}
   const Status& status() const { return status_; }
 
  private:

@@ -67,7 +67,7 @@ using StallHook = std::function<void(std::size_t worker_index, std::chrono::mill
 // The owned async runtime (tokio's role). Each worker thread drives one gRPC completion queue and
 // a local ready queue, and is an Asio execution context: Trellis calls started from a worker
 // complete on that same worker, so a call's coroutine never hops threads. Build one with
-// Runtime::multi_thread() or Runtime::current_thread(); destroying it shuts it down.
+// Runtime::multi_thread() or Runtime::single_thread(); destroying it shuts it down.
 //
 // Thread safety: every member function may be called from any thread, except where noted.
 class Runtime {
@@ -104,7 +104,7 @@ class Runtime {
   // A runtime with one worker per hardware thread.
   static Builder multi_thread();
   // A runtime with exactly one worker thread: deterministic ordering for tests and debugging.
-  static Builder current_thread();
+  static Builder single_thread();
 
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;

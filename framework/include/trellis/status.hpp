@@ -31,14 +31,15 @@ enum class StatusCode : int {
 
 // The canonical upper-case name of `code` ("DEADLINE_EXCEEDED"), or "UNKNOWN_CODE(n)" for a
 // value outside the 17 codes.
-std::string StatusCodeName(StatusCode code);
+std::string status_code_name(StatusCode code);
 
-// Parses a canonical name as printed by StatusCodeName; returns false if `name` is not one.
-bool ParseStatusCode(std::string_view name, StatusCode* code);
+// Parses a canonical name as printed by status_code_name; returns false if `name` is not one.
+bool parse_status_code(std::string_view name, StatusCode* code);
 
 // A gRPC status: a code, a human-readable message and optional binary details (the serialized
 // google.rpc.Status carried in the `grpc-status-details-bin` trailer). A default-constructed
-// Status is OK.
+// Status is OK: `co_return trellis::Status();`. The factories are named after the codes in
+// snake_case (Status::not_found("...")); every name in this header is snake_case.
 //
 // Middleware moves a Status through every layer of every call, and nearly all of them are OK, so
 // the strings live behind one pointer that is null when both are empty: an OK (or message-less)
@@ -51,7 +52,7 @@ class Status {
  public:
   Status() noexcept = default;
   Status(StatusCode code, std::string message, std::string details = {})
-      : code_(code), rep_(MakeRep(std::move(message), std::move(details))) {}
+      : code_(code), rep_(make_rep(std::move(message), std::move(details))) {}
 
   Status(const Status& other)
       : code_(other.code_), rep_(other.rep_ ? std::make_unique<Rep>(*other.rep_) : nullptr) {}
@@ -67,7 +68,6 @@ class Status {
   Status& operator=(Status&&) noexcept = default;
   ~Status() = default;
 
-  static Status Ok() { return Status(); }
   static Status cancelled(std::string msg) { return {StatusCode::kCancelled, std::move(msg)}; }
   static Status unknown(std::string msg) { return {StatusCode::kUnknown, std::move(msg)}; }
   static Status invalid_argument(std::string msg) {
@@ -108,7 +108,7 @@ class Status {
   const std::string& details() const { return rep_ ? rep_->details : kEmpty; }
 
   // "CODE: message" (or "OK").
-  std::string ToString() const;
+  std::string to_string() const;
 
   // Equal code, message and details. A null Rep and a Rep of empty strings compare equal, though
   // the constructor never makes the latter.
@@ -124,7 +124,7 @@ class Status {
     std::string details;
   };
 
-  static std::unique_ptr<Rep> MakeRep(std::string&& message, std::string&& details) {
+  static std::unique_ptr<Rep> make_rep(std::string&& message, std::string&& details) {
     if (message.empty() && details.empty()) return nullptr;
     return std::make_unique<Rep>(Rep{std::move(message), std::move(details)});
   }
