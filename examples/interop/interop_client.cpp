@@ -12,7 +12,7 @@
 // per case and exits 0 only if every case passed. Every call has a deadline (--rpc_timeout_ms,
 // timeout_on_sleeping_server's own 1 ms), so a run always ends. Plaintext only: --use_tls=true is
 // refused.
-#include <grpc/impl/codegen/grpc_types.h>
+#include <grpc/grpc.h>
 #include <grpcpp/channel.h>
 #include <grpcpp/support/channel_arguments.h>
 

@@ -2,7 +2,7 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
-#include <grpcpp/impl/codegen/async_unary_call.h>
+#include <grpcpp/support/async_unary_call.h>
 
 #include "grpc_convert.hpp"
 #include "outgoing_bytes.hpp"

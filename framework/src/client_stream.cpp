@@ -126,9 +126,12 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
     advance_finish();
   }
 
+  // Any thread. The flag first and `started_` second, both seq_cst, as ensure_started() does the
+  // other way round: either the worker sees the flag after starting the call, or this sees the
+  // call started (or both), so a cancel racing the start is never lost.
   void cancel() override {
-    cancel_requested_.store(true, std::memory_order_release);
-    if (started_.load(std::memory_order_acquire)) ctx_.TryCancel();
+    cancel_requested_.store(true);
+    if (started_.load()) ctx_.TryCancel();
   }
 
   void fail(Status status) override {
@@ -189,7 +192,7 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
     Worker::count_call(w->live_client_calls, 1);
     w->track(this);
     tracked_ = true;
-    started_.store(true, std::memory_order_release);
+    started_.store(true);  // seq_cst, with cancel()
     if (request_) {
       stream_->StartCall(nullptr);  // corked: no operation, no tag
       headers_sent_ = true;
@@ -199,7 +202,7 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
       stream_->StartCall(&on_started_);
       ++outstanding_;
     }
-    if (cancel_requested_.load(std::memory_order_acquire)) ctx_.TryCancel();
+    if (cancel_requested_.load()) ctx_.TryCancel();
     return true;
   }
 

@@ -5,8 +5,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include <boost/asio/detail/thread_context.hpp>
-#include <boost/asio/detail/thread_info_base.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <csignal>
@@ -14,31 +12,13 @@
 #include "absl/strings/str_cat.h"
 #include "log.hpp"
 #include "runtime_core.hpp"
+#include "trellis/detail/asio_internals.hpp"
 
 namespace trellis {
 namespace detail {
 namespace {
 
 thread_local Worker* tl_worker = nullptr;
-
-// Asio recycles the memory of coroutine frames, type-erased handlers (executor_function) and
-// cancellation handlers through a small per-thread cache, but only on a thread that has a
-// thread_info_base on Asio's thread call stack; io_context threads push one, other threads get
-// none and every such allocation goes to aligned_alloc/free. A worker runs Asio's machinery all
-// the time (several of these allocations per served call), so it pushes one the way
-// io_context's scheduler does (measured: 7 of 10 aligned allocations per unary call gone).
-// thread_context's call stack is an internal interface (boost/asio/detail): recheck it when
-// Boost is upgraded.
-class AsioThreadInfo : public boost::asio::detail::thread_context {
- public:
-  AsioThreadInfo() : entry_(this, info_) {}
-  AsioThreadInfo(const AsioThreadInfo&) = delete;
-  AsioThreadInfo& operator=(const AsioThreadInfo&) = delete;
-
- private:
-  boost::asio::detail::thread_info_base info_;
-  thread_call_stack::context entry_;
-};
 
 // steady_clock::now() without the call into libstdc++ around it (libstdc++'s steady_clock is
 // CLOCK_MONOTONIC): a worker reads the clock twice per event.
@@ -228,7 +208,7 @@ void Worker::heap_remove(std::size_t i) {
 void Worker::schedule(TimerOp* op) {
   if (stopping_) {
     // A stopping runtime fires new timers as aborted rather than letting them hold it open.
-    post(make_runnable([op] { op->fire(boost::asio::error::operation_aborted); }));
+    post(op);
     return;
   }
   try_schedule(op);
@@ -273,7 +253,9 @@ void Worker::begin_stop() {
 
 void Worker::run() {
   tl_worker = this;
-  AsioThreadInfo asio_thread_info;
+#if TRELLIS_ASIO_INTERNALS
+  detail::asio_internals::WorkerThreadInfo asio_thread_info;
+#endif
   block_termination_signals();
   name_thread(core_->thread_name, index_);
   if (core_->on_thread_start) core_->on_thread_start();
@@ -545,7 +527,30 @@ void schedule_timer(TimerOp* op) { op->worker->schedule(op); }
 bool try_schedule_timer(TimerOp* op) { return op->worker->try_schedule(op); }
 bool unschedule_timer(TimerOp* op) { return op->worker->unschedule(op); }
 
+void report_foreign_timer_cancel() noexcept {
+  log(LogLevel::kError,
+      "trellis: a timer was cancelled from a thread other than its worker's; the cancellation "
+      "is ignored (await Trellis timers from tasks on a Trellis runtime)");
+}
+
 }  // namespace detail
+
+// ----------------------------------------------------------------------------- WorkerTimer
+
+bool WorkerTimer::arm(std::chrono::steady_clock::time_point deadline) {
+  disarm();
+  detail::Worker* worker = detail::current_worker();
+  if (worker == nullptr) return false;
+  entry_.worker = worker;
+  entry_.deadline = deadline;
+  armed_ = detail::try_schedule_timer(&entry_);
+  return armed_;
+}
+
+void WorkerTimer::disarm() {
+  if (armed_) detail::unschedule_timer(&entry_);
+  armed_ = false;
+}
 
 // --------------------------------------------------------------------------------- Runtime
 

@@ -1,7 +1,7 @@
 #include "trellis/detail/serialization.hpp"
 
 #include <google/protobuf/message_lite.h>
-#include <grpcpp/impl/codegen/proto_utils.h>
+#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 #include <grpcpp/support/proto_buffer_writer.h>
 #include <grpcpp/support/slice.h>

@@ -2,9 +2,6 @@
 
 #include <grpc/grpc.h>
 #include <grpcpp/generic/async_generic_service.h>
-#include <grpcpp/impl/server_builder_option.h>
-#include <grpcpp/impl/server_builder_plugin.h>
-#include <grpcpp/impl/server_initializer.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
@@ -34,6 +31,7 @@
 #include "log.hpp"
 #include "outgoing_bytes.hpp"
 #include "runtime_core.hpp"
+#include "server_queues.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/service.hpp"
 #include "worker.hpp"
@@ -44,44 +42,6 @@ namespace {
 using detail::Completion;
 using detail::Forward;
 using detail::Worker;
-
-// grpc::ServerBuilder only registers completion queues it made itself for that server. Trellis
-// workers own their queues for the runtime's whole life and share them between servers, so this
-// plugin registers them with the grpc_server during BuildAndStart, after the server object exists
-// and before it starts (the only window in which core accepts new queues).
-class RuntimeQueuesPlugin final : public grpc::ServerBuilderPlugin {
- public:
-  explicit RuntimeQueuesPlugin(Runtime* runtime) : runtime_(runtime) {}
-  std::string name() override { return "trellis.runtime_queues"; }
-  void InitServer(grpc::ServerInitializer* si) override {
-    // ServerInitializer keeps its Server* as its first member and exposes no accessor.
-    // It is a standard-layout class, so a pointer to it is a pointer to that member.
-    static_assert(std::is_standard_layout_v<grpc::ServerInitializer>);
-    grpc::Server* server = *reinterpret_cast<grpc::Server**>(si);
-    for (std::size_t i = 0; i < runtime_->worker_count(); ++i) {
-      grpc_server_register_completion_queue(server->c_server(), runtime_->completion_queue(i)->cq(),
-                                            nullptr);
-    }
-  }
-  void Finish(grpc::ServerInitializer*) override {}
-  void ChangeArguments(const std::string&, void*) override {}
-  bool has_async_methods() const override { return true; }
-
- private:
-  Runtime* runtime_;
-};
-
-class RuntimeQueuesOption final : public grpc::ServerBuilderOption {
- public:
-  explicit RuntimeQueuesOption(Runtime* runtime) : runtime_(runtime) {}
-  void UpdateArguments(grpc::ChannelArguments*) override {}
-  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
-    plugins->push_back(std::make_unique<RuntimeQueuesPlugin>(runtime_));
-  }
-
- private:
-  Runtime* runtime_;
-};
 
 }  // namespace
 
@@ -117,22 +77,12 @@ class Server::State {
   bool shut_down = false;
 };
 
-// co_spawn starts a coroutine with a dispatch through its executor and, when the coroutine ends
-// without ever having been suspended (a unary handler that answers at once, the common case),
-// posts once more before calling its completion handler, which it then dispatches; it also keeps
-// two tracked-work executor copies and forwards cancellation through a proxy signal. Measured
-// under callgrind, that was the largest single part of the framework's per-call cost (about
-// 2,200 of the 5,200 instructions per unary call above a plain grpc++ server). A call needs none
-// of it: it is accepted on the worker that runs its handler and its answer may be sent inline.
-// With the Asio this was measured and tested with, the call starts its awaitable thread
-// directly, as co_spawn does underneath: that is Asio's internal interface
-// (boost/asio/impl/awaitable.hpp), so any other Boost version takes the co_spawn path until
-// checked.
-#if BOOST_VERSION == 108100
-#define TRELLIS_DIRECT_LAUNCH 1
-#else
-#define TRELLIS_DIRECT_LAUNCH 0
-#endif
+// A call's handler runs as an Asio awaitable thread whose cancellation slot is the context's
+// signal. With TRELLIS_ASIO_INTERNALS the call starts that thread itself, inline on the accepting
+// worker, and answers the call from the thread's bottom frame (asio_internals::Launch): co_spawn
+// would add a dispatch through the executor, a post after a handler that never suspended, a
+// completion dispatch, two tracked-work executor copies and a proxy cancellation signal, none of
+// which a call accepted on its handler's own worker needs. Without internals it uses co_spawn.
 
 namespace {
 
@@ -147,16 +97,46 @@ Status handler_outcome(const std::exception_ptr& error, Status status, const Ser
   return Status::internal("internal error");
 }
 
+void cancel_handler(ServerContext& ctx);
+
 // On a call's done tag: when the call was cancelled (by the client, its deadline, or shutdown)
 // while its handler runs, marks the context and cancels what the handler awaits. Once the handler
 // has finished nothing reads the cancellation any more, so that common case skips IsCancelled,
 // which takes a lock.
 void cancel_handler_if_cancelled(grpc::ServerContext& grpc_ctx, ServerContext& ctx,
                                  bool handler_running) {
-  if (handler_running && grpc_ctx.IsCancelled()) {
-    ctx.mark_cancelled();
-    ctx.cancellation_signal().emit(boost::asio::cancellation_type::terminal);
+  if (handler_running && grpc_ctx.IsCancelled()) cancel_handler(ctx);
+}
+
+// Marks the context cancelled and emits the terminal cancellation to the handler's task. On the
+// call's worker, where the task's cancellation is signalled. What the handler awaits is not
+// resumed inside emit(): every operation's cancellation handler only cancels or posts.
+void cancel_handler(ServerContext& ctx) {
+  detail::ServerContextAccess::mark_cancelled(ctx);
+  detail::ServerContextAccess::signal(ctx).emit(boost::asio::cancellation_type::terminal);
+}
+
+// Ends a gRPC server call now with `status`, as the client will see it. Any thread.
+void cancel_grpc_call(grpc::ServerContext& grpc_ctx, const Status& status) {
+  grpc_call_cancel_with_status(grpc_ctx.c_call(), static_cast<grpc_status_code>(status.code()),
+                               status.message().c_str(), nullptr);
+}
+
+// How a call object runs ServerContext::cancel_with from any thread: on its worker, at once when
+// called there, else posted; the object stays alive until a posted one has run (pending_posts()
+// is part of its condition to free itself).
+template <class Call>
+void run_cancel_with(Call* call, Worker* worker, std::atomic<int>& pending, Status status) {
+  if (worker->in_this_thread()) {
+    call->cancel_now(std::move(status));
+    return;
   }
+  pending.fetch_add(1, std::memory_order_relaxed);
+  worker->post(detail::make_runnable([call, &pending, status = std::move(status)]() mutable {
+    pending.fetch_sub(1, std::memory_order_relaxed);
+    call->cancel_now(std::move(status));
+    call->maybe_free();
+  }));
 }
 
 // The end of a server call object: uncounts it (`accepted`: it was counted as a live call),
@@ -207,8 +187,10 @@ class BlockCache {
   std::size_t count_ = 0;
 };
 
-// One incoming unary call, from request to the last completion. Lives on one worker.
-class UnaryCall final {
+// One incoming unary call, from request to the last completion. Lives on one worker: it is
+// created, armed and completed there, and every member is touched only there, but for
+// pending_posts_ (see run_cancel_with).
+class UnaryCall final : public detail::ServerCall {
  public:
   // Always this exact class (it is final): every block has the same size.
   static void* operator new([[maybe_unused]] std::size_t size) {
@@ -226,7 +208,7 @@ class UnaryCall final {
         method_(method),
         stack_(stack),
         responder_(&grpc_ctx_),
-        ctx_(&grpc_ctx_, method->path()) {
+        ctx_(&grpc_ctx_, method->path(), this) {
     server_->call_object_created();
   }
 
@@ -235,6 +217,23 @@ class UnaryCall final {
     grpc_ctx_.AsyncNotifyWhenDone(&on_done_);
     service_->RequestAsyncUnary(index_, &grpc_ctx_, &request_, &responder_, worker_->cq(),
                                 worker_->cq(), &on_accepted_);
+  }
+
+  void cancel_with(Status status) override {
+    run_cancel_with(this, worker_, pending_posts_, std::move(status));
+  }
+
+  // ServerContext::cancel_with on the worker: the client gets `status` now; the handler is
+  // cancelled, and what it answers afterwards is not sent.
+  void cancel_now(Status status) {
+    if (!handler_running_ || cancelled_with_) return;
+    cancel_grpc_call(grpc_ctx_, status);
+    cancelled_with_ = std::move(status);
+    cancel_handler(ctx_);
+  }
+
+  void maybe_free() {
+    if (done_ && finished_ && pending_posts_.load(std::memory_order_relaxed) == 0) free();
   }
 
  private:
@@ -248,29 +247,21 @@ class UnaryCall final {
     Worker::count_call(worker_->live_server_calls, 1);
     accepted_ = true;
     handler_running_ = true;
-#if TRELLIS_DIRECT_LAUNCH
-    // What co_spawn does underneath, minus its executor round trips (see TRELLIS_DIRECT_LAUNCH).
-    // The thread's cancellation state hangs directly off the context's signal, with co_spawn's
-    // default filter (terminal cancellation only).
-    boost::asio::cancellation_slot slot = ctx_.cancellation_signal().slot();
-    boost::asio::detail::awaitable_thread<boost::asio::any_io_executor>(
-        serve(this), Executor(worker_), slot, boost::asio::cancellation_state(slot))
-        .launch();
+    boost::asio::cancellation_slot slot = detail::ServerContextAccess::signal(ctx_).slot();
+#if TRELLIS_ASIO_INTERNALS
+    detail::asio_internals::Launch(serve(this), Executor(worker_), slot).launch();
 #else
     boost::asio::co_spawn(Executor(worker_),
                           method_->invoke(ctx_, &request_, &response_.buffer, &status_, stack_),
                           boost::asio::bind_cancellation_slot(
-                              ctx_.cancellation_signal().slot(),
-                              [this](std::exception_ptr error) { handler_done(error); }));
+                              slot, [this](std::exception_ptr error) { handler_done(error); }));
 #endif
   }
 
-#if TRELLIS_DIRECT_LAUNCH
+#if TRELLIS_ASIO_INTERNALS
   // The bottom frame of the call's awaitable thread: runs the handler and answers the call, as
   // the co_spawn completion handler does otherwise.
-  static boost::asio::awaitable<boost::asio::detail::awaitable_thread_entry_point,
-                                boost::asio::any_io_executor>
-  serve(UnaryCall* self) {
+  static detail::asio_internals::EntryPoint serve(UnaryCall* self) {
     std::exception_ptr error;
     try {
       co_await self->method_->invoke(self->ctx_, &self->request_, &self->response_.buffer,
@@ -285,6 +276,7 @@ class UnaryCall final {
   void handler_done(const std::exception_ptr& error) {
     handler_running_ = false;
     if (error) status_ = handler_outcome(error, std::move(status_), ctx_);
+    if (cancelled_with_) status_ = std::move(*cancelled_with_);
     if (status_.ok()) {
       responder_.Finish(response_, grpc::Status::OK, &on_finished_);
     } else {
@@ -303,10 +295,6 @@ class UnaryCall final {
     maybe_free();
   }
 
-  void maybe_free() {
-    if (done_ && finished_) free();
-  }
-
   void free() { destroy_call(this, server_, worker_, accepted_); }
 
   Server::State* server_;
@@ -322,7 +310,9 @@ class UnaryCall final {
   detail::OutgoingBytes response_;
   grpc::ServerAsyncResponseWriter<detail::OutgoingBytes> responder_;
   ServerContext ctx_;
-  Status status_;  // the handler's outcome, set by UnaryMethod::invoke
+  Status status_;                         // the handler's outcome, set by UnaryMethod::invoke
+  std::optional<Status> cancelled_with_;  // ServerContext::cancel_with's status
+  std::atomic<int> pending_posts_{0};     // run_cancel_with runnables not yet run
   bool handler_running_ = false;
   bool done_ = false;
   bool finished_ = false;
@@ -367,10 +357,11 @@ class UnknownMethodCall {
 };
 
 // One incoming streaming call (any streaming kind), from request to the last completion. Lives
-// on one worker, where the handler's reads and writes run. It is freed when the handler has
-// returned, the status has been sent, gRPC has reported the call done, and no read or write is
-// in flight.
-class StreamCall final : public detail::StreamCore {
+// on one worker, where it is created and armed and where the handler's reads and writes run
+// (StreamCore's threading contract). It is freed when the handler has returned, the status has
+// been sent, gRPC has reported the call done, no read or write is in flight and no
+// run_cancel_with runnable is pending.
+class StreamCall final : public detail::StreamCore, public detail::ServerCall {
  public:
   StreamCall(Server::State* server, Worker* worker, detail::GrpcService* service,
              detail::StreamMethod* method, const BoxService* stack)
@@ -380,7 +371,7 @@ class StreamCall final : public detail::StreamCore {
         method_(method),
         stack_(stack),
         stream_(&grpc_ctx_),
-        ctx_(&grpc_ctx_, method->path()) {
+        ctx_(&grpc_ctx_, method->path(), this) {
     server_->call_object_created();
   }
 
@@ -453,6 +444,26 @@ class StreamCall final : public detail::StreamCore {
     if (!failure_) failure_ = std::move(status);
   }
 
+  void cancel_with(Status status) override {
+    run_cancel_with(this, worker_, pending_posts_, std::move(status));
+  }
+
+  // ServerContext::cancel_with on the worker: the call fails with `status`, which the client
+  // gets now, and the handler is cancelled.
+  void cancel_now(Status status) {
+    if (handler_returned_ || failure_) return;
+    fail(std::move(status));
+    cancel();
+    cancel_handler(ctx_);
+  }
+
+  void maybe_free() {
+    if (callback_depth_ == 0 && done_ && finished_ && outstanding_ == 0 && !handler_running_ &&
+        pending_posts_.load(std::memory_order_relaxed) == 0) {
+      free();
+    }
+  }
+
  private:
   friend class detail::CallbackScope<StreamCall>;
   using Scope = detail::CallbackScope<StreamCall>;
@@ -467,30 +478,26 @@ class StreamCall final : public detail::StreamCore {
     Worker::count_call(worker_->live_server_calls, 1);
     accepted_ = true;
     handler_running_ = true;
-#if TRELLIS_DIRECT_LAUNCH
+    boost::asio::cancellation_slot slot = detail::ServerContextAccess::signal(ctx_).slot();
+#if TRELLIS_ASIO_INTERNALS
     // As in UnaryCall. The thread is also the stream's home thread: it runs on this worker's
     // own executor, so its reads and writes skip the check of the awaiting task's executor.
-    boost::asio::cancellation_slot slot = ctx_.cancellation_signal().slot();
-    boost::asio::detail::awaitable_thread<boost::asio::any_io_executor> thread(
-        serve(this), Executor(worker_), slot, boost::asio::cancellation_state(slot));
-    home_thread_.store(thread.entry_point(), std::memory_order_relaxed);
+    detail::asio_internals::Launch thread(serve(this), Executor(worker_), slot);
+    home_thread_.store(thread.id(), std::memory_order_relaxed);
     thread.launch();
 #else
     boost::asio::co_spawn(
         Executor(worker_), method_->invoke(ctx_, *this, stack_),
-        boost::asio::bind_cancellation_slot(ctx_.cancellation_signal().slot(),
-                                            [this](std::exception_ptr error, Status status) {
-                                              handler_done(std::move(error), std::move(status));
-                                            }));
+        boost::asio::bind_cancellation_slot(slot, [this](std::exception_ptr error, Status status) {
+          handler_done(std::move(error), std::move(status));
+        }));
 #endif
   }
 
-#if TRELLIS_DIRECT_LAUNCH
+#if TRELLIS_ASIO_INTERNALS
   // The bottom frame of the call's awaitable thread: runs the handler, then ends the call as the
   // co_spawn completion handler does otherwise.
-  static boost::asio::awaitable<boost::asio::detail::awaitable_thread_entry_point,
-                                boost::asio::any_io_executor>
-  serve(StreamCall* self) {
+  static detail::asio_internals::EntryPoint serve(StreamCall* self) {
     std::exception_ptr error;
     Status status;
     try {
@@ -526,7 +533,9 @@ class StreamCall final : public detail::StreamCore {
     --outstanding_;
     if (!ok) {
       reads_ended_ = true;
-      if (grpc_call_failed_before_recv_message(grpc_ctx_.c_call()) != 0) ctx_.mark_cancelled();
+      if (grpc_call_failed_before_recv_message(grpc_ctx_.c_call()) != 0) {
+        detail::ServerContextAccess::mark_cancelled(ctx_);
+      }
     }
     detail::ReadOp* op = std::exchange(read_op_, nullptr);
     // The message leaves read_buffer_ first: completing may start the next read into it.
@@ -539,7 +548,7 @@ class StreamCall final : public detail::StreamCore {
   void written(bool ok) {
     Scope scope(this);
     --outstanding_;
-    if (!ok) ctx_.mark_cancelled();
+    if (!ok) detail::ServerContextAccess::mark_cancelled(ctx_);
     std::exchange(write_op_, nullptr)->complete(ok);
     if (handler_returned_ && !status_sent_ && write_op_ == nullptr) send_status();
   }
@@ -559,12 +568,6 @@ class StreamCall final : public detail::StreamCore {
   void misuse(const char* what) {
     detail::log(detail::LogLevel::kError, absl::StrCat(std::string(ctx_.method()), ": ", what));
     fail(Status::internal(what));
-  }
-
-  void maybe_free() {
-    if (callback_depth_ == 0 && done_ && finished_ && outstanding_ == 0 && !handler_running_) {
-      free();
-    }
   }
 
   void free() { destroy_call(this, server_, worker_, accepted_); }
@@ -587,6 +590,7 @@ class StreamCall final : public detail::StreamCore {
   Status final_status_;
   int outstanding_ = 0;  // reads, writes and the status in flight in gRPC
   int callback_depth_ = 0;
+  std::atomic<int> pending_posts_{0};  // run_cancel_with runnables not yet run
   bool accepted_ = false;
   bool handler_running_ = false;
   bool handler_returned_ = false;
@@ -600,6 +604,53 @@ class StreamCall final : public detail::StreamCore {
   Forward<StreamCall, &StreamCall::written> on_written_{this};
   Forward<StreamCall, &StreamCall::done> on_done_{this};
   Forward<StreamCall, &StreamCall::finished> on_finished_{this};
+};
+
+// A method a server keeps calls requested for, on every worker.
+struct RequestedMethod {
+  detail::GrpcService* service;
+  detail::UnaryMethod* unary;  // one of unary and stream is set
+  detail::StreamMethod* stream;
+  const BoxService* stack;  // the server's middleware for the method, or nullptr
+};
+
+// Makes and arms a worker's call objects on that worker, so that every gRPC operation of a call
+// object starts on the thread that completes it. Counted as a call object until it has run, so
+// that Server::shutdown waits for it.
+class ArmWorker final : public detail::Runnable {
+ public:
+  ArmWorker(Server::State* server, Worker* worker, std::vector<RequestedMethod> methods,
+            int per_method)
+      : server_(server), worker_(worker), methods_(std::move(methods)), per_method_(per_method) {
+    server_->call_object_created();
+  }
+
+  void run() override {
+    for (const RequestedMethod& m : methods_) {
+      for (int k = 0; k < per_method_; ++k) {
+        if (m.unary != nullptr) {
+          (new UnaryCall(server_, worker_, m.service, m.unary->index(), m.unary, m.stack))->arm();
+        } else {
+          (new StreamCall(server_, worker_, m.service, m.stream, m.stack))->arm();
+        }
+      }
+    }
+    (new UnknownMethodCall(server_, worker_))->arm();
+    done();
+  }
+  void discard() override { done(); }
+
+ private:
+  void done() {
+    Server::State* server = server_;
+    delete this;
+    server->call_object_destroyed();
+  }
+
+  Server::State* server_;
+  Worker* worker_;
+  std::vector<RequestedMethod> methods_;
+  int per_method_;
 };
 
 }  // namespace
@@ -654,13 +705,15 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   for (Service* s : services_) builder.RegisterService(&s->grpc_service_);
   builder.RegisterAsyncGenericService(&state->generic);
   state->idle_cq = builder.AddCompletionQueue(true);
-  builder.SetOption(std::make_unique<RuntimeQueuesOption>(runtime_));
   // gRPC enables SO_REUSEPORT by default, which lets a second server bind a port that is in use
   // and silently share its traffic. Trellis fails instead; configure() can turn it back on.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (auto& fn : configure_) fn(builder);
 
-  state->server = builder.BuildAndStart();
+  {
+    detail::RuntimeQueuesForNextServer queues(*runtime_);
+    state->server = builder.BuildAndStart();
+  }
   bool bound = state->server != nullptr;
   for (std::size_t i = 0; bound && i < addresses_.size(); ++i) {
     bound = state->ports[i] != 0;
@@ -680,13 +733,7 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
     return &state->stacks.emplace_back(
         layers_.wrap(service_layers_[service].wrap(detail::HandlerService{&method})));
   };
-  struct Registered {
-    detail::GrpcService* service;
-    detail::UnaryMethod* unary;
-    detail::StreamMethod* stream;
-    const BoxService* stack;
-  };
-  std::vector<Registered> methods;
+  std::vector<RequestedMethod> methods;
   for (std::size_t i = 0; i < services_.size(); ++i) {
     Service* s = services_[i];
     for (auto& m : s->unary_methods_) {
@@ -698,19 +745,8 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   }
 
   // Keep calls requested on every worker, so each worker accepts calls on its own queue.
-  for (std::size_t w = 0; w < runtime_->worker_count(); ++w) {
-    Worker* worker = runtime_->core().workers[w].get();
-    for (const Registered& m : methods) {
-      for (int k = 0; k < requests_per_worker_; ++k) {
-        if (m.unary != nullptr) {
-          (new UnaryCall(state.get(), worker, m.service, m.unary->index(), m.unary, m.stack))
-              ->arm();
-        } else {
-          (new StreamCall(state.get(), worker, m.service, m.stream, m.stack))->arm();
-        }
-      }
-    }
-    (new UnknownMethodCall(state.get(), worker))->arm();
+  for (auto& worker : runtime_->core().workers) {
+    worker->post(new ArmWorker(state.get(), worker.get(), methods, requests_per_worker_));
   }
   return std::unique_ptr<Server>(new Server(std::move(state)));
 }

@@ -9,8 +9,25 @@
 
 namespace trellis {
 
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+Clock::time_point from_ticks(std::int64_t ticks) {
+  return Clock::time_point(Clock::duration(ticks));
+}
+
+}  // namespace
+
 std::chrono::system_clock::time_point ServerContext::deadline() const {
-  return std::min(grpc_->deadline(), local_deadline_);
+  return std::min(grpc_->deadline(), from_ticks(local_deadline_.load(std::memory_order_relaxed)));
+}
+
+void ServerContext::set_deadline(std::chrono::system_clock::time_point deadline) {
+  // The handler's thread is the only writer: a load and a store suffice.
+  if (deadline < from_ticks(local_deadline_.load(std::memory_order_relaxed))) {
+    local_deadline_.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
+  }
 }
 
 const Metadata& ServerContext::request_metadata() const {
@@ -29,7 +46,20 @@ void ServerContext::add_trailing_metadata(std::string key, std::string value) {
 }
 
 bool ServerContext::is_cancelled() const {
-  return cancelled_ || deadline() <= std::chrono::system_clock::now();
+  return cancelled_.load(std::memory_order_acquire) || deadline() <= Clock::now();
+}
+
+void ServerContext::cancel_with(Status status) {
+  if (status.ok()) status = Status::cancelled("the call was cancelled by the server");
+  call_->cancel_with(std::move(status));
+}
+
+boost::asio::cancellation_signal& detail::ServerContextAccess::signal(ServerContext& ctx) {
+  return ctx.cancel_;
+}
+
+void detail::ServerContextAccess::mark_cancelled(ServerContext& ctx) {
+  ctx.cancelled_.store(true, std::memory_order_release);
 }
 
 std::optional<std::chrono::system_clock::time_point> CallOptions::effective_deadline() const {

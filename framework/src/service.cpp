@@ -1,6 +1,6 @@
 #include "trellis/service.hpp"
 
-#include <grpcpp/impl/codegen/rpc_service_method.h>
+#include <grpcpp/impl/rpc_service_method.h>
 
 namespace trellis {
 namespace detail {

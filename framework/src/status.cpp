@@ -51,6 +51,8 @@ std::string Status::to_string() const {
 }
 
 std::ostream& operator<<(std::ostream& os, StatusCode code) { return os << status_code_name(code); }
-std::ostream& operator<<(std::ostream& os, const Status& status) { return os << status.to_string(); }
+std::ostream& operator<<(std::ostream& os, const Status& status) {
+  return os << status.to_string();
+}
 
 }  // namespace trellis

@@ -1,31 +1,12 @@
 #include "trellis/middleware/timeout.hpp"
 
-#include "trellis/detail/stream_core.hpp"
 #include "trellis/runtime.hpp"
 
 namespace trellis::detail {
 
-void ServerTimeout::arm(std::chrono::steady_clock::time_point at) {
-  worker = current_worker();
-  if (worker == nullptr) return;
-  deadline = at;
-  armed_ = try_schedule_timer(this);
-}
-
-void ServerTimeout::disarm() {
-  if (armed_) unschedule_timer(this);
-  armed_ = false;
-  ctx_ = nullptr;
-}
-
-void ServerTimeout::fire(boost::system::error_code ec) {
-  armed_ = false;
-  if (ec || ctx_ == nullptr) return;
+void ServerTimeout::expired() {
   expired_ = true;
-  if (stream_ != nullptr) stream_->fail(deadline_exceeded_by_layer());
-  ctx_->mark_cancelled();
-  // Last: what the signal resumes may end the handler and this frame with it.
-  ctx_->cancellation_signal().emit(boost::asio::cancellation_type::terminal);
+  ctx_->cancel_with(deadline_exceeded_by_layer());
 }
 
 Status deadline_exceeded_by_layer() {
@@ -48,7 +29,7 @@ HookDecision TimeoutLayer::before(Call& call, State& state) const {
   // gRPC enforces the client's deadline by itself; the layer only adds an earlier one.
   if (ctx.deadline() <= deadline) return HookDecision::proceed();
   ctx.set_deadline(deadline);
-  state.timer.emplace(ctx, call.stream());
+  state.timer.emplace(ctx);
   state.timer->arm(std::chrono::steady_clock::now() + timeout_);
   return HookDecision::proceed();
 }
@@ -57,7 +38,7 @@ void TimeoutLayer::after(Call&, State& state, CallOutcome& outcome) const {
   if (!state.timer) return;
   state.timer->disarm();
   // What the handler returned or threw once its time ran out is the timeout, not its answer.
-  if (state.timer->expired()) {
+  if (state.timer->expired_before()) {
     outcome.error = nullptr;
     outcome.status = detail::deadline_exceeded_by_layer();
   }

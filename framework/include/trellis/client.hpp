@@ -2,9 +2,10 @@
 #pragma once
 
 #include <grpcpp/channel.h>
-#include <grpcpp/impl/codegen/rpc_method.h>
+#include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/support/byte_buffer.h>
 
+#include <atomic>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -54,29 +55,31 @@ class UnaryClientCall {
 template <class Handler>
 class UnaryClientCallOp final : public UnaryClientCall {
  public:
-  UnaryClientCallOp(Handler h, Worker* w) : handler_(std::move(h)), worker_(w) {
-    auto slot = boost::asio::get_associated_cancellation_slot(handler_);
-    if (slot.is_connected()) {
-      slot.template emplace<Cancel>(this);
-    }
+  UnaryClientCallOp(Handler h, Worker* w) : handler(std::move(h)), worker_(w) {
+    auto slot = boost::asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected()) slot.template emplace<Cancel>(this);
   }
 
+  Handler handler;
+  std::atomic<bool> completed{false};  // for complete_op
+
  private:
+  // Runs where the handler's cancellation is signalled; TryCancel may be called from any thread.
   struct Cancel {
-    UnaryClientCallOp* op;
+    explicit Cancel(UnaryClientCallOp* op) : op(op) {}
     void operator()(boost::asio::cancellation_type type) {
-      if (type != boost::asio::cancellation_type::none) op->try_cancel();
+      if (type != boost::asio::cancellation_type::none &&
+          !op->completed.load(std::memory_order_acquire)) {
+        op->try_cancel();
+      }
     }
+    UnaryClientCallOp* op;
   };
 
   void finish(Status status, Bytes response) override {
-    Handler h = take_handler(handler_);
-    Worker* w = worker_;
-    delete this;
-    complete(std::move(h), w, std::move(status), std::move(response));
+    complete_op(this, worker_, std::move(status), std::move(response));
   }
 
-  Handler handler_;
   Worker* worker_;
 };
 

@@ -2,7 +2,7 @@
 #pragma once
 
 #include <grpcpp/channel.h>
-#include <grpcpp/impl/codegen/rpc_method.h>
+#include <grpcpp/impl/rpc_method.h>
 
 #include <memory>
 #include <optional>

@@ -1,8 +1,8 @@
 // trellis::Executor: the Asio executor of one runtime worker thread.
 #pragma once
 
-#include <boost/asio/execution.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/execution.hpp>
 #include <boost/asio/execution_context.hpp>
 
 #include "trellis/detail/runnable.hpp"
@@ -48,9 +48,9 @@ class Executor {
     return detail::context_of(worker_);
   }
   boost::asio::execution::blocking_t query(boost::asio::execution::blocking_t) const noexcept {
-    return never_block_ ? boost::asio::execution::blocking_t(boost::asio::execution::blocking.never)
-                        : boost::asio::execution::blocking_t(
-                              boost::asio::execution::blocking.possibly);
+    return never_block_
+               ? boost::asio::execution::blocking_t(boost::asio::execution::blocking.never)
+               : boost::asio::execution::blocking_t(boost::asio::execution::blocking.possibly);
   }
   Executor require(boost::asio::execution::blocking_t::never_t) const noexcept {
     return Executor(worker_, true);

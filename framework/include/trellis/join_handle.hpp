@@ -1,6 +1,12 @@
 // trellis::JoinHandle<T>: the handle of a spawned task (tokio's JoinHandle).
 #pragma once
 
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -8,13 +14,6 @@
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
-
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/dispatch.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include "trellis/executor.hpp"
 
@@ -126,14 +125,14 @@ class JoinState : public JoinStateBase {
       auto ex = boost::asio::get_associated_executor(h, self->executor());
       // Only one join() may consume the value; later ones see it moved-from.
       if constexpr (std::is_void_v<T>) {
-        boost::asio::dispatch(ex, [h = std::move(h), e = self->error_]() mutable {
-          std::move(h)(e);
-        });
+        boost::asio::dispatch(ex,
+                              [h = std::move(h), e = self->error_]() mutable { std::move(h)(e); });
       } else {
         T value = self->value_ ? std::move(*self->value_) : T();
-        boost::asio::dispatch(ex, [h = std::move(h), e = self->error_, v = std::move(value)]() mutable {
-          std::move(h)(e, std::move(v));
-        });
+        boost::asio::dispatch(ex,
+                              [h = std::move(h), e = self->error_, v = std::move(value)]() mutable {
+                                std::move(h)(e, std::move(v));
+                              });
       }
     });
     if (Runnable* now = await(waiter)) now->run();

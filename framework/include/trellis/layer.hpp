@@ -30,8 +30,10 @@ concept CallService = std::move_constructible<S> && requires(const S& service, C
 class BoxService {
  public:
   BoxService() = default;
-  template <CallService S>
-  requires(!std::same_as<std::decay_t<S>, BoxService>)
+  // The exclusion comes first: checking CallService<BoxService> would ask whether BoxService is
+  // move-constructible, which considers this very constructor.
+  template <class S>
+  requires(!std::same_as<std::decay_t<S>, BoxService> && CallService<S>)
       BoxService(S service)  // NOLINT(google-explicit-constructor): boxing is the point
       : impl_(std::make_shared<const Model<S>>(std::move(service))) {}
 
@@ -65,8 +67,8 @@ concept Layer = std::copy_constructible<L> && requires(const L& layer, BoxServic
 class BoxLayer {
  public:
   BoxLayer() = default;
-  template <Layer L>
-  requires(!std::same_as<std::decay_t<L>, BoxLayer>)
+  template <class L>
+  requires(!std::same_as<std::decay_t<L>, BoxLayer> && Layer<L>)
       BoxLayer(L layer)  // NOLINT(google-explicit-constructor)
       : wrap_([layer = std::move(layer)](BoxService inner) -> BoxService {
           return BoxService(layer.wrap(std::move(inner)));

@@ -33,11 +33,11 @@ class Result {
   // An error (UNKNOWN, "no result"); exists because Asio default-constructs the result of a
   // task that ended with an exception.
   Result() : state_(std::in_place_index<1>, StatusCode::kUnknown, "no result") {}
-  Result(const T& value) : state_(std::in_place_index<0>, value) {}  // NOLINT: implicit
+  Result(const T& value) : state_(std::in_place_index<0>, value) {}        // NOLINT: implicit
   Result(T&& value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
   Result(Status status)  // NOLINT: implicit by design
-      : state_(std::in_place_index<1>, status.ok() ? Status::internal("OK status used as an error")
-                                                   : std::move(status)) {}
+      : state_(std::in_place_index<1>,
+               status.ok() ? Status::internal("OK status used as an error") : std::move(status)) {}
 
   bool ok() const { return state_.index() == 0; }
   explicit operator bool() const { return ok(); }

@@ -1,14 +1,17 @@
 // trellis::ServerContext: what a handler knows about, and can set on, the call it serves.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/cancellation_signal.hpp>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "trellis/extensions.hpp"
 #include "trellis/metadata.hpp"
+#include "trellis/status.hpp"
 
 namespace grpc {
 class ServerContext;
@@ -16,17 +19,48 @@ class ServerContext;
 
 namespace trellis {
 
-// One per incoming call, owned by the framework, valid until the handler's task finishes. Use it
-// from the handler's own worker thread (the one the handler runs on).
+class ServerContext;
+
+namespace detail {
+
+// What a ServerContext asks of the call object it belongs to (server.cpp).
+class ServerCall {
+ public:
+  // See ServerContext::cancel_with. Any thread.
+  virtual void cancel_with(Status status) = 0;
+
+ protected:
+  ~ServerCall() = default;
+};
+
+// The framework's access to a ServerContext's internals (a passkey: handlers cannot use it).
+struct ServerContextAccess {
+  // The signal that cancels the handler's task. Emitted only on the call's worker.
+  static boost::asio::cancellation_signal& signal(ServerContext& ctx);
+  // Records that the call is cancelled (is_cancelled() turns true). Any thread.
+  static void mark_cancelled(ServerContext& ctx);
+};
+
+}  // namespace detail
+
+// One per incoming call, owned by the framework, valid until the handler's task finishes.
 //
-// Cancellation: when the client cancels the call or its deadline passes, is_cancelled() turns
-// true and a terminal cancellation is emitted to the handler's task, so whatever the handler is
-// awaiting (a timer, an outgoing call) completes with operation_aborted. The handler needs no
-// code for this; it can check is_cancelled() before expensive work.
+// Cancellation: when the client cancels the call, its deadline passes or cancel_with() is called,
+// is_cancelled() turns true and a terminal cancellation is emitted to the handler's task, so
+// whatever the handler is awaiting (a timer, an outgoing call, a stream operation) completes with
+// operation_aborted. The handler needs no code for this; it can check is_cancelled() before
+// expensive work.
+//
+// Threads: the handler runs on the call's worker, and so do the framework's writes to the
+// context. method(), deadline(), is_cancelled(), peer() and cancel_with() may be called from
+// any thread (a task the handler spawned on another worker, for instance). Everything else
+// (metadata, extensions, set_deadline, grpc_context) belongs to the handler: use it from the
+// handler's task, or from tasks the handler awaits, never from two threads at once.
 class ServerContext {
  public:
-  explicit ServerContext(grpc::ServerContext* grpc_context, std::string_view method)
-      : grpc_(grpc_context), method_(method) {}
+  ServerContext(grpc::ServerContext* grpc_context, std::string_view method,
+                detail::ServerCall* call)
+      : grpc_(grpc_context), method_(method), call_(call) {}
   ServerContext(const ServerContext&) = delete;
   ServerContext& operator=(const ServerContext&) = delete;
 
@@ -37,9 +71,7 @@ class ServerContext {
   std::chrono::system_clock::time_point deadline() const;
   // Tightens the deadline that deadline() reports and outgoing calls inherit (a later one is
   // ignored). It does not cancel the handler by itself; the server timeout layer does.
-  void set_deadline(std::chrono::system_clock::time_point deadline) {
-    if (deadline < local_deadline_) local_deadline_ = deadline;
-  }
+  void set_deadline(std::chrono::system_clock::time_point deadline);
   // The client's metadata, without gRPC's reserved keys. Built on first use.
   const Metadata& request_metadata() const;
   // The peer's address, as gRPC spells it ("ipv4:127.0.0.1:51234").
@@ -50,8 +82,16 @@ class ServerContext {
   // Adds a response trailer.
   void add_trailing_metadata(std::string key, std::string value);
 
-  // True once the client has cancelled the call or its deadline has passed.
+  // True once the call is cancelled (by the client, by cancel_with) or its deadline has passed.
   bool is_cancelled() const;
+
+  // Ends the call with `status` (not OK) now: the client gets `status` (its code and message;
+  // binary details and trailers are not sent), whatever the handler returns afterwards, and the
+  // handler is cancelled as by a client cancellation. No effect once the call has ended or been
+  // cancelled. What a server time limit does (TimeoutLayer); a layer or a handler may use it to
+  // abort a call on its own terms. Returns at once: the cancellation reaches the handler's task
+  // on the call's worker, never inside this call.
+  void cancel_with(Status status);
 
   // Values middleware attached to the call (for example the tracing layer's span context).
   Extensions& extensions() { return extensions_; }
@@ -60,17 +100,17 @@ class ServerContext {
   // The underlying grpc++ context, for what Trellis does not wrap (auth context, compression).
   grpc::ServerContext& grpc_context() { return *grpc_; }
 
-  // Internal: the signal the framework emits to cancel the handler's task.
-  boost::asio::cancellation_signal& cancellation_signal() { return cancel_; }
-  void mark_cancelled() { cancelled_ = true; }
-
  private:
+  friend struct detail::ServerContextAccess;
+
   grpc::ServerContext* grpc_;
   std::string_view method_;
+  detail::ServerCall* call_;
   mutable std::optional<Metadata> request_metadata_;
-  bool cancelled_ = false;
-  std::chrono::system_clock::time_point local_deadline_ =
-      std::chrono::system_clock::time_point::max();
+  std::atomic<bool> cancelled_{false};
+  // set_deadline's deadline (system_clock ticks since the epoch); read from any thread.
+  std::atomic<std::int64_t> local_deadline_{
+      std::chrono::system_clock::time_point::max().time_since_epoch().count()};
   Extensions extensions_;
   boost::asio::cancellation_signal cancel_;
 };

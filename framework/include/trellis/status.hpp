@@ -103,9 +103,9 @@ class Status {
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
-  const std::string& message() const { return rep_ ? rep_->message : kEmpty; }
+  const std::string& message() const { return rep_ ? rep_->message : empty_string(); }
   // Binary error details; empty when the peer sent none.
-  const std::string& details() const { return rep_ ? rep_->details : kEmpty; }
+  const std::string& details() const { return rep_ ? rep_->details : empty_string(); }
 
   // "CODE: message" (or "OK").
   std::string to_string() const;
@@ -129,9 +129,13 @@ class Status {
     return std::make_unique<Rep>(Rep{std::move(message), std::move(details)});
   }
 
-  // What message() and details() refer to without a Rep. constinit: constant-initialized, so it
-  // is valid even for a Status read by another translation unit's static initializers.
-  static constinit inline const std::string kEmpty{};
+  // What message() and details() refer to without a Rep. A function-local static: valid even for
+  // a Status read by another translation unit's static initializers (a std::string is not a
+  // constant initializer for every compiler: clang 14 with libstdc++ 12 refuses constinit).
+  static const std::string& empty_string() {
+    static const std::string empty;
+    return empty;
+  }
 
   StatusCode code_ = StatusCode::kOk;
   std::unique_ptr<Rep> rep_;  // null when message and details are both empty

@@ -1,6 +1,7 @@
 // Runtime-owned timers: sleep_for / sleep_until as Asio asynchronous operations.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -21,15 +22,18 @@ namespace trellis {
 namespace detail {
 
 // A timer entry in a worker's timer heap. Scheduled, fired and cancelled on the worker thread.
-class TimerOp {
+// It is also the runnable that fires it with operation_aborted, so that a cancellation or a
+// stopping runtime completes it from the worker's queue without allocating.
+class TimerOp : public Runnable {
  public:
   std::chrono::steady_clock::time_point deadline;
   Worker* worker = nullptr;
   std::size_t heap_index = 0;  // maintained by the worker's heap
-  // Frees the op and completes its handler with `ec`.
+  // Completes the timer with `ec` (and frees it if it owns itself).
   virtual void fire(boost::system::error_code ec) = 0;
-  // Frees the op without completing (runtime teardown).
-  virtual void discard() = 0;
+  // As a queued runnable: fires with operation_aborted. (discard(), from Runnable: frees the op
+  // without completing it, at runtime teardown.)
+  void run() final { fire(boost::asio::error::operation_aborted); }
 
  protected:
   ~TimerOp() = default;
@@ -42,39 +46,88 @@ void schedule_timer(TimerOp* op);
 bool try_schedule_timer(TimerOp* op);
 // Removes `op` from its worker's heap if it is still there; returns whether it was.
 bool unschedule_timer(TimerOp* op);
+// Reports a timer cancelled from a thread that is not its worker's (see TimerOpImpl::Cancel).
+void report_foreign_timer_cancel() noexcept;
 
 template <class Handler>
 class TimerOpImpl final : public TimerOp {
  public:
-  explicit TimerOpImpl(Handler h) : handler_(std::move(h)) {}
+  explicit TimerOpImpl(Handler h) : handler(std::move(h)) {}
 
   void start() {
-    auto slot = boost::asio::get_associated_cancellation_slot(handler_);
-    if (slot.is_connected()) {
-      slot.template emplace<Cancel>(this);
-    }
+    auto slot = boost::asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected()) slot.template emplace<Cancel>(this);
     schedule_timer(this);
   }
-  void fire(boost::system::error_code ec) override {
-    Handler h = take_handler(handler_);
-    Worker* w = worker;
+  void fire(boost::system::error_code ec) override { complete_op(this, worker, ec); }
+  void discard() override {
+    take_handler(handler);
     delete this;
-    complete(std::move(h), w, ec);
   }
-  void discard() override { delete this; }
+
+  Handler handler;
+  std::atomic<bool> completed{false};  // for complete_op
 
  private:
+  // Runs where the handler's cancellation is signalled: the timer's worker, whose heap it owns.
+  // The timer completes from the worker's queue, never inside the signal's emit().
   struct Cancel {
-    TimerOp* op;
+    explicit Cancel(TimerOpImpl* op) : op(op) {}
     void operator()(boost::asio::cancellation_type type) {
       if (type == boost::asio::cancellation_type::none) return;
-      if (unschedule_timer(op)) op->fire(boost::asio::error::operation_aborted);
+      // A handler whose executor does not run on the timer's worker cannot cancel it: the heap
+      // belongs to that thread. sleep_until only serves handlers on a worker, so this is a bug.
+      if (!running_in(op->worker)) return report_foreign_timer_cancel();
+      if (unschedule_timer(op)) post(op->worker, op);
     }
+    TimerOpImpl* op;
   };
-  Handler handler_;
 };
 
 }  // namespace detail
+
+// A timer entry of a runtime worker's timer heap that lives inside its owner, so arming it
+// allocates nothing: for code that needs a deadline without a coroutine waiting on it, such as a
+// layer's time limit on a call (TimeoutLayer). Derive from it and implement expired().
+//
+// Threads: arm() on a runtime worker; expired() then runs on that worker, and disarm(), a new
+// arm() and the destructor must run there too.
+class WorkerTimer {
+ public:
+  WorkerTimer() = default;
+  WorkerTimer(const WorkerTimer&) = delete;
+  WorkerTimer& operator=(const WorkerTimer&) = delete;
+
+  // Schedules the timer on the calling worker to expire at `deadline` (an armed timer moves).
+  // False, and not armed, when the calling thread is not a runtime worker or its runtime is
+  // stopping (a stopping runtime cancels its calls and timers itself).
+  bool arm(std::chrono::steady_clock::time_point deadline);
+  // Takes the timer out of the heap; expired() will not be called. No effect when not armed.
+  void disarm();
+  bool armed() const { return armed_; }
+
+ protected:
+  ~WorkerTimer() { disarm(); }
+  // Called on the worker once `deadline` has passed; the timer is no longer armed.
+  virtual void expired() = 0;
+
+ private:
+  class Entry final : public detail::TimerOp {
+   public:
+    explicit Entry(WorkerTimer* owner) : owner_(owner) {}
+    void fire(boost::system::error_code ec) override {
+      owner_->armed_ = false;
+      if (!ec) owner_->expired();
+    }
+    void discard() override { owner_->armed_ = false; }
+
+   private:
+    WorkerTimer* owner_;
+  };
+
+  Entry entry_{this};
+  bool armed_ = false;
+};
 
 // Completes at `deadline` with no error, or earlier with boost::asio::error::operation_aborted
 // when the handler's cancellation slot is signalled (any cancellation type) or the runtime shuts

@@ -13,13 +13,13 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/version.hpp>
 #include <cstddef>
 #include <new>
 #include <optional>
 #include <type_traits>
 #include <utility>
 
+#include "trellis/detail/asio_internals.hpp"
 #include "trellis/detail/completion_handler.hpp"
 #include "trellis/detail/runnable.hpp"
 #include "trellis/detail/serialization.hpp"
@@ -29,8 +29,8 @@
 
 namespace trellis::detail {
 
-// A pending stream operation. complete() is called exactly once, on the stream's worker, and
-// frees the object.
+// A pending stream operation. complete() is called exactly once, on the stream's worker; it
+// frees the object (at once, or once the operation's handler has run: complete_op).
 template <class... Args>
 class StreamOp {
  public:
@@ -50,6 +50,11 @@ using FinishOp = StreamOp<Status>;  // (the call's final status)
 // writes_done, finish) may be pending at once, and breaking that rule fails the call with
 // FAILED_PRECONDITION. A pending operation whose cancellation slot is signalled cancels the whole
 // call: gRPC has no per-operation cancellation.
+//
+// Threads: the operations (start, read, write, writes_done, finish) and fail() run on the
+// stream's worker, where their StreamOps complete; initiate_stream_op posts them there from any
+// other thread. bind(), cancel() and home_thread() may be called from any thread: cancel() comes
+// from cancellation handlers, which run on the awaiting task's executor.
 class StreamCore {
  public:
   // Binds the stream to worker `w` unless it is bound already; returns the worker it is bound
@@ -66,13 +71,13 @@ class StreamCore {
   virtual void writes_done(WriteOp* op) = 0;
   // Client side: half-close if needed, discard unread messages, and complete with the status.
   virtual void finish(FinishOp* op) = 0;
-  // Cancels the call: with the status fail() gave, if any, else CANCELLED. Worker thread.
+  // Cancels the call: with the status fail() gave, if any, else CANCELLED. Any thread.
   virtual void cancel() = 0;
   // Ends the call with `status` (for example a message that does not parse): cancels it, and
   // `status` becomes its final status. Worker thread.
   virtual void fail(Status status) = 0;
 
-  // The bottom frame of an Asio awaitable thread that runs on the stream's worker, on that
+  // The identity (asio_internals::thread_id) of a task that runs on the stream's worker, on that
   // worker's own executor (a server handler's task), while it runs; else nullptr. Its
   // operations skip the check of the awaiting task's executor. Any thread.
   const void* home_thread() const { return home_thread_.load(std::memory_order_relaxed); }
@@ -123,14 +128,15 @@ void initiate_stream_op(StreamCore* core, Handler handler, MakeOp make_op, Start
 }
 
 // A StreamOp that completes an Asio handler with Result(args...), where Result is a callable
-// transforming the raw arguments (for example parsing a message).
+// transforming the raw arguments (for example parsing a message). The transform runs on the
+// stream's worker; the handler is invoked as complete_op() says (completion_handler.hpp).
 template <class Handler, class Transform, class... Args>
 class HandlerStreamOp final : public StreamOp<Args...> {
  public:
   HandlerStreamOp(Handler h, Worker* w, StreamCore* core, Transform t)
-      : handler_(std::move(h)), worker_(w), core_(core), transform_(std::move(t)) {
-    auto slot = boost::asio::get_associated_cancellation_slot(handler_);
-    if (slot.is_connected()) slot.template emplace<Cancel>(core);
+      : handler(std::move(h)), worker_(w), core_(core), transform_(std::move(t)) {
+    auto slot = boost::asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected()) slot.template emplace<Cancel>(this);
   }
 
   // One of these is allocated per stream operation: Asio's per-thread recycling cache (which
@@ -141,19 +147,25 @@ class HandlerStreamOp final : public StreamOp<Args...> {
   }
 
   void complete(Args... args) override {
-    Handler h = take_handler(handler_);
-    Worker* w = worker_;
-    auto result = transform_(core_, std::move(args)...);
-    delete this;
-    detail::complete(std::move(h), w, std::move(result));
+    complete_op(this, worker_, transform_(core_, std::move(args)...));
   }
 
+  Handler handler;
+  // Set once the outcome is decided, while the completion travels to the handler's executor.
+  std::atomic<bool> completed{false};
+
  private:
+  // Runs on the handler's executor. An operation that has completed is not cancelled any more:
+  // cancelling the call then would end a stream whose operation succeeded.
   struct Cancel {
-    StreamCore* core;
+    explicit Cancel(HandlerStreamOp* op) : op(op) {}
     void operator()(boost::asio::cancellation_type type) {
-      if (type != boost::asio::cancellation_type::none) core->cancel();
+      if (type != boost::asio::cancellation_type::none &&
+          !op->completed.load(std::memory_order_acquire)) {
+        op->core_->cancel();
+      }
     }
+    HandlerStreamOp* op;
   };
 
   using Allocator = boost::asio::recycling_allocator<std::max_align_t>;
@@ -161,7 +173,6 @@ class HandlerStreamOp final : public StreamOp<Args...> {
     return (size + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
   }
 
-  Handler handler_;
   Worker* worker_;
   StreamCore* core_;
   Transform transform_;
@@ -214,100 +225,57 @@ struct PassStatus {
   Status operator()(StreamCore*, Status status) const { return status; }
 };
 
-// Awaiting a stream operation directly. With the default token (use_awaitable), async_initiate
-// makes a coroutine whose only job is to hand an awaitable_handler to the initiation, which then
-// allocates a HandlerStreamOp for it, copies the task's executor twice to find its worker, and
-// on completion checks the executor again before resuming the task. Measured under callgrind
-// (bench/callgrind-stream.sh), that was most of what a streamed message costs Trellis above a
-// plain grpc++ server. A task on the stream's own worker (the common case: a handler's reads and
-// writes) needs none of it: its operation object can live in the coroutine frame that the
-// operation returns, and complete by resuming the task inline. This is Asio's internal
-// interface (boost/asio/impl/awaitable.hpp: the awaitable_frame_base::await_transform overload
-// for a function of the frame, which async_result<use_awaitable_t>::initiate itself uses, and
-// awaitable_handler; for StreamOperation, awaitable_async_op_handler and the fact that
-// awaitable_async_op holds its co_await operand by reference), so it is used only with the Boost
-// version it was checked against; any other version takes the async_initiate path for every
-// token.
-#if BOOST_VERSION == 108100
-#define TRELLIS_DIRECT_STREAM_OPS 1
-#else
-#define TRELLIS_DIRECT_STREAM_OPS 0
-#endif
-
-#if TRELLIS_DIRECT_STREAM_OPS
-using AwaitableFrame = boost::asio::detail::awaitable_frame_base<boost::asio::any_io_executor>;
-using AwaitableThread = boost::asio::detail::awaitable_thread<boost::asio::any_io_executor>;
-// The frame of a coroutine returning awaitable<R>: its promise.
-template <class R>
-using AwaitableResultFrame = boost::asio::detail::awaitable_frame<R, boost::asio::any_io_executor>;
-// What use_awaitable's initiation hands an operation: completing it stores the result in the
-// operation's own frame, pops that frame and resumes the task that awaits it.
-template <class R>
-using AwaitableHandler = boost::asio::detail::awaitable_handler<boost::asio::any_io_executor, R>;
-
-// Whether an operation of `core` awaited by `thread` can complete by resuming the thread
-// inline: the thread runs on a Trellis worker's own executor, on that worker, and the stream is
+// Awaiting a stream operation directly (TRELLIS_ASIO_INTERNALS). With the default token
+// (use_awaitable), async_initiate makes a coroutine whose only job is to hand an awaitable_handler
+// to the initiation, which then allocates a HandlerStreamOp for it, copies the task's executor
+// twice to find its worker, and on completion checks the executor again before resuming the
+// task. A task on the stream's own worker (the common case: a handler's reads and writes) needs
+// none of it: its operation object can live in the coroutine frame that the operation returns,
+// and complete by resuming the task inline (asio_internals::suspend). Any other task (another
+// worker, a strand, a foreign executor, no runtime) takes the async_initiate path.
+#if TRELLIS_ASIO_INTERNALS
+// Whether an operation of `core` awaited by the task `id` on `ex` can complete by resuming the
+// task inline: the task runs on a Trellis worker's own executor, on that worker, and the stream is
 // bound to the same worker.
-inline bool resumes_inline(StreamCore* core, AwaitableThread& thread) {
+inline bool resumes_inline(StreamCore* core, const void* id,
+                           const boost::asio::any_io_executor& ex) {
   const void* home = core->home_thread();
-  if (home != nullptr && home == thread.entry_point()) return true;
-  boost::asio::any_io_executor ex = thread.get_executor();
+  if (home != nullptr && home == id) return true;
   const Executor* te = ex.target<Executor>();
   if (te == nullptr) return false;
   Worker* w = te->worker();
   return *te == Executor(w) && running_in(w) && core->bind(w) == w;
 }
 
-// An awaitable thread suspended in an operation, which the operation resumes itself, as
-// AwaitableHandler does.
-class SuspendedThread : public AwaitableThread {
- public:
-  explicit SuspendedThread(AwaitableThread* thread) : AwaitableThread(std::move(*thread)) {}
-
-  // Pops `top`, the frame on top of the thread's stack, whose result has been set, and resumes
-  // the frame below it. The thread's cancellation slot must have been cleared.
-  void resume(AwaitableFrame* top) {
-    top->attach_thread(this);
-    top->pop_frame();
-    this->pump();
-  }
-};
-
 // A StreamOp in the frame of the coroutine that the operation returns, completed on the
 // stream's worker, which is also the worker of the task awaiting it: completing it sets the
-// frame's result and resumes the task inline.
+// frame's result and resumes the task inline. The task's cancellation is signalled on that same
+// worker, so the slot is installed and cleared there.
 template <class R, class Transform, class... Args>
 class DirectStreamOp final : public StreamOp<Args...> {
  public:
-  DirectStreamOp(AwaitableThread* thread, AwaitableFrame* frame, StreamCore* core, Transform t)
-      : thread_(thread),
-        frame_(static_cast<AwaitableResultFrame<R>*>(frame)),
-        core_(core),
-        transform_(std::move(t)) {
-    auto slot = thread_.get_cancellation_slot();
+  DirectStreamOp(asio_internals::SuspendedTask<R>&& task, StreamCore* core, Transform t)
+      : task_(std::move(task)), core_(core), transform_(std::move(t)) {
+    auto slot = task_.cancellation_slot();
     if (slot.is_connected()) slot.template emplace<Cancel>(core);
   }
 
   void complete(Args... args) override {
-    // The thread leaves the frame first: resuming the task destroys the frame.
-    SuspendedThread thread(std::move(thread_));
-    auto slot = thread.get_cancellation_slot();
-    if (slot.is_connected()) slot.clear();
-    AwaitableResultFrame<R>* frame = frame_;
-    frame->return_value(transform_(core_, std::move(args)...));
-    thread.resume(frame);
+    // The task leaves this object first: resuming it destroys the frame this object lives in.
+    asio_internals::SuspendedTask<R> task(std::move(task_));
+    std::move(task).resume(transform_(core_, std::move(args)...));
   }
 
  private:
   struct Cancel {
-    StreamCore* core;
+    explicit Cancel(StreamCore* core) : core(core) {}
     void operator()(boost::asio::cancellation_type type) {
       if (type != boost::asio::cancellation_type::none) core->cancel();
     }
+    StreamCore* core;
   };
 
-  SuspendedThread thread_;
-  AwaitableResultFrame<R>* frame_;
+  asio_internals::SuspendedTask<R> task_;
   StreamCore* core_;
   [[no_unique_address]] Transform transform_;
 };
@@ -318,43 +286,27 @@ class DirectStreamOp final : public StreamOp<Args...> {
 template <class R, class... Args, class Transform, class Start, class... Fallback>
 boost::asio::awaitable<R> direct_stream_op(StreamCore* core, Transform transform, Start start,
                                            Fallback... fallback) {
-  std::optional<DirectStreamOp<R, Transform, Args...>> op;
-  // Runs once the frame is suspended (see awaitable_frame_base::await_transform), like the
-  // initiation of use_awaitable: the operation may complete, on another thread, at once.
-  co_await [&](AwaitableFrame* frame) -> AwaitableThread* {
-    AwaitableThread* thread = frame->detach_thread();
-    if (resumes_inline(core, *thread)) {
-      start(&op.emplace(thread, frame, core, std::move(transform)));
-    } else {
-      initiate_stream_op(
-          core, AwaitableHandler<R>(thread),
-          [core, &transform](auto h, Worker* w) {
-            return make_stream_op<Args...>(std::move(h), w, core, std::move(transform));
-          },
-          std::move(start), std::move(fallback)...);
-    }
-    return nullptr;
-  };
-  // Not reached: the operation's completion pops this frame with its result.
-  co_return R{};
+  using Op = DirectStreamOp<R, Transform, Args...>;
+  return asio_internals::suspend<R, Op>(
+      [core, transform = std::move(transform), start = std::move(start),
+       ... fallback = std::move(fallback)](asio_internals::SuspendedTask<R>&& task,
+                                           std::optional<Op>& op) mutable {
+        if (resumes_inline(core, task.id(), task.executor())) {
+          start(&op.emplace(std::move(task), core, std::move(transform)));
+          return;
+        }
+        initiate_stream_op(
+            core, std::move(task).into_handler(),
+            [core, &transform](auto h, Worker* w) {
+              return make_stream_op<Args...>(std::move(h), w, core, std::move(transform));
+            },
+            std::move(start), std::move(fallback)...);
+      });
 }
 
 template <class Token>
 inline constexpr bool kDirectToken =
     std::is_same_v<std::decay_t<Token>, boost::asio::use_awaitable_t<boost::asio::any_io_executor>>;
-#else
-template <class Token>
-inline constexpr bool kDirectToken = false;
-#endif
-
-#if TRELLIS_DIRECT_STREAM_OPS
-// What co_await of an Asio asynchronous operation in an awaitable hands the operation
-// (awaitable_frame_base::await_transform for is_async_operation, then awaitable_async_op):
-// calling it with the result clears the thread's cancellation slot and resumes the awaiting
-// frame, which takes the result from the call's argument.
-template <class R>
-using AsyncOpHandler =
-    boost::asio::detail::awaitable_async_op_handler<void(R), boost::asio::any_io_executor>;
 
 // The StreamOp of a StreamOperation awaited directly by a task on the stream's worker. It lives
 // in the operation object, which is the operand of the co_await and so stays in the awaiting
@@ -362,7 +314,7 @@ using AsyncOpHandler =
 template <class R, class Transform, class... Args>
 class AwaitedStreamOp final : public StreamOp<Args...> {
  public:
-  AwaitedStreamOp(AsyncOpHandler<R>&& handler, StreamCore* core, Transform t)
+  AwaitedStreamOp(asio_internals::AsyncOpHandler<R>&& handler, StreamCore* core, Transform t)
       : handler_(std::move(handler)), core_(core), transform_(std::move(t)) {
     auto slot = handler_.get_cancellation_slot();
     if (slot.is_connected()) slot.template emplace<Cancel>(core);
@@ -370,22 +322,26 @@ class AwaitedStreamOp final : public StreamOp<Args...> {
 
   void complete(Args... args) override {
     // The handler leaves this object first: resuming the task destroys it.
-    AsyncOpHandler<R> handler(std::move(handler_));
+    asio_internals::AsyncOpHandler<R> handler(std::move(handler_));
     std::move(handler)(transform_(core_, std::move(args)...));
   }
 
  private:
   struct Cancel {
-    StreamCore* core;
+    explicit Cancel(StreamCore* core) : core(core) {}
     void operator()(boost::asio::cancellation_type type) {
       if (type != boost::asio::cancellation_type::none) core->cancel();
     }
+    StreamCore* core;
   };
 
-  AsyncOpHandler<R> handler_;
+  asio_internals::AsyncOpHandler<R> handler_;
   StreamCore* core_;
   [[no_unique_address]] Transform transform_;
 };
+#else
+template <class Token>
+inline constexpr bool kDirectToken = false;
 #endif
 
 // The initiation of a stream operation for any completion token: `start(op)` hands the StreamOp
@@ -413,8 +369,8 @@ struct StreamInitiation {
 // operation (boost::asio::is_async_operation), a function object that starts the operation when
 // called with a completion token. A task can co_await it directly, which needs no coroutine frame
 // for the operation (an awaitable does: measured under callgrind, about 150 instructions an
-// operation, bench/callgrind-stream.sh). With Boost 1.81, co_await from a task on the stream's
-// worker completes by resuming the task inline, with the StreamOp in this object.
+// operation, bench/callgrind-stream.sh). With TRELLIS_ASIO_INTERNALS, co_await from a task on
+// the stream's worker completes by resuming the task inline, with the StreamOp in this object.
 template <class R, class Transform, class Start, class... Args>
 class StreamOperation {
  public:
@@ -424,9 +380,9 @@ class StreamOperation {
   // Constrained: co_await probes its operand for other uses (a function of the frame).
   template <boost::asio::completion_token_for<void(R)> Token>
   auto operator()(Token&& token) && {
-#if TRELLIS_DIRECT_STREAM_OPS
-    if constexpr (std::is_same_v<std::decay_t<Token>, AsyncOpHandler<R>>) {
-      if (resumes_inline(init_.core, token)) {
+#if TRELLIS_ASIO_INTERNALS
+    if constexpr (asio_internals::kIsAsyncOpHandler<Token, R>) {
+      if (resumes_inline(init_.core, asio_internals::thread_id(token), token.get_executor())) {
         init_.start(&op_.emplace(std::move(token), init_.core, std::move(init_.transform)));
         return;
       }
@@ -437,7 +393,7 @@ class StreamOperation {
 
  private:
   StreamInitiation<R, Transform, Start, Args...> init_;
-#if TRELLIS_DIRECT_STREAM_OPS
+#if TRELLIS_ASIO_INTERNALS
   std::optional<AwaitedStreamOp<R, Transform, Args...>> op_;
 #endif
 };
@@ -453,7 +409,7 @@ auto async_stream_op(StreamCore* core, Token&& token, Transform transform, Start
     return StreamOperation<R, Transform, Start, Args...>(core, std::move(transform),
                                                          std::move(start), std::move(fallback));
   }
-#if TRELLIS_DIRECT_STREAM_OPS
+#if TRELLIS_ASIO_INTERNALS
   else if constexpr (kDirectToken<Token>) {
     return direct_stream_op<R, Args...>(core, std::move(transform), std::move(start),
                                         std::move(fallback));

@@ -106,7 +106,7 @@ class ConcurrencyLimiter {
 
     void start() {
       auto slot = boost::asio::get_associated_cancellation_slot(handler_);
-      if (slot.is_connected()) slot.template emplace<Cancel>(this);
+      if (slot.is_connected()) slot.template emplace<Cancel>(Cancel{this});
       limiter_->enqueue(this);
     }
 

@@ -11,35 +11,20 @@ namespace trellis {
 
 namespace detail {
 
-// The timer of one server call under a TimeoutLayer, in the layer's coroutine frame: an entry
-// in the worker's timer heap, with nothing allocated. The frame lives until the handler has
-// returned, and disarm() takes the entry out of the heap before that; both run on the call's
-// worker, as does fire().
-class ServerTimeout final : public TimerOp {
+// The time limit of one server call under a TimeoutLayer, in the layer's per-call state (no
+// allocation): when it expires, the call ends DEADLINE_EXCEEDED (ServerContext::cancel_with).
+// Armed, disarmed and expired on the call's worker, within the handler's lifetime.
+class ServerTimeout final : public WorkerTimer {
  public:
-  // `stream`: the call's stream (Call::stream()), nullptr for a unary call.
-  ServerTimeout(ServerContext& ctx, StreamCore* stream) : ctx_(&ctx), stream_(stream) {}
-  ServerTimeout(const ServerTimeout&) = delete;
-  ServerTimeout& operator=(const ServerTimeout&) = delete;
+  explicit ServerTimeout(ServerContext& ctx) : ctx_(&ctx) {}
   ~ServerTimeout() { disarm(); }
 
-  // Starts the timer on the current worker. Without one, or while the runtime stops (it cancels
-  // its calls itself), there is no timer.
-  void arm(std::chrono::steady_clock::time_point at);
-  // The handler returned: stop the timer; the context is not touched after this.
-  void disarm();
-  bool expired() const { return expired_; }
-
-  // Time is up: cancel the handler the way a client cancellation does. A stream is failed with
-  // DEADLINE_EXCEEDED first, so that the cancellation of a pending read or write ends the call
-  // with that status rather than CANCELLED.
-  void fire(boost::system::error_code ec) override;
-  void discard() override { armed_ = false; }
+  bool expired_before() const { return expired_; }
 
  private:
+  void expired() override;
+
   ServerContext* ctx_;
-  StreamCore* stream_;
-  bool armed_ = false;
   bool expired_ = false;
 };
 
