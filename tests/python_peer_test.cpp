@@ -176,11 +176,29 @@ TEST_F(PythonClientPeerTest, BatteryPassesAgainstTrellisServer) {
       << "echo_client.py " << run.status.describe() << "; its output:\n"
       << run.output;
   EXPECT_NE(run.output.find(" passed, 0 failed"), std::string::npos) << run.output;
-  // The Trellis side of the battery: its deadline-exceeded call reached the handler and the
-  // handler's wait was cut short by the cancellation.
+  EXPECT_GE(echo_.observed.calls.load(), kConcurrentCalls + 16);
+}
+
+// The Trellis side of the battery's deadline check: a python client's deadline that passes while
+// the handler waits cuts the handler's wait short. The check runs alone, its deadline growing
+// until a call has reached the handler.
+TEST_F(PythonClientPeerTest, ClientDeadlineCancelsTheHandler) {
+  auto started = [&] { return echo_.observed.calls.load() > 0; };
+  RunResult last = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        return run_with_deadline(
+            python("echo_client.py",
+                   {"--target", "127.0.0.1:" + std::to_string(server_->port()), "--only-deadline",
+                    "--deadline-ms", std::to_string(timeout.count())}),
+            python_env(), deadline_in(kBatteryBound));
+      },
+      started);
+  ASSERT_TRUE(started()) << "no call reached the handler before its deadline";
+  EXPECT_TRUE(last.status.success())
+      << "echo_client.py " << last.status.describe() << "; its output:\n"
+      << last.output;
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
-  EXPECT_GE(echo_.observed.calls.load(), kConcurrentCalls + 16);
 }
 
 // ------------------------------------------------------------- Trellis client, python server
