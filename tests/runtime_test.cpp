@@ -294,7 +294,7 @@ TEST(RuntimeTest, ShutdownAbortsPendingTimers) {
   ASSERT_EQ(started.get_future().wait_for(kWaitBound), std::future_status::ready);
   // The joiner lives outside the runtime being shut down.
   auto other = make_runtime(1);
-  auto joined = std::async(std::launch::async, [&] { return other->block_on(handle.join()); });
+  auto joined = std::async(std::launch::async, [&] { return run(*other, handle.join()); });
   rt->shutdown();
   ASSERT_EQ(joined.wait_for(kWaitBound), std::future_status::ready);
   EXPECT_TRUE(joined.get());
