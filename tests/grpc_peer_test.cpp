@@ -23,6 +23,7 @@
 #include "absl/time/clock.h"
 #include "client_checks.hpp"
 #include "echo_service.hpp"
+#include "end_to_end.hpp"
 #include "trellis/client.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
@@ -34,9 +35,7 @@ namespace {
 using namespace std::chrono_literals;
 using GrpcMetadata = std::multimap<grpc::string_ref, grpc::string_ref>;
 
-constexpr auto kTestDeadline = absl::Seconds(30);  // bound of every wait for an event
-constexpr auto kWaitBound = 30s;                   // the same, for grpc++ completion queues
-constexpr auto kCallTimeout = 30s;                 // deadline of every call expected to succeed
+constexpr auto kCallTimeout = 30s;  // deadline of every call expected to succeed
 constexpr int kConcurrentCalls = 1000;
 
 std::chrono::system_clock::time_point in(std::chrono::system_clock::duration d) {
@@ -58,18 +57,6 @@ std::optional<std::string> find(const GrpcMetadata& md, const std::string& key) 
   return std::string(it->second.data(), it->second.size());
 }
 
-// Waits until `pred` holds or `timeout` passes; for state that offers nothing to block on (a
-// counter a handler bumps). Returns whether `pred` held.
-template <class Pred>
-bool spin_until(Pred pred, absl::Duration timeout) {
-  const absl::Time end = absl::Now() + timeout;
-  while (!pred()) {
-    if (absl::Now() > end) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 // Waits for the one completion of a single-call queue, bounded: a call still running at the
 // bound is cancelled (and reported) so nothing outlives the test. Then drains the queue.
 void finish_one(grpc::CompletionQueue& cq, grpc::ClientContext& ctx) {
@@ -87,7 +74,7 @@ void finish_one(grpc::CompletionQueue& cq, grpc::ClientContext& ctx) {
 
 // ------------------------------------------------------------- grpc++ client, Trellis server
 
-class GrpcClientPeerTest : public ::testing::Test {
+class GrpcClientPeerTest : public EndToEndTest {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
@@ -98,11 +85,6 @@ class GrpcClientPeerTest : public ::testing::Test {
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
                                    grpc::InsecureChannelCredentials());
     stub_ = Echo::NewStub(channel_);
-  }
-  void TearDown() override {
-    if (server_) server_->shutdown();
-    server_.reset();
-    runtime_.reset();
   }
 
   // A blocking call with the stock sync stub; bounded by a deadline unless `ctx` has one.
@@ -132,9 +114,7 @@ class GrpcClientPeerTest : public ::testing::Test {
     return status;
   }
 
-  std::unique_ptr<Runtime> runtime_;
   EchoImpl echo_;
-  std::unique_ptr<Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<Echo::Stub> stub_;
 };
@@ -217,10 +197,16 @@ TEST_F(GrpcClientPeerTest, TrailersAndDetailsOnAnError) {
 TEST_F(GrpcClientPeerTest, DeadlineExceededAndHandlerCancelled) {
   EchoRequest req;
   req.set_delay_ms(60'000);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(in(50ms));
-  EchoResponse resp;
-  grpc::Status s = call(req, &resp, &ctx);
+  auto started = [&] { return echo_.observed.calls.load() > 0; };
+  grpc::Status s = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(in(timeout));
+        EchoResponse resp;
+        return call(req, &resp, &ctx);
+      },
+      started);
+  ASSERT_TRUE(started()) << "no call reached the handler before its deadline";
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
@@ -237,10 +223,11 @@ TEST_F(GrpcClientPeerTest, ClientCancellationReachesHandler) {
     status = stub_->Echo(&ctx, req, &resp);
   });
   // Cancel once the handler runs, so the cancellation has to cross the wire.
-  bool started = spin_until([&] { return echo_.observed.calls.load() > 0; }, kTestDeadline);
+  auto started =
+      wait_until([&] { return echo_.observed.calls.load() > 0; }, "the handler to start");
   ctx.TryCancel();
   caller.join();  // bounded by the call's deadline
-  ASSERT_TRUE(started) << "the handler never started";
+  ASSERT_TRUE(started);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
@@ -368,29 +355,30 @@ class PlainEcho final : public Echo::Service {
   std::atomic<bool> cancelled_once_{false};
 };
 
-class GrpcServerPeerTest : public ::testing::Test {
+class GrpcServerPeerTest : public EndToEndTest {
  protected:
   void SetUp() override {
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&plain_);
-    server_ = builder.BuildAndStart();
-    ASSERT_TRUE(server_ != nullptr && port != 0) << "the grpc++ server did not start";
+    grpc_server_ = builder.BuildAndStart();
+    ASSERT_TRUE(grpc_server_ != nullptr && port != 0) << "the grpc++ server did not start";
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
     channel_ = Channel::insecure("127.0.0.1:" + std::to_string(port));
   }
+  // The Trellis client's runtime first (and its leak check), then the peer.
   void TearDown() override {
-    runtime_.reset();
+    EndToEndTest::TearDown();
     // In-flight handlers see IsCancelled() and return, so this is quick.
-    if (server_) server_->Shutdown(in(0ms));
-    server_.reset();
+    if (grpc_server_) grpc_server_->Shutdown(in(0ms));
+    grpc_server_.reset();
   }
 
   Result<EchoResponse> call(const EchoRequest& req, CallOptions options) {
     if (!options.deadline()) options.set_timeout(kCallTimeout);
     EchoClient client(channel_);
-    return runtime_->block_on(client.Echo(req, std::move(options)));
+    return run(client.Echo(req, std::move(options)));
   }
   Result<EchoResponse> call(const EchoRequest& req) { return call(req, CallOptions()); }
 
@@ -404,8 +392,7 @@ class GrpcServerPeerTest : public ::testing::Test {
   }
 
   PlainEcho plain_;
-  std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<Runtime> runtime_;
+  std::unique_ptr<grpc::Server> grpc_server_;
   Channel channel_{nullptr};
 };
 
@@ -419,7 +406,7 @@ TEST_F(GrpcServerPeerTest, Succeeds) {
 }
 
 TEST_F(GrpcServerPeerTest, SucceedsWithoutDeadline) {
-  auto r = runtime_->block_on(call_without_deadline(channel_, with_message("no deadline")));
+  auto r = run(call_without_deadline(channel_, with_message("no deadline")));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->message(), "no deadline");
   EXPECT_EQ(r->remaining_deadline_ms(), -1);
@@ -442,9 +429,15 @@ TEST_F(GrpcServerPeerTest, TrailersAndDetailsOnAnError) {
 TEST_F(GrpcServerPeerTest, DeadlineExceededOnClientAndSeenByServer) {
   EchoRequest req;
   req.set_delay_ms(60'000);
-  CallOptions options;
-  options.set_timeout(50ms);
-  auto r = call(req, options);
+  auto started = [&] { return plain_.calls.load() > 0; };
+  auto r = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        CallOptions options;
+        options.set_timeout(timeout);
+        return call(req, options);
+      },
+      started);
+  ASSERT_TRUE(started()) << "no call reached the handler before its deadline";
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
   EXPECT_TRUE(plain_.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
@@ -459,7 +452,7 @@ TEST_F(GrpcServerPeerTest, AbortedClientCallIsCancelledOnTheServer) {
   auto handle = runtime_->spawn(client.Echo(req, options));
   ASSERT_TRUE(plain_.delayed_handler_started.WaitForNotificationWithTimeout(kTestDeadline));
   handle.abort();
-  auto r = runtime_->block_on(handle.join());
+  auto r = run(handle.join());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status();
   EXPECT_TRUE(plain_.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
@@ -472,7 +465,7 @@ TEST_F(GrpcServerPeerTest, UnknownMethodAndServiceAreUnimplemented) {
   for (auto* m : {&missing_method, &missing_service}) {
     CallOptions options;
     options.set_timeout(kCallTimeout);
-    auto r = runtime_->block_on((*m)(with_message("x"), options));
+    auto r = run((*m)(with_message("x"), options));
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented) << r.status();
   }
@@ -491,7 +484,7 @@ TEST_F(GrpcServerPeerTest, ThousandConcurrentCallsOnOneChannel) {
   int succeeded = 0;
   std::string first_error;
   for (int i = 0; i < kConcurrentCalls; ++i) {
-    auto r = runtime_->block_on(handles[i].join());
+    auto r = run(handles[i].join());
     if (r.ok() && r->message() == std::to_string(i)) {
       ++succeeded;
     } else if (first_error.empty()) {

@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "end_to_end.hpp"
 #include "streamer_service.hpp"
 #include "trellis/client_stream.hpp"
 #include "trellis/runtime.hpp"
@@ -27,7 +28,6 @@ namespace trellis::testing {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr auto kTestDeadline = absl::Seconds(30);
 constexpr auto kCallTimeout = 30s;
 
 std::chrono::system_clock::time_point in(std::chrono::system_clock::duration d) {
@@ -42,7 +42,7 @@ EchoRequest request(std::string message) {
 
 // ---------------------------------------------------------- grpc++ client, Trellis server
 
-class GrpcStreamClientPeerTest : public ::testing::Test {
+class GrpcStreamClientPeerTest : public EndToEndTest {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
@@ -54,15 +54,8 @@ class GrpcStreamClientPeerTest : public ::testing::Test {
                                                   grpc::InsecureChannelCredentials()));
     ctx_.set_deadline(in(kCallTimeout));
   }
-  void TearDown() override {
-    if (server_) server_->shutdown();
-    server_.reset();
-    runtime_.reset();
-  }
 
-  std::unique_ptr<Runtime> runtime_;
   StreamerImpl streamer_;
-  std::unique_ptr<Server> server_;
   std::unique_ptr<Streamer::Stub> stub_;
   grpc::ClientContext ctx_;
 };
@@ -134,14 +127,23 @@ TEST_F(GrpcStreamClientPeerTest, ClientCancelReachesTheHandler) {
 }
 
 TEST_F(GrpcStreamClientPeerTest, DeadlineMidStream) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(in(300ms));
-  auto stream = stub_->Chat(&ctx);
-  ASSERT_TRUE(stream->Write(request("a")));
-  EchoResponse resp;
-  ASSERT_TRUE(stream->Read(&resp));
-  EXPECT_FALSE(stream->Read(&resp));  // nothing more comes: the deadline ends the call
-  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The deadline must pass once the call is under way: an attempt whose first echo did not come
+  // back in time is made again with a longer deadline.
+  bool echoed = false;
+  grpc::StatusCode code = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(in(timeout));
+        auto stream = stub_->Chat(&ctx);
+        EchoResponse resp;
+        echoed = stream->Write(request("a")) && stream->Read(&resp);
+        // Nothing more comes: the deadline ends the call.
+        if (echoed && stream->Read(&resp)) return grpc::StatusCode::INTERNAL;
+        return stream->Finish().error_code();
+      },
+      [&] { return echoed; });
+  ASSERT_TRUE(echoed) << "no attempt got its echo before the deadline";
+  EXPECT_EQ(code, grpc::StatusCode::DEADLINE_EXCEEDED);
   ASSERT_TRUE(
       streamer_.observed.handler_saw_cancellation.WaitForNotificationWithTimeout(kTestDeadline));
 }
@@ -190,23 +192,24 @@ class GrpcStreamer final : public Streamer::Service {
   }
 };
 
-class GrpcStreamServerPeerTest : public ::testing::Test {
+class GrpcStreamServerPeerTest : public EndToEndTest {
  protected:
   void SetUp() override {
     int port = 0;
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&service_);
-    server_ = builder.BuildAndStart();
-    ASSERT_TRUE(server_ != nullptr && port != 0);
+    grpc_server_ = builder.BuildAndStart();
+    ASSERT_TRUE(grpc_server_ != nullptr && port != 0);
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
     channel_ = Channel::insecure("127.0.0.1:" + std::to_string(port));
     client_ = std::make_unique<StreamerClient>(channel_);
   }
+  // The Trellis client's runtime first (and its leak check), then the peer.
   void TearDown() override {
     client_.reset();
-    runtime_.reset();
-    server_->Shutdown(in(5s));
+    EndToEndTest::TearDown();
+    if (grpc_server_) grpc_server_->Shutdown(in(5s));
   }
 
   CallOptions bounded() {
@@ -216,14 +219,13 @@ class GrpcStreamServerPeerTest : public ::testing::Test {
   }
 
   GrpcStreamer service_;
-  std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<Runtime> runtime_;
+  std::unique_ptr<grpc::Server> grpc_server_;
   Channel channel_{nullptr};
   std::unique_ptr<StreamerClient> client_;
 };
 
 TEST_F(GrpcStreamServerPeerTest, ServerStreaming) {
-  auto [words, status] = runtime_->block_on(
+  auto [words, status] = run(
       [](StreamerClient* c, CallOptions o) -> Task<std::pair<std::vector<std::string>, Status>> {
         EchoRequest req = request("x y z");
         req.set_status_code(static_cast<int>(StatusCode::kDataLoss));
@@ -239,44 +241,42 @@ TEST_F(GrpcStreamServerPeerTest, ServerStreaming) {
 }
 
 TEST_F(GrpcStreamServerPeerTest, ClientStreaming) {
-  Result<EchoResponse> r =
-      runtime_->block_on([](StreamerClient* c, CallOptions o) -> Task<Result<EchoResponse>> {
-        auto stream = c->Collect(o);
-        for (const char* m : {"p", "q"}) co_await stream.write(request(m));
-        co_return co_await stream.finish();
-      }(client_.get(), bounded()));
+  Result<EchoResponse> r = run([](StreamerClient* c, CallOptions o) -> Task<Result<EchoResponse>> {
+    auto stream = c->Collect(o);
+    for (const char* m : {"p", "q"}) co_await stream.write(request(m));
+    co_return co_await stream.finish();
+  }(client_.get(), bounded()));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->message(), "p,q");
 }
 
 TEST_F(GrpcStreamServerPeerTest, BidiConcurrentReadAndWrite) {
   using namespace boost::asio::experimental::awaitable_operators;
-  auto [count, status] =
-      runtime_->block_on([](StreamerClient* c, CallOptions o) -> Task<std::pair<int, Status>> {
-        auto stream = c->Chat(o);
-        auto write_all = [](ClientReaderWriter<EchoRequest, EchoResponse>& s) -> Task<void> {
-          for (int i = 0; i < 300; ++i) {
-            if (!co_await s.write(request(std::to_string(i)))) break;
-          }
-          co_await s.writes_done();
-        };
-        auto count_all = [](ClientReaderWriter<EchoRequest, EchoResponse>& s) -> Task<int> {
-          int n = 0;
-          while (auto resp = co_await s.read()) {
-            if (resp->message() != std::to_string(n)) co_return -1;
-            ++n;
-          }
-          co_return n;
-        };
-        int count = co_await (write_all(stream) && count_all(stream));
-        co_return std::pair{count, co_await stream.finish()};
-      }(client_.get(), bounded()));
+  auto [count, status] = run([](StreamerClient* c, CallOptions o) -> Task<std::pair<int, Status>> {
+    auto stream = c->Chat(o);
+    auto write_all = [](ClientReaderWriter<EchoRequest, EchoResponse>& s) -> Task<void> {
+      for (int i = 0; i < 300; ++i) {
+        if (!co_await s.write(request(std::to_string(i)))) break;
+      }
+      co_await s.writes_done();
+    };
+    auto count_all = [](ClientReaderWriter<EchoRequest, EchoResponse>& s) -> Task<int> {
+      int n = 0;
+      while (auto resp = co_await s.read()) {
+        if (resp->message() != std::to_string(n)) co_return -1;
+        ++n;
+      }
+      co_return n;
+    };
+    int count = co_await (write_all(stream) && count_all(stream));
+    co_return std::pair{count, co_await stream.finish()};
+  }(client_.get(), bounded()));
   EXPECT_TRUE(status.ok()) << status;
   EXPECT_EQ(count, 300);
 }
 
 TEST_F(GrpcStreamServerPeerTest, TrellisCancelReachesTheGrpcHandler) {
-  Status status = runtime_->block_on([](StreamerClient* c, CallOptions o) -> Task<Status> {
+  Status status = run([](StreamerClient* c, CallOptions o) -> Task<Status> {
     auto stream = c->Chat(o);
     co_await stream.write(request("a"));
     co_await stream.read();

@@ -12,6 +12,7 @@
 
 #include "client_checks.hpp"
 #include "echo_service.hpp"
+#include "end_to_end.hpp"
 #include "subprocess.hpp"
 #include "trellis/client.hpp"
 #include "trellis/runtime.hpp"
@@ -32,10 +33,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr auto kTestDeadline = absl::Seconds(30);  // bound of every wait for an event
-constexpr auto kCallTimeout = 30s;                 // deadline of every call expected to succeed
-constexpr auto kStartBound = 30s;                  // a python peer must be serving by then
-constexpr auto kBatteryBound = 60s;                // the whole python client battery
+constexpr auto kCallTimeout = 30s;   // deadline of every call expected to succeed
+constexpr auto kStartBound = 30s;    // a python peer must be serving by then
+constexpr auto kBatteryBound = 60s;  // the whole python client battery
 constexpr int kConcurrentCalls = 1000;
 
 std::vector<std::string> python(const std::string& script, std::vector<std::string> args) {
@@ -155,7 +155,7 @@ TEST(PeerSubprocessTest, MissingProgramIsAnError) {
 
 // ------------------------------------------------------------- python client, Trellis server
 
-class PythonClientPeerTest : public ::testing::Test {
+class PythonClientPeerTest : public EndToEndTest {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
@@ -164,15 +164,8 @@ class PythonClientPeerTest : public ::testing::Test {
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
   }
-  void TearDown() override {
-    if (server_) server_->shutdown();
-    server_.reset();
-    runtime_.reset();
-  }
 
-  std::unique_ptr<Runtime> runtime_;
   EchoImpl echo_;
-  std::unique_ptr<Server> server_;
 };
 
 TEST_F(PythonClientPeerTest, BatteryPassesAgainstTrellisServer) {
@@ -183,24 +176,43 @@ TEST_F(PythonClientPeerTest, BatteryPassesAgainstTrellisServer) {
       << "echo_client.py " << run.status.describe() << "; its output:\n"
       << run.output;
   EXPECT_NE(run.output.find(" passed, 0 failed"), std::string::npos) << run.output;
-  // The Trellis side of the battery: its deadline-exceeded call reached the handler and the
-  // handler's wait was cut short by the cancellation.
+  EXPECT_GE(echo_.observed.calls.load(), kConcurrentCalls + 16);
+}
+
+// The Trellis side of the battery's deadline check: a python client's deadline that passes while
+// the handler waits cuts the handler's wait short. The check runs alone, its deadline growing
+// until a call has reached the handler.
+TEST_F(PythonClientPeerTest, ClientDeadlineCancelsTheHandler) {
+  auto started = [&] { return echo_.observed.calls.load() > 0; };
+  RunResult last = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        return run_with_deadline(
+            python("echo_client.py",
+                   {"--target", "127.0.0.1:" + std::to_string(server_->port()), "--only-deadline",
+                    "--deadline-ms", std::to_string(timeout.count())}),
+            python_env(), deadline_in(kBatteryBound));
+      },
+      started);
+  ASSERT_TRUE(started()) << "no call reached the handler before its deadline";
+  EXPECT_TRUE(last.status.success())
+      << "echo_client.py " << last.status.describe() << "; its output:\n"
+      << last.output;
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
-  EXPECT_GE(echo_.observed.calls.load(), kConcurrentCalls + 16);
 }
 
 // ------------------------------------------------------------- Trellis client, python server
 
-class PythonServerPeerTest : public ::testing::Test {
+class PythonServerPeerTest : public EndToEndTest {
  protected:
   void SetUp() override {
     ASSERT_TRUE(python_.error().empty()) << python_.error();
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
     channel_ = Channel::insecure("127.0.0.1:" + std::to_string(python_.port()));
   }
+  // The Trellis client's runtime first (and its leak check), then the peer.
   void TearDown() override {
-    runtime_.reset();
+    EndToEndTest::TearDown();
     // Close the connection first: a grpc server's graceful stop waits for its connections to go.
     channel_ = Channel(nullptr);
     if (python_.error().empty()) {
@@ -213,7 +225,7 @@ class PythonServerPeerTest : public ::testing::Test {
   Result<EchoResponse> call(const EchoRequest& req, CallOptions options) {
     if (!options.deadline()) options.set_timeout(kCallTimeout);
     EchoClient client(channel_);
-    return runtime_->block_on(client.Echo(req, std::move(options)));
+    return run(client.Echo(req, std::move(options)));
   }
   Result<EchoResponse> call(const EchoRequest& req) { return call(req, CallOptions()); }
 
@@ -226,8 +238,17 @@ class PythonServerPeerTest : public ::testing::Test {
     co_return std::get<0>(std::move(r));
   }
 
+  // Whether the server has printed `line` (the whole line) after what earlier waits have read,
+  // by `deadline`.
+  bool printed(const std::string& line, Deadline deadline) {
+    for (;;) {
+      auto next = python_.process().wait_for_line(line, deadline);
+      if (!next) return false;
+      if (*next == line) return true;
+    }
+  }
+
   PythonServer python_;
-  std::unique_ptr<Runtime> runtime_;
   Channel channel_{nullptr};
 };
 
@@ -241,7 +262,7 @@ TEST_F(PythonServerPeerTest, Succeeds) {
 }
 
 TEST_F(PythonServerPeerTest, SucceedsWithoutDeadline) {
-  auto r = runtime_->block_on(call_without_deadline(channel_, with_message("no deadline")));
+  auto r = run(call_without_deadline(channel_, with_message("no deadline")));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->message(), "no deadline");
   EXPECT_EQ(r->remaining_deadline_ms(), -1);
@@ -262,17 +283,31 @@ TEST_F(PythonServerPeerTest, TrailersAndDetailsOnAnError) {
 }
 
 TEST_F(PythonServerPeerTest, DeadlineExceededOnClientAndSeenByServer) {
-  EchoRequest req;
-  req.set_message("slow call");
-  req.set_delay_ms(60'000);
-  CallOptions options;
-  options.set_timeout(50ms);
-  auto r = call(req, options);
+  // Each attempt has a message of its own, so that the server's lines tell the attempts apart. An
+  // attempt counts once the server has said its handler started (the line may take as long as
+  // the attempt's timeout to arrive).
+  int attempts = 0;
+  bool started = false;
+  auto message = [](int attempt) { return "slow call " + std::to_string(attempt) + "."; };
+  auto r = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        EchoRequest req;
+        req.set_message(message(++attempts));
+        req.set_delay_ms(60'000);
+        CallOptions options;
+        options.set_timeout(timeout);
+        auto result = call(req, options);
+        started = printed("handler started: " + message(attempts), deadline_in(timeout));
+        return result;
+      },
+      [&] { return started; });
+  ASSERT_TRUE(started) << "no call reached the handler before its deadline; the server said:\n"
+                       << python_.process().output();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
   // The server's handler reports that its wait was cut short.
-  auto line = python_.process().wait_for_line("handler cancelled: ", deadline_in(kCallTimeout));
-  EXPECT_EQ(line, "handler cancelled: slow call") << python_.process().output();
+  EXPECT_TRUE(printed("handler cancelled: " + message(attempts), deadline_in(kCallTimeout)))
+      << python_.process().output();
 }
 
 TEST_F(PythonServerPeerTest, AbortedClientCallIsCancelledOnTheServer) {
@@ -286,7 +321,7 @@ TEST_F(PythonServerPeerTest, AbortedClientCallIsCancelledOnTheServer) {
   // Abort once the handler runs, so the cancellation has to cross the wire.
   auto started = python_.process().wait_for_line("handler started: ", deadline_in(kCallTimeout));
   handle.abort();
-  auto r = runtime_->block_on(handle.join());
+  auto r = run(handle.join());
   ASSERT_EQ(started, "handler started: aborted call") << python_.process().output();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status();
@@ -302,7 +337,7 @@ TEST_F(PythonServerPeerTest, UnknownMethodAndServiceAreUnimplemented) {
   for (auto* m : {&missing_method, &missing_service}) {
     CallOptions options;
     options.set_timeout(kCallTimeout);
-    auto r = runtime_->block_on((*m)(with_message("x"), options));
+    auto r = run((*m)(with_message("x"), options));
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented) << r.status();
   }
@@ -320,7 +355,7 @@ TEST_F(PythonServerPeerTest, ThousandConcurrentCallsOnOneChannel) {
   int succeeded = 0;
   std::string first_error;
   for (int i = 0; i < kConcurrentCalls; ++i) {
-    auto r = runtime_->block_on(handles[i].join());
+    auto r = run(handles[i].join());
     if (r.ok() && r->message() == std::to_string(i)) {
       ++succeeded;
     } else if (first_error.empty()) {

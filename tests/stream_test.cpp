@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include "end_to_end.hpp"
 #include "streamer_service.hpp"
 #include "trellis/client_stream.hpp"
 #include "trellis/runtime.hpp"
@@ -21,7 +22,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using namespace boost::asio::experimental::awaitable_operators;
-constexpr auto kTestDeadline = absl::Seconds(30);
 
 EchoRequest request(std::string message) {
   EchoRequest req;
@@ -37,7 +37,7 @@ EchoRequest failing_request(StatusCode code, std::string message) {
   return req;
 }
 
-class StreamTest : public ::testing::Test {
+class StreamTest : public EndToEndTest {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
@@ -47,24 +47,6 @@ class StreamTest : public ::testing::Test {
     server_ = std::move(server).value();
     channel_ = Channel::insecure("127.0.0.1:" + std::to_string(server_->port()));
     client_ = std::make_unique<StreamerClient>(channel_);
-  }
-
-  // No call object may outlive its calls: once the server has shut down (a grace period long
-  // enough for every call the test made to end by itself) and the runtime has drained its
-  // completion queues, every server and client call object must have been freed.
-  void TearDown() override {
-    if (server_) server_->shutdown(10s);
-    server_.reset();
-    runtime_->shutdown();
-    RuntimeMetrics m = runtime_->metrics();
-    EXPECT_EQ(m.server_calls, 0) << "a server call object outlived its call";
-    EXPECT_EQ(m.client_calls, 0) << "a client call object outlived its call";
-    runtime_.reset();
-  }
-
-  template <class T>
-  T run(Task<T> task) {
-    return runtime_->block_on(std::move(task));
   }
 
   // Sends a Chat request that does not parse (proto3 strings must be UTF-8) and gives the call's
@@ -88,9 +70,7 @@ class StreamTest : public ::testing::Test {
     EXPECT_TRUE(streamer_.observed.is_cancelled_was_true);
   }
 
-  std::unique_ptr<Runtime> runtime_;
   StreamerImpl streamer_;
-  std::unique_ptr<Server> server_;
   Channel channel_{nullptr};
   std::unique_ptr<StreamerClient> client_;
 };
@@ -272,17 +252,26 @@ TEST_F(StreamTest, ClientCancelEndsTheHandlersPendingWait) {
 }
 
 TEST_F(StreamTest, DeadlineMidStreamEndsBothSides) {
-  Status status = run([](StreamerClient* c) -> Task<Status> {
-    CallOptions options;
-    options.set_timeout(300ms);
-    auto stream = c->Chat(options);
-    co_await stream.write(request("a"));
-    co_await stream.read();
-    // Neither side sends anything now: the deadline ends the call.
-    std::optional<EchoResponse> none = co_await stream.read();
-    if (none) co_return Status::internal("unexpected message");
-    co_return co_await stream.finish();
-  }(client_.get()));
+  // The deadline must pass once the call is under way: an attempt whose first echo did not come
+  // back in time is made again with a longer deadline.
+  bool echoed = false;
+  Status status = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        return run(
+            [](StreamerClient* c, std::chrono::milliseconds timeout, bool* echoed) -> Task<Status> {
+              CallOptions options;
+              options.set_timeout(timeout);
+              auto stream = c->Chat(options);
+              co_await stream.write(request("a"));
+              *echoed = (co_await stream.read()).has_value();
+              // Neither side sends anything now: the deadline ends the call.
+              std::optional<EchoResponse> none = co_await stream.read();
+              if (none) co_return Status::internal("unexpected message");
+              co_return co_await stream.finish();
+            }(client_.get(), timeout, &echoed));
+      },
+      [&] { return echoed; });
+  ASSERT_TRUE(echoed) << "no attempt got its echo before the deadline";
   EXPECT_EQ(status.code(), StatusCode::kDeadlineExceeded) << status;
   expect_handler_saw_cancellation();
 }
@@ -408,6 +397,7 @@ TEST_F(StreamTest, StreamOffTheRuntimeFailsClearly) {
   boost::asio::io_context io;
   auto status = boost::asio::co_spawn(io, stream.finish(), boost::asio::use_future);
   io.run();
+  ASSERT_EQ(status.wait_for(0s), std::future_status::ready) << "io.run() returned before finish()";
   Status s = status.get();
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s;
 }
@@ -592,6 +582,8 @@ TEST_F(StreamTest, ReadIntoOffTheRuntimeGivesFalse) {
       boost::asio::use_future);
   auto status = boost::asio::co_spawn(io, stream.finish(), boost::asio::use_future);
   io.run();
+  ASSERT_EQ(got.wait_for(0s), std::future_status::ready) << "io.run() returned before the read";
+  ASSERT_EQ(status.wait_for(0s), std::future_status::ready) << "io.run() returned before finish()";
   EXPECT_FALSE(got.get());
   EXPECT_EQ(status.get().code(), StatusCode::kFailedPrecondition);
 }

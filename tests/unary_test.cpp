@@ -7,10 +7,10 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <filesystem>
-#include <thread>
 
 #include "client_checks.hpp"
 #include "echo_service.hpp"
+#include "end_to_end.hpp"
 #include "trellis/client.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
@@ -19,9 +19,8 @@ namespace trellis::testing {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr auto kTestDeadline = absl::Seconds(30);
 
-class UnaryTest : public ::testing::Test {
+class UnaryTest : public EndToEndTest {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
@@ -32,20 +31,15 @@ class UnaryTest : public ::testing::Test {
     target_ = "127.0.0.1:" + std::to_string(server_->port());
     channel_ = Channel::insecure(target_);
   }
-  void TearDown() override {
-    if (server_) server_->shutdown();
-    server_.reset();
-    runtime_.reset();
-  }
 
   Result<EchoResponse> call(const EchoRequest& req, CallOptions options = {}) {
     EchoClient client(channel_);
-    return runtime_->block_on(client.Echo(req, std::move(options)));
+    return run(client.Echo(req, std::move(options)));
   }
 
-  std::unique_ptr<Runtime> runtime_;
+  bool handler_started() const { return echo_.observed.calls.load() > 0; }
+
   EchoImpl echo_;
-  std::unique_ptr<Server> server_;
   std::string target_;
   Channel channel_{nullptr};
 };
@@ -86,9 +80,14 @@ TEST_F(UnaryTest, ServerSeesTheClientDeadline) {
 TEST_F(UnaryTest, DeadlineExceededOnClientAndHandlerCancelled) {
   EchoRequest req;
   req.set_delay_ms(60'000);
-  CallOptions options;
-  options.set_timeout(50ms);
-  auto r = call(req, options);
+  auto r = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        CallOptions options;
+        options.set_timeout(timeout);
+        return call(req, options);
+      },
+      [&] { return handler_started(); });
+  ASSERT_TRUE(handler_started()) << "no call reached the handler before its deadline";
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded);
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
@@ -101,9 +100,9 @@ TEST_F(UnaryTest, ClientCancellationReachesHandler) {
   EchoClient client(channel_);
   auto handle = runtime_->spawn(client.Echo(req));
   // Cancel once the handler is running, so the cancellation has to cross the wire.
-  while (echo_.observed.calls.load() == 0) std::this_thread::yield();
+  ASSERT_TRUE(wait_until([&] { return handler_started(); }, "the handler to start"));
   handle.abort();
-  auto r = runtime_->block_on(handle.join());
+  auto r = run(handle.join());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kCancelled);
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
@@ -115,10 +114,16 @@ TEST_F(UnaryTest, AwaitableOrTimeoutCancelsTheCall) {
   EchoRequest req;
   req.set_delay_ms(60'000);
   EchoClient client(channel_);
-  auto winner = runtime_->block_on([](EchoClient& c, EchoRequest r) -> Task<std::size_t> {
-    auto v = co_await (c.Echo(r) || sleep_for(50ms));
-    co_return v.index();
-  }(client, req));
+  auto winner = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        return run(
+            [](EchoClient& c, EchoRequest r, std::chrono::milliseconds t) -> Task<std::size_t> {
+              auto v = co_await (c.Echo(r) || sleep_for(t));
+              co_return v.index();
+            }(client, req, timeout));
+      },
+      [&] { return handler_started(); });
+  ASSERT_TRUE(handler_started()) << "no call reached the handler before the timer fired";
   EXPECT_EQ(winner, 1u) << "the timer wins";
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline))
       << "the losing call was cancelled all the way to the server";
@@ -129,7 +134,7 @@ TEST_F(UnaryTest, UnknownMethodAndServiceAreUnimplemented) {
                                                               "/trellis.testing.Echo/Nope");
   UnaryClientMethod<EchoRequest, EchoResponse> missing_service(channel_, "/no.Such/Echo");
   for (auto* m : {&missing_method, &missing_service}) {
-    auto r = runtime_->block_on((*m)(with_message("x")));
+    auto r = run((*m)(with_message("x")));
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented);
   }
@@ -153,7 +158,7 @@ TEST_F(UnaryTest, MalformedRequestBytesYieldInternal) {
                                                                       "/trellis.testing.Echo/Echo");
   google::protobuf::BytesValue not_utf8;
   not_utf8.set_value(std::string("\xff\xfe\xfd", 3));
-  auto r = runtime_->block_on(bogus(not_utf8));
+  auto r = run(bogus(not_utf8));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInternal);
   EXPECT_NE(r.status().message().find("failed to parse request"), std::string::npos) << r.status();
@@ -171,7 +176,7 @@ TEST_F(UnaryTest, ThousandConcurrentCallsOnOneChannel) {
   }
   int ok = 0;
   for (int i = 0; i < kCalls; ++i) {
-    auto r = runtime_->block_on(handles[i].join());
+    auto r = run(handles[i].join());
     if (r.ok() && r->message() == std::to_string(i)) ++ok;
   }
   EXPECT_EQ(ok, kCalls);
@@ -183,9 +188,9 @@ TEST_F(UnaryTest, GracefulShutdownLetsInFlightCallFinish) {
   req.set_delay_ms(200);
   EchoClient client(channel_);
   auto handle = runtime_->spawn(client.Echo(req));
-  while (echo_.observed.calls.load() == 0) std::this_thread::yield();
+  ASSERT_TRUE(wait_until([&] { return handler_started(); }, "the handler to start"));
   server_->shutdown(30'000ms);
-  auto r = runtime_->block_on(handle.join());
+  auto r = run(handle.join());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->message(), "slow");
   EXPECT_FALSE(echo_.observed.handler_cancelled.HasBeenNotified());
@@ -196,10 +201,10 @@ TEST_F(UnaryTest, ShutdownAfterGraceCancelsHandlers) {
   req.set_delay_ms(60'000);
   EchoClient client(channel_);
   auto handle = runtime_->spawn(client.Echo(req));
-  while (echo_.observed.calls.load() == 0) std::this_thread::yield();
+  ASSERT_TRUE(wait_until([&] { return handler_started(); }, "the handler to start"));
   server_->shutdown(0ms);
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
-  auto r = runtime_->block_on(handle.join());
+  auto r = run(handle.join());
   EXPECT_FALSE(r.ok());
 }
 
@@ -212,13 +217,19 @@ TEST_F(UnaryTest, CallAfterShutdownFailsUnavailable) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
 }
 
-TEST(TargetTest, UnixDnsAndIpv4TargetsReachTheServer) {
-  auto rt = Runtime::multi_thread().worker_threads(2).build();
+// Tests that build their own servers on the fixture's runtime: locals, declared after the
+// services they serve, so that they are gone before TearDown shuts the runtime down.
+using TargetTest = EndToEndTest;
+using ServerBuildTest = EndToEndTest;
+using ClientTest = EndToEndTest;
+
+TEST_F(TargetTest, UnixDnsAndIpv4TargetsReachTheServer) {
+  runtime_ = Runtime::multi_thread().worker_threads(2).build();
   EchoImpl echo;
   char dir_template[] = "/tmp/trellis-test-XXXXXX";
   ASSERT_NE(mkdtemp(dir_template), nullptr);
   std::string socket_path = std::string(dir_template) + "/echo.sock";
-  auto server = Server::Builder(*rt)
+  auto server = Server::Builder(*runtime_)
                     .add_insecure_port("127.0.0.1:0")
                     .add_insecure_port("unix:" + socket_path)
                     .add_service(echo)
@@ -230,55 +241,59 @@ TEST(TargetTest, UnixDnsAndIpv4TargetsReachTheServer) {
     EchoClient client(Channel::insecure(target));
     CallOptions options;
     options.set_timeout(20s);
-    auto r = rt->block_on(client.Echo(with_message(target), options));
+    auto r = run(client.Echo(with_message(target), options));
     ASSERT_TRUE(r.ok()) << target << ": " << r.status();
     EXPECT_EQ(r->message(), target);
   }
-  (*server)->shutdown();
+  (*server)->shutdown(kShutdownGrace);
   std::filesystem::remove_all(dir_template);
 }
 
-TEST(ServerBuildTest, UnbindableAddressIsAnError) {
-  auto rt = Runtime::single_thread().build();
+TEST_F(ServerBuildTest, UnbindableAddressIsAnError) {
+  runtime_ = Runtime::single_thread().build();
   EchoImpl echo;
-  auto first = Server::Builder(*rt).add_insecure_port("127.0.0.1:0").add_service(echo).build();
+  auto first =
+      Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(echo).build();
   ASSERT_TRUE(first.ok());
   std::string taken = "127.0.0.1:" + std::to_string((*first)->port());
   EchoImpl other;
-  auto second = Server::Builder(*rt).add_insecure_port(taken).add_service(other).build();
+  auto second = Server::Builder(*runtime_).add_insecure_port(taken).add_service(other).build();
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(second.status().message().find(taken), std::string::npos);
 }
 
-TEST(ServerBuildTest, DuplicateServiceIsAnError) {
-  auto rt = Runtime::single_thread().build();
+TEST_F(ServerBuildTest, DuplicateServiceIsAnError) {
+  runtime_ = Runtime::single_thread().build();
   EchoImpl a, b;
-  auto s =
-      Server::Builder(*rt).add_insecure_port("127.0.0.1:0").add_service(a).add_service(b).build();
+  auto s = Server::Builder(*runtime_)
+               .add_insecure_port("127.0.0.1:0")
+               .add_service(a)
+               .add_service(b)
+               .build();
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.status().code(), StatusCode::kAlreadyExists);
 }
 
-TEST(ClientTest, UnreachableServerIsUnavailable) {
-  auto rt = Runtime::single_thread().build();
+TEST_F(ClientTest, UnreachableServerIsUnavailable) {
+  runtime_ = Runtime::single_thread().build();
   // Bind a port, then release it, so nothing listens there.
   std::string target;
   {
     EchoImpl echo;
-    auto s = Server::Builder(*rt).add_insecure_port("127.0.0.1:0").add_service(echo).build();
+    auto s = Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(echo).build();
     ASSERT_TRUE(s.ok());
     target = "127.0.0.1:" + std::to_string((*s)->port());
   }
   EchoClient client(Channel::insecure(target));
   CallOptions options;
   options.set_timeout(20s);
-  auto r = rt->block_on(client.Echo(with_message("x"), options));
+  auto r = run(client.Echo(with_message("x"), options));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
 }
 
-TEST(ClientTest, AwaitingOffTheRuntimeIsAClearError) {
+TEST_F(ClientTest, AwaitingOffTheRuntimeIsAClearError) {
   EchoClient client(Channel::insecure("127.0.0.1:1"));
   boost::asio::io_context io;  // a foreign executor: not a Trellis worker
   std::optional<Result<EchoResponse>> result;

@@ -42,7 +42,8 @@ int hex_byte(std::string_view two) {
 
 // xoshiro256** (Blackman and Vigna), one per thread, seeded from the OS's entropy through absl.
 // Trace and span ids must be unique and unpredictable enough not to collide, not secret, and the
-// layer takes two or three per call: absl::BitGen (Randen) costs about ten times as much.
+// layer takes two or three per call, so a cryptographically strong generator such as
+// absl::BitGen (Randen) would cost far more than the ids need (docs/performance.md).
 class IdGenerator {
  public:
   IdGenerator() {
@@ -611,7 +612,7 @@ const TraceContext* current_trace(const ServerContext& ctx) {
 namespace detail {
 
 ActiveSpan::ActiveSpan(const TracingConfig& config, Call& call) : config_(&config) {
-  // One clock read at each end: in a VM a clock read costs about as much as the rest of the span.
+  // One clock read at each end: in a VM a clock read is a large part of what a span costs.
   span_.start_time = std::chrono::system_clock::now();
 
   // First the parent.

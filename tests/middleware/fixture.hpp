@@ -1,5 +1,5 @@
 // A Trellis server (Echo and Streamer) and runtime for middleware tests, with the server's
-// layers given by the test.
+// layers given by the test. TearDown (EndToEndTest) checks that no call object outlives its call.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 #include <string>
 
 #include "echo_service.hpp"
+#include "end_to_end.hpp"
 #include "streamer_service.hpp"
 #include "trellis/client.hpp"
 #include "trellis/runtime.hpp"
@@ -18,10 +19,8 @@ namespace trellis::testing {
 
 // Starts a server on a free loopback port. `configure` adds layers to the builder before the
 // services are added (Builder::layer order is the stack order).
-class MiddlewareTest : public ::testing::Test {
+class MiddlewareTest : public EndToEndTest {
  protected:
-  void TearDown() override { stop(); }
-
   void start(const std::function<void(Server::Builder&)>& configure = {},
              BoxLayer echo_layer = {}) {
     if (!runtime_) runtime_ = Runtime::multi_thread().worker_threads(2).build();
@@ -48,27 +47,14 @@ class MiddlewareTest : public ::testing::Test {
     return server.ok() ? std::move(server).value() : nullptr;
   }
 
-  void stop() {
-    if (server_) server_->shutdown(std::chrono::seconds(10));
-    server_.reset();
-    runtime_.reset();
-  }
-
-  template <class T>
-  T run(Task<T> task) {
-    return runtime_->block_on(std::move(task));
-  }
-
   static EchoRequest with_message(std::string m) {
     EchoRequest req;
     req.set_message(std::move(m));
     return req;
   }
 
-  std::unique_ptr<Runtime> runtime_;
   EchoImpl echo_;
   StreamerImpl streamer_;
-  std::unique_ptr<Server> server_;
   std::string target_;
   Channel channel_{nullptr};
 };

@@ -27,7 +27,7 @@ TEST_F(HedgingTest, SlowFirstAttemptLosesToTheHedgeAndIsCancelled) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->message(), "a after 2");
   EXPECT_EQ(scripted_.attempts("a"), 2);
-  stop();  // the server has seen every call end once it has shut down
+  shut_down();  // the server has seen every call end once it has shut down
   EXPECT_EQ(scripted_.cancelled(), 1);
 }
 

@@ -430,7 +430,7 @@ TEST_F(LayerTest, ServerLayerWrapsEveryStreamingKind) {
       co_return status;
     }));
   });
-  {  // the streams are dropped before stop() destroys the runtime they run on
+  {  // the streams are dropped before shut_down() destroys the runtime they run on
     StreamerClient client(channel_);
     auto split = client.Split(with_message("a b c"), CallOptions().set_timeout(30s));
     auto collect = client.Collect(CallOptions().set_timeout(30s));
@@ -449,7 +449,7 @@ TEST_F(LayerTest, ServerLayerWrapsEveryStreamingKind) {
       EXPECT_TRUE((co_await chat.finish()).ok());
     }());
   }
-  stop();  // the handlers' layers have all returned once the server has shut down
+  shut_down();  // the handlers' layers have all returned once the server has shut down
   EXPECT_EQ(seen->events,
             (std::vector<std::string>{"Split a b c - 0", "Collect - x,y 0", "Chat - - 0"}));
 }
@@ -667,13 +667,8 @@ TEST_F(LayerTest, DroppedClientStreamStillEndsItsStackAndLeaksNothing) {
     }());
   }  // dropped without finish(): cancelled
   { auto never_used = client.Chat(CallOptions().set_timeout(30s)); }
-  server_->shutdown(std::chrono::seconds(10));
-  server_.reset();
-  runtime_->shutdown(std::chrono::seconds(10));
+  shut_down();  // and checks that no call object is left
   EXPECT_EQ(trace.events(), (std::vector<std::string>{"Chat - 1 header="}));
-  RuntimeMetrics metrics = runtime_->metrics();
-  EXPECT_EQ(metrics.client_calls, 0);
-  EXPECT_EQ(metrics.server_calls, 0);
 }
 
 class MessageObserverTest : public MiddlewareTest {

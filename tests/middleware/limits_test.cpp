@@ -98,13 +98,13 @@ class Events {
     absl::MutexLock lock(&mu_);
     return std::find(events_.begin(), events_.end(), event) != events_.end();
   }
-  // Blocks the test thread (never a worker) until `event` happened; false after 30 s.
+  // Blocks the test thread (never a worker) until `event` happened; false after kTestDeadline.
   bool wait_for(const std::string& event) {
     absl::MutexLock lock(&mu_);
     auto happened = [&] {
       return std::find(events_.begin(), events_.end(), event) != events_.end();
     };
-    return mu_.AwaitWithTimeout(absl::Condition(&happened), absl::Seconds(30));
+    return mu_.AwaitWithTimeout(absl::Condition(&happened), kTestDeadline);
   }
 
  private:
@@ -169,14 +169,12 @@ class GatedStreamer final : public StreamerService {
   Events* entered_;
 };
 
-class LimitsTest : public ::testing::Test {
+class LimitsTest : public EndToEndTest {
  protected:
   // Opens every gate first, so that no handler is left waiting when the server drains.
   void TearDown() override {
     gates_.open_all();
-    if (server_) server_->shutdown(std::chrono::seconds(10));
-    server_.reset();
-    runtime_.reset();
+    EndToEndTest::TearDown();
   }
 
   // Starts the server with `configure`'s layers inside an outermost observing layer that records
@@ -204,10 +202,6 @@ class LimitsTest : public ::testing::Test {
     channel_ = Channel::insecure("127.0.0.1:" + std::to_string(server_->port()));
   }
 
-  template <class T>
-  T run(Task<T> task) {
-    return runtime_->block_on(std::move(task));
-  }
   // Runs `fn` on a worker, queued behind what the worker already has to do.
   template <class F>
   auto on_worker(F fn) {
@@ -249,14 +243,12 @@ class LimitsTest : public ::testing::Test {
         }(channel, std::move(message)));
   }
 
-  std::unique_ptr<Runtime> runtime_;
   Gates gates_;
   Events entered_;   // handler entries, by message
   Events arrived_;   // calls entering the server stack, by message
   Events finished_;  // "<message> <CODE>" as the server stack returned
   GatedEcho echo_{&gates_, &entered_};
   GatedStreamer streamer_{&gates_, &entered_};
-  std::unique_ptr<Server> server_;
   Channel channel_{nullptr};
 };
 

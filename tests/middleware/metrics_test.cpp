@@ -287,7 +287,7 @@ TEST_F(MetricsTest, InFlightGaugeCountsRunningCallsAndReturnsToZero) {
   slow.set_delay_ms(60'000);  // ended below by aborting the client's task, never by the time
   JoinHandle<Result<EchoResponse>> call =
       runtime_->spawn(client.Echo(slow, CallOptions().set_timeout(60s)));
-  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(kTestDeadline));
 
   std::string during = metrics->scrape();
   EXPECT_EQ(sample(during, echo_series("grpc_server_in_flight")), 1) << during;
@@ -301,7 +301,7 @@ TEST_F(MetricsTest, InFlightGaugeCountsRunningCallsAndReturnsToZero) {
   } catch (const std::exception&) {
     // Aborted: how the task ends is the runtime's business; the metrics are ours.
   }
-  ASSERT_TRUE(server_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(server_done.WaitForNotificationWithTimeout(kTestDeadline));
   std::string after = metrics->scrape();
   EXPECT_EQ(sample(after, echo_series("grpc_server_in_flight")), 0) << after;
   EXPECT_EQ(sample(after, echo_series("grpc_client_in_flight")), 0) << after;
@@ -363,7 +363,7 @@ TEST_F(MetricsTest, LatencyLandsInTheRightBucket) {
 TEST_F(MetricsTest, StreamingServerCallsAreCountedWithTheirType) {
   auto metrics = std::make_shared<MetricsRegistry>();
   start([&](Server::Builder& b) { b.layer(MetricsLayer(metrics)); });
-  {  // the streams are dropped before stop() destroys the runtime they run on
+  {  // the streams are dropped before shut_down() destroys the runtime they run on
     StreamerClient client(channel_);
     auto split = client.Split(with_message("a b c"), CallOptions().set_timeout(30s));
     auto collect = client.Collect(CallOptions().set_timeout(30s));
@@ -385,7 +385,7 @@ TEST_F(MetricsTest, StreamingServerCallsAreCountedWithTheirType) {
       EXPECT_EQ((co_await failing.finish()).code(), StatusCode::kOutOfRange);
     }());
   }
-  stop();  // every handler's stack has returned once the server has shut down
+  shut_down();  // every handler's stack has returned once the server has shut down
   std::string text = metrics->scrape();
   const std::string svc = "trellis.testing.Streamer";
   EXPECT_EQ(
@@ -768,9 +768,9 @@ TEST_F(MetricsTest, EndpointServesOnTheRuntimesIoThread) {
   again->reset();
   endpoint->reset();
   // A runtime that is shutting down gives it no thread.
-  server_->shutdown(10s);
+  server_->shutdown(kShutdownGrace);
   server_.reset();
-  runtime_->shutdown();
+  runtime_->shutdown(kShutdownGrace);
   auto late = MetricsServer::start(*runtime_, metrics, "127.0.0.1:0");
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(late.status().code(), StatusCode::kFailedPrecondition) << late.status();

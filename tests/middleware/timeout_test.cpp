@@ -92,20 +92,15 @@ class TimeoutTest : public MiddlewareTest {
   }
   void TearDown() override {
     for (auto* s : {&a_server_, &b_server_}) {
-      if (*s) (*s)->shutdown(10s);
+      if (*s) (*s)->shutdown(kShutdownGrace);
       s->reset();
     }
     MiddlewareTest::TearDown();
   }
 
-  // The tests whose client deadline must pass while the handler runs: one call first, so that
-  // the deadline is not spent connecting, and a deadline long enough for a loaded machine to
-  // start the handler (the handler then waits 60 s, so the deadline is what ends the call).
-  void warm_up() {
-    auto r = run(EchoClient(channel_).Echo(with_message("warm"), CallOptions().set_timeout(30s)));
-    ASSERT_TRUE(r.ok()) << r.status();
-    echo_.observed.calls = 0;
-  }
+  // For the tests whose client deadline must pass while the handler runs (the handler waits 60 s,
+  // so the deadline is what ends the call): with_growing_timeout's predicate.
+  bool handler_started() const { return echo_.observed.calls.load() > 0; }
 
   std::unique_ptr<RelayService> a_, b_;
   std::unique_ptr<Server> a_server_, b_server_;
@@ -128,12 +123,16 @@ TEST_F(TimeoutTest, ClientLayerSetsTheDeadlineTheServerSees) {
 
 TEST_F(TimeoutTest, ClientLayerExpiryIsDeadlineExceededAndCancelsTheHandler) {
   start();
-  warm_up();
   EchoRequest slow;
   slow.set_delay_ms(60'000);
-  auto r = run(EchoClient(channel_.with_layer(TimeoutLayer(1s))).Echo(slow));
+  auto r = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        return run(EchoClient(channel_.with_layer(TimeoutLayer(timeout))).Echo(slow));
+      },
+      [&] { return handler_started(); });
+  ASSERT_TRUE(handler_started()) << "no call reached the handler before its deadline";
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
-  EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
 }
 
@@ -151,7 +150,7 @@ TEST_F(TimeoutTest, ServerLayerCancelsTheHandlerAndAnswersDeadlineExceeded) {
 // client still gets DEADLINE_EXCEEDED, not the CANCELLED of a plain cancellation.
 TEST_F(TimeoutTest, ServerLayerAnswersDeadlineExceededOnStreams) {
   start([](Server::Builder& b) { b.layer(TimeoutLayer(200ms)); });
-  {  // the streams are dropped before stop() destroys the runtime they run on
+  {  // the streams are dropped before shut_down() destroys the runtime they run on
     StreamerClient client(channel_);
     auto chat = client.Chat(CallOptions().set_timeout(30s));
     EchoRequest slow = with_message("a b");
@@ -174,8 +173,8 @@ TEST_F(TimeoutTest, ServerLayerAnswersDeadlineExceededOnStreams) {
       EXPECT_EQ(split_status.code(), StatusCode::kDeadlineExceeded) << split_status;
     }());
   }
-  EXPECT_TRUE(streamer_.observed.handler_saw_cancellation.WaitForNotificationWithTimeout(
-      absl::Seconds(30)));
+  EXPECT_TRUE(
+      streamer_.observed.handler_saw_cancellation.WaitForNotificationWithTimeout(kTestDeadline));
 }
 
 TEST_F(TimeoutTest, ServerLayerTightensTheDeadlineAndLetsFastHandlersBe) {
@@ -199,12 +198,16 @@ TEST_F(TimeoutTest, ServerLayerTightensTheDeadlineAndLetsFastHandlersBe) {
 
 TEST_F(TimeoutTest, ServerWithoutLayersAnswersAnExpiredClientDeadlineAsDeadlineExceeded) {
   start();
-  warm_up();
   EchoRequest slow;
   slow.set_delay_ms(60'000);
-  auto r = run(EchoClient(channel_).Echo(slow, CallOptions().set_timeout(1s)));
+  auto r = with_growing_timeout(
+      [&](std::chrono::milliseconds timeout) {
+        return run(EchoClient(channel_).Echo(slow, CallOptions().set_timeout(timeout)));
+      },
+      [&] { return handler_started(); });
+  ASSERT_TRUE(handler_started()) << "no call reached the handler before its deadline";
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status();
-  EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
 }
 
 TEST_F(TimeoutTest, HandlersOutgoingCallsInheritTheRemainingDeadline) {

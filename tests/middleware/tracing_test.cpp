@@ -584,7 +584,7 @@ TEST_F(TracingTest, ThreeHopsShareOneTraceWithCorrectParents) {
   b = only_span(*b_spans);
   EXPECT_EQ(b.context.trace_id.hex(), kTraceId);
   EXPECT_EQ(b.context.tracestate, "congo=t61rcWkgMzE");
-  a->shutdown(std::chrono::seconds(10));
+  a->shutdown(kShutdownGrace);
 }
 
 TEST_F(TracingTest, ChildCallOfAnUntracedServerContinuesItsCallersTrace) {
@@ -607,7 +607,7 @@ TEST_F(TracingTest, ChildCallOfAnUntracedServerContinuesItsCallersTrace) {
   EXPECT_EQ(seen_at_b->traceparents,
             std::vector<std::string>{format_traceparent(a_client.context)});
   EXPECT_EQ(seen_at_b->tracestates, std::vector<std::string>{"k=v"});
-  a->shutdown(std::chrono::seconds(10));
+  a->shutdown(kShutdownGrace);
 }
 
 // ------------------------------------------------------------------------- exporters

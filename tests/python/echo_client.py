@@ -13,7 +13,12 @@ exits 1 if any check failed. Every call has a deadline, so the battery always en
 The messages come from `protoc --python_out` (grpc_tools is not packaged in Debian 12), so the
 stubs are built by hand; put the generated modules on PYTHONPATH.
 
-Usage: echo_client.py --target HOST:PORT [--throw-code INTERNAL]
+With --only-deadline it runs the deadline-exceeded check alone, with the deadline of
+--deadline-ms (default 50): a test that must see the deadline pass inside the server's handler
+repeats it with a longer deadline until the call has reached the handler.
+
+Usage: echo_client.py --target HOST:PORT [--throw-code INTERNAL] [--deadline-ms 50]
+                      [--only-deadline]
 """
 
 import argparse
@@ -61,10 +66,11 @@ def expect_error(fn, code):
 
 class Battery:
 
-    def __init__(self, channel, throw_code):
+    def __init__(self, channel, throw_code, deadline_s):
         self.echo = unary(channel, ECHO)
         self.channel = channel
         self.throw_code = throw_code
+        self.deadline_s = deadline_s
         self.passed = 0
         self.failed = 0
 
@@ -137,7 +143,8 @@ class Battery:
 
     def deadline_exceeded(self):
         request = echo_pb2.EchoRequest(message='slow', delay_ms=60000)
-        expect_error(lambda: self.echo(request, timeout=0.05), grpc.StatusCode.DEADLINE_EXCEEDED)
+        expect_error(lambda: self.echo(request, timeout=self.deadline_s),
+                     grpc.StatusCode.DEADLINE_EXCEEDED)
 
     def unknown(self, path):
         method = unary(self.channel, path)
@@ -165,6 +172,14 @@ class Battery:
                 wrong.append('%d: %s %s' % (i, error.code(), error.details()))
         expect(not wrong, '%d of %d calls failed, first: %s' % (len(wrong), count, wrong[:3]))
 
+    def summary(self):
+        print('%d passed, %d failed' % (self.passed, self.failed), flush=True)
+        return 1 if self.failed else 0
+
+    def run_deadline_only(self):
+        self.check('deadline exceeded', self.deadline_exceeded)
+        return self.summary()
+
     def run(self):
         self.check('success', self.success)
         self.check('success without deadline', self.success_without_deadline)
@@ -180,8 +195,7 @@ class Battery:
         self.check('throwing handler is %s and the server lives' % self.throw_code.name,
                    self.throwing_handler)
         self.check('1000 concurrent calls on one channel', lambda: self.concurrent(1000))
-        print('%d passed, %d failed' % (self.passed, self.failed), flush=True)
-        return 1 if self.failed else 0
+        return self.summary()
 
 
 def main():
@@ -191,11 +205,19 @@ def main():
                         default='INTERNAL',
                         choices=[code.name for code in grpc.StatusCode],
                         help='the status a throwing handler yields (grpcio servers: UNKNOWN)')
+    parser.add_argument('--deadline-ms',
+                        type=int,
+                        default=50,
+                        help='the deadline of the deadline-exceeded check')
+    parser.add_argument('--only-deadline',
+                        action='store_true',
+                        help='run the deadline-exceeded check alone')
     args = parser.parse_args()
     # No proxy may stand between the battery and the server under test.
     with grpc.insecure_channel(args.target, options=[('grpc.enable_http_proxy', 0)]) as channel:
         grpc.channel_ready_future(channel).result(timeout=TIMEOUT_S)
-        return Battery(channel, grpc.StatusCode[args.throw_code]).run()
+        battery = Battery(channel, grpc.StatusCode[args.throw_code], args.deadline_ms / 1000.0)
+        return battery.run_deadline_only() if args.only_deadline else battery.run()
 
 
 if __name__ == '__main__':
