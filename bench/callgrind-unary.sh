@@ -17,7 +17,9 @@
 #   --servers LIST    comma-separated subset of baseline,trellis [SERVERS, default both]
 #   --out DIR         where the callgrind files go [OUT_DIR, default BUILD_DIR/callgrind-<time>]
 # BASELINE_ARGS and TRELLIS_ARGS add flags to the servers' command lines (e.g.
-# BASELINE_ARGS="--prepost 16").
+# BASELINE_ARGS="--prepost 16"). TRELLIS_SERVER replaces the Trellis server, a path in the build
+# directory that takes the greeter_server flags (default examples/helloworld/greeter_server; e.g.
+# TRELLIS_SERVER=bench/middleware_server TRELLIS_ARGS="--layers full" for the middleware stack).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,7 +50,7 @@ mkdir -p "$out_dir"
 client=$build_dir/bench/unary_calls
 declare -A cmd=(
   [baseline]="$build_dir/bench/baseline_server --port 0 ${BASELINE_ARGS:-}"
-  [trellis]="$build_dir/examples/helloworld/greeter_server --port 0 --threads 1 --host 127.0.0.1 ${TRELLIS_ARGS:-}"
+  [trellis]="$build_dir/${TRELLIS_SERVER:-examples/helloworld/greeter_server} --port 0 --threads 1 --host 127.0.0.1 ${TRELLIS_ARGS:-}"
 )
 
 # Runs server $1 under callgrind for $2 calls; prints its total instruction count.

@@ -9,7 +9,7 @@ packages=(
   libprotobuf-dev libprotoc-dev protobuf-compiler
   libabsl-dev libboost1.81-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-grpcio python3-protobuf grpc-proto prometheus
+  python3 python3-grpcio python3-protobuf grpc-proto prometheus prometheus-cpp-dev
 )
 
 missing=()

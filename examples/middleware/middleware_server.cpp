@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<trellis::MetricsRegistry>();
   registry->set_runtime(runtime.get());
   // Served on the runtime's I/O thread; stopped (destroyed) before the runtime, at the end of main.
+  // The registry is a prometheus::Collectable: a program that already runs a prometheus-cpp
+  // Exposer for its own metrics would call exposer.RegisterCollectable(registry) instead.
   auto metrics = trellis::MetricsServer::start(
       *runtime, registry,
       absl::GetFlag(FLAGS_host) + ":" + std::to_string(absl::GetFlag(FLAGS_metrics_port)));

@@ -4,12 +4,13 @@
 #include <bit>
 #include <boost/asio/error.hpp>
 #include <boost/system/system_error.hpp>
-#include <charconv>
 #include <cmath>
 #include <functional>
 #include <tuple>
-#include <type_traits>
 
+#include "prometheus/client_metric.h"
+#include "prometheus/metric_type.h"
+#include "prometheus/text_serializer.h"
 #include "trellis/runtime.hpp"
 
 namespace trellis {
@@ -68,83 +69,43 @@ std::string_view type_label(RpcKind kind) {
   return "unary";
 }
 
-// A label value, escaped as the text format requires: backslash, double quote and line feed.
-void append_label_value(std::string& out, std::string_view value) {
-  for (char c : value) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '"':
-        out += "\\\"";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        out += c;
-    }
-  }
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using Labels = std::vector<ClientMetric::Label>;
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
 }
 
-void append_uint(std::string& out, std::uint64_t v) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
+// The labels of a method's series, in go-grpc-prometheus' order.
+Labels method_labels(const detail::MethodMetrics& m) {
+  return {{"grpc_type", std::string(type_label(m.kind))},
+          {"grpc_service", m.service},
+          {"grpc_method", m.method}};
 }
 
-void append_int(std::string& out, std::int64_t v) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
+ClientMetric counter(Labels labels, double value) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  metric.counter.value = value;
+  return metric;
 }
 
-// The shortest text that reads back as `v`, in %g style ("0.0001", "2.5", "1e+06"): the style Go
-// clients use for `le` labels, so that series from Trellis and from Go services line up.
-void append_double(std::string& out, double v) {
-  if (std::isnan(v)) {
-    out += "NaN";
-    return;
-  }
-  if (std::isinf(v)) {
-    out += v > 0 ? "+Inf" : "-Inf";
-    return;
-  }
-  char buf[32];
-  auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
-  out.append(buf, r.ptr);
+ClientMetric gauge(Labels labels, double value) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  metric.gauge.value = value;
+  return metric;
 }
 
-// HELP and TYPE lines of one family. HELP texts here are constants without backslashes or line
-// feeds, so they need no escaping.
-void append_header(std::string& out, std::string_view name, std::string_view help,
-                   std::string_view type) {
-  out += "# HELP ";
-  out += name;
-  out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += ' ';
-  out += type;
-  out += '\n';
-}
-
-// `{grpc_type="...",grpc_service="...",grpc_method="..."` without the closing brace, so callers
-// can add labels.
-void append_method_labels(std::string& out, const detail::MethodMetrics& m) {
-  out += "{grpc_type=\"";
-  out += type_label(m.kind);
-  out += "\",grpc_service=\"";
-  append_label_value(out, m.service);
-  out += "\",grpc_method=\"";
-  append_label_value(out, m.method);
-  out += '"';
-}
-
-// A consistent-enough reading of one entry, taken once per scrape so that all families of a
-// scrape agree with each other (a handled count never exceeds the started count, the histogram
-// count equals the sum of the handled counts).
+// A consistent-enough reading of one entry, taken once per collection so that its families
+// are read from the same numbers: a handled count never exceeds the started count. (A call
+// ending during the reading may already be in the histogram and not yet in a handled count.)
 struct Snapshot {
   const detail::MethodMetrics* entry;
   std::uint64_t started = 0;
@@ -171,6 +132,113 @@ Snapshot take(const detail::MethodMetrics& m, std::size_t buckets) {
   }
   s.sum_ns = m.latency_sum_ns.load(std::memory_order_relaxed);
   return s;
+}
+
+// The four families of one side (`prefix` grpc_server or grpc_client), for the entries in
+// `snaps`; none when there are no entries.
+void append_side(std::vector<MetricFamily>& out, const std::vector<Snapshot>& snaps,
+                 const std::vector<double>& bounds, const std::string& prefix,
+                 const std::string& who) {
+  if (snaps.empty()) return;
+
+  MetricFamily started =
+      family(prefix + "_started_total", "Total number of RPCs started on the " + who + ".",
+             MetricType::Counter);
+  for (const Snapshot& s : snaps) {
+    started.metric.push_back(counter(method_labels(*s.entry), static_cast<double>(s.started)));
+  }
+  out.push_back(std::move(started));
+
+  MetricFamily handled =
+      family(prefix + "_handled_total",
+             "Total number of RPCs completed on the " + who + ", regardless of success or failure.",
+             MetricType::Counter);
+  for (const Snapshot& s : snaps) {
+    for (std::size_t c = 0; c < kCodes; ++c) {
+      if (s.handled[c] == 0) continue;
+      Labels labels = method_labels(*s.entry);
+      labels.push_back({"grpc_code", status_code_name(static_cast<StatusCode>(c))});
+      handled.metric.push_back(counter(std::move(labels), static_cast<double>(s.handled[c])));
+    }
+  }
+  if (!handled.metric.empty()) out.push_back(std::move(handled));
+
+  MetricFamily latency =
+      family(prefix + "_handling_seconds",
+             "Histogram of response latency (seconds) of gRPC calls completed on the " + who + ".",
+             MetricType::Histogram);
+  for (const Snapshot& s : snaps) {
+    ClientMetric metric;
+    metric.label = method_labels(*s.entry);
+    std::uint64_t cumulative = 0;
+    // The finite bounds; the serializer adds the +Inf bucket, whose count is the sample count.
+    for (std::size_t b = 0; b < bounds.size(); ++b) {
+      cumulative += s.buckets[b];
+      metric.histogram.bucket.push_back({cumulative, bounds[b]});
+    }
+    metric.histogram.sample_count = cumulative + s.buckets[bounds.size()];
+    metric.histogram.sample_sum = static_cast<double>(s.sum_ns) / 1e9;
+    latency.metric.push_back(std::move(metric));
+  }
+  out.push_back(std::move(latency));
+
+  MetricFamily in_flight = family(
+      prefix + "_in_flight", "Number of RPCs in progress on the " + who + ".", MetricType::Gauge);
+  for (const Snapshot& s : snaps) {
+    std::uint64_t running = s.started >= s.handled_total ? s.started - s.handled_total : 0;
+    in_flight.metric.push_back(gauge(method_labels(*s.entry), static_cast<double>(running)));
+  }
+  out.push_back(std::move(in_flight));
+}
+
+// One family of a single series without labels.
+MetricFamily single(std::string name, std::string help, MetricType type, double value) {
+  MetricFamily f = family(std::move(name), std::move(help), type);
+  f.metric.push_back(type == MetricType::Counter ? counter({}, value) : gauge({}, value));
+  return f;
+}
+
+void append_runtime(std::vector<MetricFamily>& out, const RuntimeMetrics& rt) {
+  auto number = [](auto v) { return static_cast<double>(v); };
+  out.push_back(single("trellis_runtime_tasks_spawned_total",
+                       "Tasks spawned on the Trellis runtime.", MetricType::Counter,
+                       number(rt.tasks_spawned)));
+  out.push_back(single("trellis_runtime_tasks_completed_total",
+                       "Spawned tasks that have completed.", MetricType::Counter,
+                       number(rt.tasks_completed)));
+  out.push_back(single("trellis_runtime_tasks_failed_total",
+                       "Spawned tasks that ended with an exception (aborted tasks included).",
+                       MetricType::Counter, number(rt.tasks_failed)));
+  out.push_back(single("trellis_runtime_tasks_alive", "Spawned tasks not yet completed.",
+                       MetricType::Gauge, number(rt.tasks_alive)));
+  out.push_back(single("trellis_runtime_blocking_threads", "Threads of the spawn_blocking pool.",
+                       MetricType::Gauge, number(rt.blocking_threads)));
+  out.push_back(single("trellis_runtime_server_calls",
+                       "Incoming calls accepted and not yet finished.", MetricType::Gauge,
+                       number(rt.server_calls)));
+  out.push_back(single("trellis_runtime_client_calls", "Outgoing calls not yet freed.",
+                       MetricType::Gauge, number(rt.client_calls)));
+  out.push_back(single("trellis_runtime_workers", "Worker threads of the runtime.",
+                       MetricType::Gauge, number(rt.workers.size())));
+
+  using Worker = RuntimeMetrics::WorkerMetrics;
+  auto per_worker = [&](std::string name, std::string help, MetricType type, auto value_of) {
+    MetricFamily f = family(std::move(name), std::move(help), type);
+    for (std::size_t i = 0; i < rt.workers.size(); ++i) {
+      Labels labels = {{"worker", std::to_string(i)}};
+      double value = value_of(rt.workers[i]);
+      f.metric.push_back(type == MetricType::Counter ? counter(std::move(labels), value)
+                                                     : gauge(std::move(labels), value));
+    }
+    out.push_back(std::move(f));
+  };
+  per_worker("trellis_runtime_worker_busy_seconds_total",
+             "Time each worker spent running work, not waiting for events.", MetricType::Counter,
+             [](const Worker& w) { return std::chrono::duration<double>(w.busy_time).count(); });
+  per_worker("trellis_runtime_worker_events_total", "Completion-queue events each worker handled.",
+             MetricType::Counter, [&](const Worker& w) { return number(w.events); });
+  per_worker("trellis_runtime_worker_queue_depth", "Runnables queued on each worker now.",
+             MetricType::Gauge, [&](const Worker& w) { return number(w.queue_depth); });
 }
 
 }  // namespace
@@ -251,7 +319,7 @@ void MetricsRegistry::record_end(detail::MethodMetrics& entry, StatusCode code,
   entry.handled[code_index(code)].fetch_add(1, std::memory_order_release);
 }
 
-std::string MetricsRegistry::scrape() const {
+std::vector<MetricFamily> MetricsRegistry::Collect() const {
   std::vector<Snapshot> server, client;
   for (std::size_t i = 0; i < capacity_; ++i) {
     const detail::MethodMetrics* entry = table_[i].load(std::memory_order_acquire);
@@ -265,148 +333,21 @@ std::string MetricsRegistry::scrape() const {
   std::sort(server.begin(), server.end(), by_name);
   std::sort(client.begin(), client.end(), by_name);
 
-  std::string out;
-  out.reserve(4096 + (server.size() + client.size()) * (bounds_.size() + 24) * 120);
-
-  auto append_side = [&](const std::vector<Snapshot>& snaps, std::string_view prefix,
-                         std::string_view who) {
-    if (snaps.empty()) return;
-    const std::string p(prefix);
-    const std::string w(who);
-
-    append_header(out, p + "_started_total", "Total number of RPCs started on the " + w + ".",
-                  "counter");
-    for (const Snapshot& s : snaps) {
-      out += p + "_started_total";
-      append_method_labels(out, *s.entry);
-      out += "} ";
-      append_uint(out, s.started);
-      out += '\n';
-    }
-
-    bool any_handled = false;
-    for (const Snapshot& s : snaps) any_handled = any_handled || s.handled_total > 0;
-    if (any_handled) {
-      append_header(out, p + "_handled_total",
-                    "Total number of RPCs completed on the " + w +
-                        ", regardless of success or "
-                        "failure.",
-                    "counter");
-      for (const Snapshot& s : snaps) {
-        for (std::size_t c = 0; c < kCodes; ++c) {
-          if (s.handled[c] == 0) continue;
-          out += p + "_handled_total";
-          append_method_labels(out, *s.entry);
-          out += ",grpc_code=\"";
-          out += status_code_name(static_cast<StatusCode>(c));
-          out += "\"} ";
-          append_uint(out, s.handled[c]);
-          out += '\n';
-        }
-      }
-    }
-
-    append_header(
-        out, p + "_handling_seconds",
-        "Histogram of response latency (seconds) of gRPC calls completed on the " + w + ".",
-        "histogram");
-    for (const Snapshot& s : snaps) {
-      std::uint64_t cumulative = 0;
-      for (std::size_t b = 0; b < s.buckets.size(); ++b) {
-        cumulative += s.buckets[b];
-        out += p + "_handling_seconds_bucket";
-        append_method_labels(out, *s.entry);
-        out += ",le=\"";
-        append_double(out, b < bounds_.size() ? bounds_[b] : INFINITY);
-        out += "\"} ";
-        append_uint(out, cumulative);
-        out += '\n';
-      }
-      out += p + "_handling_seconds_sum";
-      append_method_labels(out, *s.entry);
-      out += "} ";
-      append_double(out, static_cast<double>(s.sum_ns) / 1e9);
-      out += '\n';
-      out += p + "_handling_seconds_count";
-      append_method_labels(out, *s.entry);
-      out += "} ";
-      append_uint(out, cumulative);
-      out += '\n';
-    }
-
-    append_header(out, p + "_in_flight", "Number of RPCs in progress on the " + w + ".", "gauge");
-    for (const Snapshot& s : snaps) {
-      out += p + "_in_flight";
-      append_method_labels(out, *s.entry);
-      out += "} ";
-      append_uint(out, s.started >= s.handled_total ? s.started - s.handled_total : 0);
-      out += '\n';
-    }
-  };
-  append_side(server, "grpc_server", "server");
-  append_side(client, "grpc_client", "client");
-
-  append_header(out, "trellis_metrics_untracked_calls_total",
-                "Calls not recorded because the metrics registry's method table was full.",
-                "counter");
-  out += "trellis_metrics_untracked_calls_total ";
-  append_uint(out, untracked_.load(std::memory_order_relaxed));
-  out += '\n';
+  std::vector<MetricFamily> families;
+  append_side(families, server, bounds_, "grpc_server", "server");
+  append_side(families, client, bounds_, "grpc_client", "client");
+  families.push_back(
+      single("trellis_metrics_untracked_calls_total",
+             "Calls not recorded because the metrics registry's method table was full.",
+             MetricType::Counter, static_cast<double>(untracked_.load(std::memory_order_relaxed))));
 
   std::lock_guard lock(runtime_mu_);
-  if (runtime_ == nullptr) return out;
-  RuntimeMetrics rt = runtime_->metrics();
-  auto single = [&](std::string_view name, std::string_view help, std::string_view type,
-                    auto value) {
-    append_header(out, name, help, type);
-    out += name;
-    out += ' ';
-    if constexpr (std::is_signed_v<decltype(value)>) {
-      append_int(out, static_cast<std::int64_t>(value));
-    } else {
-      append_uint(out, static_cast<std::uint64_t>(value));
-    }
-    out += '\n';
-  };
-  single("trellis_runtime_tasks_spawned_total", "Tasks spawned on the Trellis runtime.", "counter",
-         rt.tasks_spawned);
-  single("trellis_runtime_tasks_completed_total", "Spawned tasks that have completed.", "counter",
-         rt.tasks_completed);
-  single("trellis_runtime_tasks_failed_total",
-         "Spawned tasks that ended with an exception (aborted tasks included).", "counter",
-         rt.tasks_failed);
-  single("trellis_runtime_tasks_alive", "Spawned tasks not yet completed.", "gauge",
-         rt.tasks_alive);
-  single("trellis_runtime_blocking_threads", "Threads of the spawn_blocking pool.", "gauge",
-         rt.blocking_threads);
-  single("trellis_runtime_server_calls", "Incoming calls accepted and not yet finished.", "gauge",
-         rt.server_calls);
-  single("trellis_runtime_client_calls", "Outgoing calls not yet freed.", "gauge", rt.client_calls);
-  single("trellis_runtime_workers", "Worker threads of the runtime.", "gauge", rt.workers.size());
+  if (runtime_ != nullptr) append_runtime(families, runtime_->metrics());
+  return families;
+}
 
-  auto per_worker = [&](std::string_view name, std::string_view help, std::string_view type,
-                        auto value_of) {
-    append_header(out, name, help, type);
-    for (std::size_t i = 0; i < rt.workers.size(); ++i) {
-      out += name;
-      out += "{worker=\"";
-      append_uint(out, i);
-      out += "\"} ";
-      value_of(rt.workers[i]);
-      out += '\n';
-    }
-  };
-  using Worker = RuntimeMetrics::WorkerMetrics;
-  per_worker("trellis_runtime_worker_busy_seconds_total",
-             "Time each worker spent running work, not waiting for events.", "counter",
-             [&](const Worker& w) {
-               append_double(out, std::chrono::duration<double>(w.busy_time).count());
-             });
-  per_worker("trellis_runtime_worker_events_total", "Completion-queue events each worker handled.",
-             "counter", [&](const Worker& w) { append_uint(out, w.events); });
-  per_worker("trellis_runtime_worker_queue_depth", "Runnables queued on each worker now.", "gauge",
-             [&](const Worker& w) { append_uint(out, w.queue_depth); });
-  return out;
+std::string MetricsRegistry::scrape() const {
+  return prometheus::TextSerializer().Serialize(Collect());
 }
 
 // ------------------------------------------------------------------------------- the layer

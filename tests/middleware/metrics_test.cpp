@@ -1,5 +1,6 @@
-// The metrics layer, the registry's Prometheus exposition and the /metrics HTTP endpoint, over
-// real loopback calls and a real loopback HTTP connection.
+// The metrics layer, the registry's Prometheus exposition (prometheus-cpp families and text) and
+// the /metrics HTTP endpoint, over real loopback calls and a real loopback HTTP connection; and
+// the registry as a prometheus::Collectable beside a program's own prometheus-cpp metrics.
 #include "trellis/middleware/metrics.hpp"
 
 #include <arpa/inet.h>
@@ -12,10 +13,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -24,6 +27,11 @@
 
 #include "absl/synchronization/notification.h"
 #include "fixture.hpp"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
 #include "trellis/client_stream.hpp"
 #include "trellis/middleware/metrics_server.hpp"
 
@@ -856,6 +864,178 @@ TEST_F(MetricsTest, PromtoolRejectsABrokenExposition) {
   ASSERT_TRUE(promtool_installed())
       << "promtool is not installed: install the Debian package `prometheus`";
   EXPECT_FALSE(promtool_accepts("# TYPE x counter\nx{a=\"unterminated} 1\n"));
+}
+
+// ------------------------------------------------ the registry as a prometheus-cpp Collectable
+
+// The families' names, in order.
+std::vector<std::string> names_of(const std::vector<prometheus::MetricFamily>& families) {
+  std::vector<std::string> names;
+  for (const prometheus::MetricFamily& f : families) names.push_back(f.name);
+  return names;
+}
+
+// The family called `name`; fails the test (and returns an empty family) if there is none.
+prometheus::MetricFamily family_named(const std::vector<prometheus::MetricFamily>& families,
+                                      const std::string& name) {
+  for (const prometheus::MetricFamily& f : families) {
+    if (f.name == name) return f;
+  }
+  ADD_FAILURE() << "no family " << name;
+  return {};
+}
+
+// A metric's labels as `a=b,c=d`, in their order.
+std::string labels_of(const prometheus::ClientMetric& metric) {
+  std::string out;
+  for (const prometheus::ClientMetric::Label& l : metric.label) {
+    if (!out.empty()) out += ',';
+    out += l.name + "=" + l.value;
+  }
+  return out;
+}
+
+TEST_F(MetricsTest, CollectGivesTheFamiliesOfRealCalls) {
+  auto metrics = std::make_shared<MetricsRegistry>();
+  start([&](Server::Builder& b) { b.layer(MetricsLayer(metrics)); });
+  EchoClient client(channel_);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(run(client.Echo(with_message("ok"), CallOptions().set_timeout(30s))).ok());
+  }
+  auto r = run(client.Echo(failing_with(StatusCode::kNotFound), CallOptions().set_timeout(30s)));
+  ASSERT_EQ(r.status().code(), StatusCode::kNotFound);
+
+  std::vector<prometheus::MetricFamily> families = metrics->Collect();
+  // Only the server side was layered, and no runtime is exported.
+  EXPECT_EQ(names_of(families),
+            (std::vector<std::string>{"grpc_server_started_total", "grpc_server_handled_total",
+                                      "grpc_server_handling_seconds", "grpc_server_in_flight",
+                                      "trellis_metrics_untracked_calls_total"}));
+  for (const prometheus::MetricFamily& f : families) EXPECT_FALSE(f.help.empty()) << f.name;
+  const std::string echo = "grpc_type=unary,grpc_service=trellis.testing.Echo,grpc_method=Echo";
+
+  prometheus::MetricFamily started = family_named(families, "grpc_server_started_total");
+  EXPECT_EQ(started.type, prometheus::MetricType::Counter);
+  ASSERT_EQ(started.metric.size(), 1u);
+  EXPECT_EQ(labels_of(started.metric[0]), echo);
+  EXPECT_EQ(started.metric[0].counter.value, 3);
+
+  prometheus::MetricFamily handled = family_named(families, "grpc_server_handled_total");
+  EXPECT_EQ(handled.type, prometheus::MetricType::Counter);
+  ASSERT_EQ(handled.metric.size(), 2u);  // a series per code seen, in the codes' order
+  EXPECT_EQ(labels_of(handled.metric[0]), echo + ",grpc_code=OK");
+  EXPECT_EQ(handled.metric[0].counter.value, 2);
+  EXPECT_EQ(labels_of(handled.metric[1]), echo + ",grpc_code=NOT_FOUND");
+  EXPECT_EQ(handled.metric[1].counter.value, 1);
+
+  prometheus::MetricFamily latency = family_named(families, "grpc_server_handling_seconds");
+  EXPECT_EQ(latency.type, prometheus::MetricType::Histogram);
+  ASSERT_EQ(latency.metric.size(), 1u);
+  EXPECT_EQ(labels_of(latency.metric[0]), echo);
+  const prometheus::ClientMetric::Histogram& histogram = latency.metric[0].histogram;
+  EXPECT_EQ(histogram.sample_count, 3u);
+  EXPECT_GT(histogram.sample_sum, 0);
+  // The configured bounds (the serializer adds +Inf), cumulative counts.
+  ASSERT_EQ(histogram.bucket.size(), metrics->latency_buckets().size());
+  std::uint64_t previous = 0;
+  for (std::size_t i = 0; i < histogram.bucket.size(); ++i) {
+    EXPECT_EQ(histogram.bucket[i].upper_bound, metrics->latency_buckets()[i]);
+    EXPECT_GE(histogram.bucket[i].cumulative_count, previous);
+    EXPECT_LE(histogram.bucket[i].cumulative_count, 3u);
+    previous = histogram.bucket[i].cumulative_count;
+  }
+
+  prometheus::MetricFamily in_flight = family_named(families, "grpc_server_in_flight");
+  EXPECT_EQ(in_flight.type, prometheus::MetricType::Gauge);
+  ASSERT_EQ(in_flight.metric.size(), 1u);
+  EXPECT_EQ(labels_of(in_flight.metric[0]), echo);
+  EXPECT_EQ(in_flight.metric[0].gauge.value, 0);
+
+  prometheus::MetricFamily untracked =
+      family_named(families, "trellis_metrics_untracked_calls_total");
+  EXPECT_EQ(untracked.type, prometheus::MetricType::Counter);
+  ASSERT_EQ(untracked.metric.size(), 1u);
+  EXPECT_TRUE(untracked.metric[0].label.empty());
+  EXPECT_EQ(untracked.metric[0].counter.value, 0);
+
+  // scrape() is these families written by prometheus-cpp's TextSerializer (nothing is running
+  // and no runtime is exported, so two readings agree).
+  EXPECT_EQ(metrics->scrape(), prometheus::TextSerializer().Serialize(metrics->Collect()));
+
+  // With a runtime, its families follow.
+  metrics->set_runtime(runtime_.get());
+  families = metrics->Collect();
+  metrics->set_runtime(nullptr);
+  prometheus::MetricFamily workers = family_named(families, "trellis_runtime_workers");
+  EXPECT_EQ(workers.type, prometheus::MetricType::Gauge);
+  ASSERT_EQ(workers.metric.size(), 1u);
+  EXPECT_EQ(workers.metric[0].gauge.value, 2);
+  prometheus::MetricFamily events = family_named(families, "trellis_runtime_worker_events_total");
+  EXPECT_EQ(events.type, prometheus::MetricType::Counter);
+  ASSERT_EQ(events.metric.size(), 2u);
+  EXPECT_EQ(labels_of(events.metric[0]), "worker=0");
+  EXPECT_EQ(labels_of(events.metric[1]), "worker=1");
+  EXPECT_EQ(names_of(families).back(), "trellis_runtime_worker_queue_depth");
+}
+
+// A program's own prometheus-cpp metrics: a counter in a prometheus::Registry.
+std::shared_ptr<prometheus::Registry> program_registry() {
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildCounter()
+      .Name("myapp_jobs_total")
+      .Help("Jobs the program ran.")
+      .Register(*registry)
+      .Add({{"queue", "default"}})
+      .Increment(3);
+  return registry;
+}
+
+TEST_F(MetricsTest, ProgramAndTrellisFamiliesSerializeTogether) {
+  auto metrics = std::make_shared<MetricsRegistry>();
+  start([&](Server::Builder& b) { b.layer(MetricsLayer(metrics)); });
+  metrics->set_runtime(runtime_.get());
+  ASSERT_TRUE(
+      run(EchoClient(channel_).Echo(with_message("x"), CallOptions().set_timeout(30s))).ok());
+
+  std::shared_ptr<prometheus::Registry> program = program_registry();
+  std::vector<prometheus::MetricFamily> families = program->Collect();
+  for (prometheus::MetricFamily& f : metrics->Collect()) families.push_back(std::move(f));
+  metrics->set_runtime(nullptr);
+  std::string text = prometheus::TextSerializer().Serialize(families);
+
+  EXPECT_EQ(sample(text, "myapp_jobs_total{queue=\"default\"}"), 3) << text;
+  EXPECT_EQ(sample(text, echo_series("grpc_server_handled_total", code("OK"))), 1) << text;
+  EXPECT_EQ(sample(text, echo_series("grpc_server_handling_seconds_count")), 1) << text;
+  EXPECT_EQ(sample(text, "trellis_runtime_workers"), 2) << text;
+  EXPECT_TRUE(promtool_accepts(text));
+}
+
+// The use the Collectable is for: a prometheus-cpp Exposer serving the program's registry and
+// Trellis's, over a real loopback HTTP connection.
+TEST_F(MetricsTest, PrometheusExposerServesTrellisMetricsBesideTheProgramsOwn) {
+  auto metrics = std::make_shared<MetricsRegistry>();
+  start([&](Server::Builder& b) { b.layer(MetricsLayer(metrics)); });
+  metrics->set_runtime(runtime_.get());
+  EchoClient client(channel_.with_layer(MetricsLayer(metrics)));
+  ASSERT_TRUE(run(client.Echo(with_message("x"), CallOptions().set_timeout(30s))).ok());
+
+  std::shared_ptr<prometheus::Registry> program = program_registry();
+  {
+    prometheus::Exposer exposer("127.0.0.1:0");
+    exposer.RegisterCollectable(program);
+    exposer.RegisterCollectable(metrics);
+    std::vector<int> ports = exposer.GetListeningPorts();
+    ASSERT_EQ(ports.size(), 1u);
+    HttpReply reply = http_get(ports[0], "/metrics");
+    ASSERT_EQ(reply.status(), 200) << reply.raw;
+    std::string body = reply.body();
+    EXPECT_EQ(sample(body, "myapp_jobs_total{queue=\"default\"}"), 3) << body;
+    EXPECT_EQ(sample(body, echo_series("grpc_server_handled_total", code("OK"))), 1) << body;
+    EXPECT_EQ(sample(body, echo_series("grpc_client_handled_total", code("OK"))), 1) << body;
+    EXPECT_EQ(sample(body, "trellis_runtime_workers"), 2) << body;
+    EXPECT_TRUE(promtool_accepts(body));
+  }
+  metrics->set_runtime(nullptr);
 }
 
 }  // namespace

@@ -1,11 +1,20 @@
 // trellis::MetricsRegistry and trellis::MetricsLayer: per-method RPC metrics (and the runtime's
-// own) in the Prometheus text exposition format.
+// own) for Prometheus. The registry is a prometheus::Collectable (prometheus-cpp), so it plugs
+// into whatever already serves a program's prometheus-cpp metrics.
 //
 //   auto metrics = std::make_shared<trellis::MetricsRegistry>();
 //   metrics->set_runtime(runtime.get());                    // trellis_runtime_* too
 //   builder.layer(trellis::MetricsLayer(metrics));          // server side
 //   auto channel = trellis::Channel::insecure(target).with_layer(trellis::MetricsLayer(metrics));
-//   std::string text = metrics->scrape();                   // or serve it: metrics_server.hpp
+//
+// Then serve it, one of:
+//
+//   // Trellis's own /metrics endpoint (Boost.Beast) on the runtime's I/O thread:
+//   auto endpoint = trellis::MetricsServer::start(*runtime, metrics, "0.0.0.0:9464");
+//   // a prometheus-cpp Exposer that already serves the program's own prometheus::Registry:
+//   exposer.RegisterCollectable(metrics);
+//   // or the text exposition itself (prometheus-cpp's TextSerializer):
+//   std::string text = metrics->scrape();
 //
 // The metric names and labels are those of go-grpc-prometheus, so existing dashboards and alerts
 // work unchanged:
@@ -36,6 +45,8 @@
 #include <utility>
 #include <vector>
 
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
 #include "trellis/call.hpp"
 #include "trellis/hook_layer.hpp"
 #include "trellis/method_info.hpp"
@@ -81,7 +92,7 @@ struct MethodMetrics {
   // By status code; codes outside the 17 are counted as UNKNOWN.
   std::array<std::atomic<std::uint64_t>, 17> handled{};
   // Non-cumulative: latency_bucket_counts[i] counts the calls in (bound[i-1], bound[i]]; the last
-  // one counts those above every bound. The exposition makes them cumulative.
+  // one counts those above every bound. Collect() makes them cumulative.
   std::unique_ptr<std::atomic<std::uint64_t>[]> latency_bucket_counts;
   std::atomic<std::uint64_t> latency_sum_ns{0};
 };
@@ -91,23 +102,27 @@ StatusCode code_of_exception(const Call& call, std::exception_ptr error);
 
 }  // namespace detail
 
+class MetricsLayer;
+
 // The metrics of every method seen through the MetricsLayers that share this registry, plus
 // (optionally) a runtime's metrics. Thread-safe. Recording a call takes no lock: the per-method
 // entries live in a fixed-size table that is looked up without locking and filled in with
-// compare-and-swap the first time a method is seen; each counter is an atomic.
-class MetricsRegistry {
+// compare-and-swap the first time a method is seen; each counter is an atomic. Only reading the
+// metrics (Collect(), scrape()) builds anything: the prometheus-cpp metric families, from a
+// snapshot of the counters.
+class MetricsRegistry : public prometheus::Collectable {
  public:
   // Throws std::invalid_argument if the options are invalid (buckets not strictly increasing,
   // not positive or not finite; max_methods zero).
   explicit MetricsRegistry(MetricsOptions options = {});
-  ~MetricsRegistry();
+  ~MetricsRegistry() override;
   MetricsRegistry(const MetricsRegistry&) = delete;
   MetricsRegistry& operator=(const MetricsRegistry&) = delete;
 
-  // Also exports `runtime`'s metrics (Runtime::metrics()) at each scrape; nullptr stops. One
-  // runtime at a time. The runtime must outlive the registry's scrapes: set nullptr before
-  // destroying it (set_runtime waits for a scrape in progress, so none reads the runtime after
-  // it returns). Exported:
+  // Also exports `runtime`'s metrics (Runtime::metrics()) at each Collect() (and so each
+  // scrape); nullptr stops. One runtime at a time. The runtime must outlive the registry's
+  // collections: set nullptr before destroying it (set_runtime waits for a collection in
+  // progress, so none reads the runtime after it returns). Exported:
   //   trellis_runtime_tasks_spawned_total, trellis_runtime_tasks_completed_total,
   //   trellis_runtime_tasks_failed_total (counters), trellis_runtime_tasks_alive,
   //   trellis_runtime_blocking_threads, trellis_runtime_server_calls,
@@ -117,9 +132,19 @@ class MetricsRegistry {
   //   trellis_runtime_worker_queue_depth{worker} (gauge).
   void set_runtime(const Runtime* runtime);
 
-  // The whole exposition in the Prometheus text format, version 0.0.4: HELP and TYPE lines,
-  // families in a fixed order, series sorted by service and method. Safe to call concurrently
-  // with recording and with other scrapes.
+  // prometheus::Collectable: the families listed at the top of this file and at set_runtime,
+  // each that has a series (the others are left out), in a fixed order: server, then client
+  // (started, handled, handling_seconds, in_flight), trellis_metrics_untracked_calls_total, the
+  // runtime's. Series are sorted by service and method, labels in the order listed at the top.
+  // Each method's counters are read once per collection, so a handled count never exceeds its
+  // started count (the in-flight gauge is never negative). Safe to call concurrently with
+  // recording and with other collections, from any thread.
+  //
+  // A prometheus::Exposer (or anything else that collects a list of Collectables) serves them
+  // beside the program's own metrics; the names must not clash with the program's.
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+  // Collect(), in the Prometheus text format, version 0.0.4, by prometheus-cpp's TextSerializer.
   std::string scrape() const;
 
   // The content type of scrape()'s text, for an HTTP response.
@@ -128,14 +153,17 @@ class MetricsRegistry {
   // The latency bucket bounds in use, in seconds.
   const std::vector<double>& latency_buckets() const { return bounds_; }
 
-  // Internal, for MetricsLayer: the entry of `method` on `side`, created on first use; nullptr
-  // when the table is full (the call is then counted as untracked).
+ private:
+  // The recording side belongs to MetricsLayer (and its per-call State) alone.
+  friend class MetricsLayer;
+
+  // The entry of `method` on `side`, created on first use; nullptr when the table is full (the
+  // call is then counted as untracked).
   detail::MethodMetrics* find_or_add(Side side, const MethodInfo& method);
-  // Internal, for MetricsLayer: records the end of a call started on `entry`.
+  // Records the end of a call started on `entry`.
   void record_end(detail::MethodMetrics& entry, StatusCode code,
                   std::chrono::steady_clock::duration elapsed);
 
- private:
   std::vector<double> bounds_;
   std::vector<std::int64_t> bounds_ns_;  // the same bounds, for comparing without floating point
   std::size_t capacity_;                 // a power of two, >= 2 * max_methods
@@ -143,7 +171,7 @@ class MetricsRegistry {
   std::unique_ptr<std::atomic<detail::MethodMetrics*>[]> table_;
   std::atomic<std::size_t> size_{0};
   std::atomic<std::uint64_t> untracked_{0};
-  mutable std::mutex runtime_mu_;  // guards runtime_; only scrapes and set_runtime take it
+  mutable std::mutex runtime_mu_;  // guards runtime_; only Collect() and set_runtime take it
   const Runtime* runtime_ = nullptr;
 };
 
@@ -161,8 +189,10 @@ class MetricsRegistry {
 // whose coroutine is destroyed before it ends (the runtime shutting down) is recorded as
 // CANCELLED, so in-flight gauges always return to zero.
 //
-// The per-call cost: two clock reads, a hash of the method path and four relaxed atomic
-// increments; no lock and no allocation (after a method's first call).
+// The per-call cost: two clock reads, a comparison with the entry the layer used last (the
+// method path is hashed only when that entry is another method's) and four relaxed atomic
+// increments; no lock and no allocation (after a method's first call). Reading the metrics
+// (MetricsRegistry::Collect) never blocks a call.
 class MetricsLayer : public HookLayerBase<MetricsLayer> {
  public:
   // Throws std::invalid_argument if `registry` is null.

@@ -1,5 +1,7 @@
 // trellis::MetricsServer: an HTTP endpoint that serves a MetricsRegistry at GET /metrics for
-// Prometheus to scrape.
+// Prometheus to scrape (Boost.Beast, on the runtime's I/O thread or a thread of its own). A
+// program that already runs a prometheus-cpp Exposer can register the registry with it instead
+// (metrics.hpp).
 //
 //   auto metrics = std::make_shared<trellis::MetricsRegistry>();
 //   auto endpoint = trellis::MetricsServer::start(*runtime, metrics, "0.0.0.0:9464");
@@ -18,8 +20,9 @@
 
 namespace trellis {
 
-// Serves `GET /metrics` (a query string is ignored) with the registry's exposition and the
-// content type `text/plain; version=0.0.4; charset=utf-8`. Any other path answers 404, any other
+// Serves `GET /metrics` (a query string is ignored) with MetricsRegistry::scrape() (the
+// registry's Collect(), written by prometheus-cpp's TextSerializer) and the content type
+// `text/plain; version=0.0.4; charset=utf-8`. Any other path answers 404, any other
 // method 405 (with `Allow: GET`), a request that is not valid HTTP/1.x 400. Connections are
 // kept alive as HTTP/1.1 asks.
 //
@@ -30,7 +33,7 @@ namespace trellis {
 //    runtime shuts down.
 //  - start(registry, ...): an io_context and a thread of the endpoint's own; no runtime needed
 //    (the registry may export none).
-// The registry's scrape reads atomics and, if a runtime is set, Runtime::metrics(), both safe
+// A scrape reads the registry's atomics and, if a runtime is set, Runtime::metrics(), both safe
 // from any thread.
 //
 // Thread safety: port(), address() and stop() may be called from any thread.
