@@ -84,8 +84,10 @@ server_stop TERM
 check "server exits 0 on SIGTERM" "$server_status"
 # The server flushed its spans as it exited: its span of the traced call is the client span's child.
 server_span_pattern="2 ${client_trace:-x} [0-9a-f]\{16\} ${client_span:-x} greeter"
-check "--trace_file holds the server span, a child of the client's (OTLP/JSON)" \
-  "$(otlp_spans "$server_spans" | grep -qx "$server_span_pattern"; echo $?)"
+server_span_list=$(otlp_spans "$server_spans")
+check "--trace_file holds OTLP/JSON lines" "$?"
+check "--trace_file holds the server span, a child of the client's" \
+  "$(grep -qx "$server_span_pattern" <<<"$server_span_list"; echo $?)"
 [ "$failures" = 0 ] || { sed 's/^/  server stderr: /' "$server_errors"; sed 's/^/  client stderr: /' "$client_errors"
   sed 's/^/  server spans: /' "$server_spans"; }
 
