@@ -15,11 +15,30 @@ source "$(dirname "$0")/lib/server.sh"
 trap server_stop EXIT
 server_errors=$(mktemp)
 client_errors=$(mktemp)
+server_spans=$(mktemp)
 export SERVER_STDERR=$server_errors
 client() { timeout 30 "$bin/middleware_client" --target "127.0.0.1:$port" "$@" 2>"$client_errors"; }
 
-server_start "$bin/middleware_server" --host 127.0.0.1 --port 0 --metrics_port 0 --threads 2 ||
-  { cat "$server_errors"; exit 1; }
+# The spans in the OTLP/JSON lines of file $1 (other lines are skipped), parsed with python's
+# json module: one "kind traceId spanId parentSpanId service.name" line per span (parentSpanId
+# "-" for a root).
+otlp_spans() {
+  /usr/bin/python3 -c '
+import json, sys
+for line in open(sys.argv[1], encoding="utf-8"):
+    if not line.startswith("{"):
+        continue
+    for resource_spans in json.loads(line)["resourceSpans"]:
+        service = resource_spans["resource"]["attributes"][0]["value"]["stringValue"]
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                print(span["kind"], span["traceId"], span["spanId"],
+                      span.get("parentSpanId", "-"), service)
+' "$1"
+}
+
+server_start "$bin/middleware_server" --host 127.0.0.1 --port 0 --metrics_port 0 --threads 2 \
+  --trace_file "$server_spans" || { cat "$server_errors"; exit 1; }
 metrics_line=
 read -r -t 30 metrics_line <&"${SERVER[0]}"
 [[ $metrics_line =~ http://127\.0\.0\.1:([0-9]+)/metrics ]] && metrics_port=${BASH_REMATCH[1]}
@@ -27,8 +46,11 @@ check "server reports its metrics endpoint" "$([ -n "${metrics_port:-}" ]; echo 
 
 reply=$(client --name Trellis --trace)
 check "reply" "$([ "$reply" = "Hello Trellis" ]; echo $?)"
-client_trace=$(grep -o '"kind":"client","trace_id":"[0-9a-f]*"' "$client_errors" | grep -o '[0-9a-f]\{32\}')
-check "--trace writes the client span as a JSON line" "$([ -n "$client_trace" ]; echo $?)"
+read -r client_kind client_trace client_span client_parent client_service \
+  < <(otlp_spans "$client_errors")
+check "--trace writes the client span as an OTLP/JSON line" \
+  "$([ "${client_kind:-}" = 3 ] && [[ ${client_trace:-} =~ ^[0-9a-f]{32}$ ]] &&
+     [ "${client_parent:-}" = - ] && [ "${client_service:-}" = middleware_client ]; echo $?)"
 # The handler logs its trace id before it answers, so the line is there once the reply is.
 check "the server continued the client's trace (traceparent)" \
   "$(grep -q "SayHello(Trellis) trace_id=$client_trace" "$server_errors"; echo $?)"
@@ -60,7 +82,14 @@ check "/metrics counts the UNAVAILABLE calls" "$(grep -q 'grpc_code="UNAVAILABLE
 
 server_stop TERM
 check "server exits 0 on SIGTERM" "$server_status"
-[ "$failures" = 0 ] || { sed 's/^/  server stderr: /' "$server_errors"; sed 's/^/  client stderr: /' "$client_errors"; }
+# The server flushed its spans as it exited: its span of the traced call is the client span's child.
+server_span_pattern="2 ${client_trace:-x} [0-9a-f]\{16\} ${client_span:-x} greeter"
+server_span_list=$(otlp_spans "$server_spans")
+check "--trace_file holds OTLP/JSON lines" "$?"
+check "--trace_file holds the server span, a child of the client's" \
+  "$(grep -qx "$server_span_pattern" <<<"$server_span_list"; echo $?)"
+[ "$failures" = 0 ] || { sed 's/^/  server stderr: /' "$server_errors"; sed 's/^/  client stderr: /' "$client_errors"
+  sed 's/^/  server spans: /' "$server_spans"; }
 
 # Nothing listens on the port any more: retries end UNAVAILABLE.
 reply=$(client --name x --max-attempts 3 --timeout-ms 5000)
@@ -68,6 +97,6 @@ rc=$?
 check "unreachable server is UNAVAILABLE after retries" \
   "$([ $rc -ne 0 ] && [ "$reply" = UNAVAILABLE ]; echo $?)"
 
-rm -f "$server_errors" "$client_errors"
+rm -f "$server_errors" "$client_errors" "$server_spans"
 echo "$((total - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -7,7 +7,8 @@
 //                set for SayHello explicitly, because helloworld.proto declares no
 //                idempotency_level and the retry layer only retries idempotent methods unless
 //                told otherwise. Default 1 (no retry).
-// --trace        a span for the call as JSON lines on stderr, and a traceparent to the server.
+// --trace        a span for the call as an OTLP/JSON line on stderr, and a traceparent to the
+//                server.
 // Prints the reply and exits 0, or prints the status code name (UNAVAILABLE,
 // DEADLINE_EXCEEDED, ...) on stdout, the message on stderr, and exits 1. Bad flags exit 2.
 #include <cstdlib>
@@ -94,9 +95,9 @@ int main(int argc, char** argv) {
   // The client stack, outermost first: one span for the whole call; the deadline bounds every
   // attempt together; retries inside it.
   trellis::DynStack stack;
-  std::shared_ptr<trellis::JsonLinesExporter> exporter;
+  std::shared_ptr<trellis::OtlpJsonFileExporter> exporter;
   if (flags.trace) {
-    exporter = trellis::JsonLinesExporter::to_stderr();
+    exporter = trellis::OtlpJsonFileExporter::to_stderr();
     stack.push(trellis::TracingLayer(exporter, {.service_name = "middleware_client"}));
   }
   if (flags.timeout_ms > 0) {

@@ -1,5 +1,6 @@
-// The helloworld Greeter behind a middleware stack: tracing (JSON lines on stderr), Prometheus
-// metrics on an HTTP /metrics endpoint, load shedding, a time limit per call, and a request log.
+// The helloworld Greeter behind a middleware stack: tracing (OTLP/JSON lines on stderr, or in a
+// file an OpenTelemetry Collector reads), Prometheus metrics on an HTTP /metrics endpoint, load
+// shedding, a time limit per call, and a request log.
 //
 // Names with a meaning, to see the layers at work:
 //   "slow"     the handler waits 10 s (cancellably): a client timeout ends it DEADLINE_EXCEEDED
@@ -29,7 +30,10 @@ ABSL_FLAG(int, metrics_port, 9464, "port of the HTTP /metrics endpoint; 0 picks 
 ABSL_FLAG(int, threads, 0, "runtime worker threads; 0 means one per hardware thread");
 ABSL_FLAG(int, max_concurrent, 100, "calls served at once; more are answered RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, time_limit_ms, 30000, "the longest a call may take on this server");
-ABSL_FLAG(bool, trace, true, "export a span per call as JSON lines on stderr");
+ABSL_FLAG(bool, trace, true, "export a span per call as OTLP/JSON lines on stderr");
+ABSL_FLAG(std::string, trace_file, "",
+          "with --trace: append the spans to this file instead (the OTLP/JSON lines an "
+          "OpenTelemetry Collector's otlpjsonfile receiver reads)");
 ABSL_FLAG(bool, log_requests, false, "log one line per call on stderr");
 
 class Greeter final : public helloworld::GreeterService {
@@ -72,10 +76,17 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::shared_ptr<trellis::SpanExporter> exporter =
-      absl::GetFlag(FLAGS_trace)
-          ? std::shared_ptr<trellis::SpanExporter>(trellis::JsonLinesExporter::to_stderr())
-          : std::make_shared<trellis::NoopExporter>();
+  std::shared_ptr<trellis::SpanExporter> exporter = std::make_shared<trellis::NoopExporter>();
+  if (absl::GetFlag(FLAGS_trace) && absl::GetFlag(FLAGS_trace_file).empty()) {
+    exporter = trellis::OtlpJsonFileExporter::to_stderr();
+  } else if (absl::GetFlag(FLAGS_trace)) {
+    auto file = trellis::OtlpJsonFileExporter::open(absl::GetFlag(FLAGS_trace_file));
+    if (!file.ok()) {
+      std::cerr << "middleware_server: " << file.status() << "\n";
+      return 1;
+    }
+    exporter = std::move(file).value();
+  }
   // The order of the stack, outermost first: the span and the metrics cover everything below,
   // including calls the shedder refuses; the time limit covers only the handler.
   auto stack =

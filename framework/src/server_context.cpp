@@ -35,6 +35,21 @@ const Metadata& ServerContext::request_metadata() const {
   return *request_metadata_;
 }
 
+std::optional<std::string_view> ServerContext::request_metadata_value(std::string_view key) const {
+  const auto& received = grpc_->client_metadata();
+  auto it = received.find(grpc::string_ref(key.data(), key.size()));
+  if (it == received.end()) return std::nullopt;
+  return std::string_view(it->second.data(), it->second.size());
+}
+
+std::vector<std::string_view> ServerContext::request_metadata_values(std::string_view key) const {
+  std::vector<std::string_view> out;
+  auto [first, last] =
+      grpc_->client_metadata().equal_range(grpc::string_ref(key.data(), key.size()));
+  for (auto it = first; it != last; ++it) out.emplace_back(it->second.data(), it->second.size());
+  return out;
+}
+
 std::string ServerContext::peer() const { return grpc_->peer(); }
 
 void ServerContext::add_initial_metadata(std::string key, std::string value) {

@@ -1,16 +1,20 @@
 // The tracing layer: W3C trace context parsing, spans on both sides, propagation across hops,
-// and the exporters, over real loopback calls.
+// and the exporters and their OTLP/JSON lines, over real loopback calls.
 #include "trellis/middleware/tracing.hpp"
 
 #include <gtest/gtest.h>
 
-// Boost.JSON, header-only, to check that exported lines parse back as JSON.
+// Boost.JSON, header-only, to parse the exported OTLP/JSON lines.
 #include <boost/json/src.hpp>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <streambuf>
 #include <string>
 #include <vector>
 
@@ -211,21 +215,25 @@ TEST_F(TracingTest, IdsParseFromHexAndRandomIdsAreNeverZero) {
 
 TEST_F(TracingTest, PeerStringsSplitIntoNetworkAttributes) {
   PeerAddress v4 = parse_peer("ipv4:127.0.0.1:50051");
+  EXPECT_EQ(v4.transport, "tcp");
   EXPECT_EQ(v4.network_type, "ipv4");
   EXPECT_EQ(v4.address, "127.0.0.1");
   EXPECT_EQ(v4.port, 50051);
   PeerAddress v6 = parse_peer("ipv6:[::1]:443");
+  EXPECT_EQ(v6.transport, "tcp");
   EXPECT_EQ(v6.network_type, "ipv6");
   EXPECT_EQ(v6.address, "::1");
   EXPECT_EQ(v6.port, 443);
-  PeerAddress encoded = parse_peer("ipv6:%5B::1%5D:8080");
+  PeerAddress encoded = parse_peer("ipv6:%5b::1%5D:8080");  // either case of hex digit
   EXPECT_EQ(encoded.address, "::1");
   EXPECT_EQ(encoded.port, 8080);
   PeerAddress unix_socket = parse_peer("unix:/run/app.sock");
-  EXPECT_EQ(unix_socket.network_type, "unix");
+  EXPECT_EQ(unix_socket.transport, "unix");
+  EXPECT_EQ(unix_socket.network_type, "");  // network.type names IP versions only
   EXPECT_EQ(unix_socket.address, "/run/app.sock");
   EXPECT_EQ(unix_socket.port, -1);
   PeerAddress other = parse_peer("vsock:3:1234");
+  EXPECT_EQ(other.transport, "");
   EXPECT_EQ(other.network_type, "");
   EXPECT_EQ(other.address, "vsock:3:1234");
   PeerAddress bad_port = parse_peer("ipv4:10.0.0.1:99999");
@@ -265,9 +273,55 @@ TEST_F(TracingTest, ServerContinuesAnIncomingTrace) {
   EXPECT_EQ(string_attribute(span, "rpc.method"), "Echo");
   EXPECT_EQ(int_attribute(span, "rpc.grpc.status_code"), 0);
   EXPECT_EQ(span.peer, r->peer());  // the server's view of the client, as the handler saw it
+  EXPECT_EQ(string_attribute(span, "network.transport"), "tcp");
   EXPECT_EQ(string_attribute(span, "network.type"), "ipv4");
   EXPECT_EQ(string_attribute(span, "network.peer.address"), "127.0.0.1");
   EXPECT_GT(int_attribute(span, "network.peer.port"), 0);
+  // server.* name the server; a server span knows only its client.
+  EXPECT_FALSE(attribute(span, "server.address").has_value());
+  EXPECT_FALSE(attribute(span, "server.port").has_value());
+}
+
+TEST_F(TracingTest, ServerJoinsRepeatedTracestateHeadersInOrder) {
+  auto spans = std::make_shared<InMemoryExporter>();
+  start([&](Server::Builder& b) { b.layer(TracingLayer(spans)); });
+  auto r = run(
+      EchoClient(channel_).Echo(with_message("x"), CallOptions()
+                                                       .set_timeout(30s)
+                                                       .add_metadata("traceparent", kTraceparent)
+                                                       .add_metadata("tracestate", "a=1,b=2")
+                                                       .add_metadata("tracestate", "c=3")));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(only_span(*spans).context.tracestate, "a=1,b=2,c=3");
+}
+
+// The accessor the server layer reads traceparent and tracestate with.
+TEST_F(TracingTest, ServerContextLooksUpOneMetadataKeyInPlace) {
+  struct Seen {
+    std::optional<std::string> first, absent;
+    std::vector<std::string> all, none, from_copy;
+  };
+  auto seen = std::make_shared<Seen>();
+  start([&](Server::Builder& b) {
+    b.layer(layer_fn([seen](Call& call, const auto& next) -> Task<Status> {
+      const ServerContext& ctx = *call.server_context();
+      if (auto v = ctx.request_metadata_value("x-key")) seen->first = std::string(*v);
+      if (auto v = ctx.request_metadata_value("x-absent")) seen->absent = std::string(*v);
+      for (auto v : ctx.request_metadata_values("x-key")) seen->all.emplace_back(v);
+      for (auto v : ctx.request_metadata_values("x-absent")) seen->none.emplace_back(v);
+      for (auto v : ctx.request_metadata().get_all("x-key")) seen->from_copy.emplace_back(v);
+      co_return co_await next(call);
+    }));
+  });
+  auto r = run(EchoClient(channel_).Echo(
+      with_message("x"),
+      CallOptions().set_timeout(30s).add_metadata("x-key", "one").add_metadata("x-key", "two")));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(seen->first, "one");
+  EXPECT_EQ(seen->absent, std::nullopt);
+  EXPECT_EQ(seen->all, (std::vector<std::string>{"one", "two"}));
+  EXPECT_TRUE(seen->none.empty());
+  EXPECT_EQ(seen->all, seen->from_copy);
 }
 
 TEST_F(TracingTest, ServerStartsANewTraceWithoutAValidTraceparent) {
@@ -470,6 +524,9 @@ TEST_F(TracingTest, ClientLayerInjectsTheTraceparentTheServerSees) {
   EXPECT_EQ(caller.peer, "ipv4:127.0.0.1:" + std::to_string(server_->port()));
   EXPECT_EQ(string_attribute(caller, "network.peer.address"), "127.0.0.1");
   EXPECT_EQ(int_attribute(caller, "network.peer.port"), server_->port());
+  // The layer only sees the address it connected to: that is the server's.
+  EXPECT_EQ(string_attribute(caller, "server.address"), "127.0.0.1");
+  EXPECT_EQ(int_attribute(caller, "server.port"), server_->port());
   EXPECT_EQ(seen->traceparents, std::vector<std::string>{format_traceparent(caller.context)});
   EXPECT_TRUE(seen->tracestates.empty());  // none to carry
   EXPECT_EQ(server.context.trace_id, caller.context.trace_id);
@@ -610,68 +667,313 @@ TEST_F(TracingTest, ChildCallOfAnUntracedServerContinuesItsCallersTrace) {
   a->shutdown(kShutdownGrace);
 }
 
-// ------------------------------------------------------------------------- exporters
+// ------------------------------------------------------------------ OTLP/JSON lines
 
-TEST_F(TracingTest, JsonLinesExporterOutputParsesBack) {
-  std::ostringstream out;
-  auto exporter = std::make_shared<JsonLinesExporter>(out);
-  start([&](Server::Builder& b) {
-    b.layer(TracingLayer(exporter, {.service_name = "svc \"quoted\""}));
-  });
-  // Quotes, a newline, a tab, a backslash, a control character and UTF-8 (the request's proto3
-  // string must be valid UTF-8; invalid bytes are covered by
-  // SpanToJsonEscapesEveryControlCharacter).
-  const std::string message = "bad \"input\"\nline two\ttab\\ \x01 caf\xc3\xa9 end";
-  EchoRequest req;
-  req.set_status_code(static_cast<int>(StatusCode::kInvalidArgument));
-  req.set_status_message(message);
-  EchoClient client(channel_);
-  auto r = run(
-      client.Echo(req, CallOptions().set_timeout(30s).add_metadata("traceparent", kTraceparent)));
-  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-  ASSERT_TRUE(run(client.Echo(with_message("ok"), CallOptions().set_timeout(30s))).ok());
-  exporter->flush();
-
-  std::vector<std::string> lines;
-  std::istringstream in(out.str());
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  ASSERT_EQ(lines.size(), 2u) << out.str();
-
-  boost::json::error_code ec;
-  boost::json::value first = boost::json::parse(lines[0], ec);
-  ASSERT_FALSE(ec) << ec.message() << ": " << lines[0];
-  const boost::json::object& o = first.as_object();
-  EXPECT_EQ(o.at("name").as_string(), "trellis.testing.Echo/Echo");
-  EXPECT_EQ(o.at("kind").as_string(), "server");
-  EXPECT_EQ(o.at("trace_id").as_string(), kTraceId);
-  EXPECT_EQ(o.at("parent_span_id").as_string(), kSpanId);
-  EXPECT_EQ(o.at("span_id").as_string().size(), 16u);
-  EXPECT_EQ(o.at("trace_flags").as_string(), "01");
-  EXPECT_LE(o.at("start_time_unix_nano").as_int64(), o.at("end_time_unix_nano").as_int64());
-  EXPECT_GT(o.at("start_time_unix_nano").as_int64(), 1'600'000'000'000'000'000);
-  EXPECT_EQ(o.at("status").at("message").as_string(), message);  // byte for byte
-  EXPECT_EQ(o.at("status").at("code").as_string(),
-            "UNSET");  // INVALID_ARGUMENT: not a server error
-  EXPECT_EQ(o.at("resource").at("service.name").as_string(), "svc \"quoted\"");
-  const boost::json::object& attrs = o.at("attributes").as_object();
-  EXPECT_EQ(attrs.at("rpc.system").as_string(), "grpc");
-  EXPECT_EQ(attrs.at("rpc.service").as_string(), "trellis.testing.Echo");
-  EXPECT_EQ(attrs.at("rpc.method").as_string(), "Echo");
-  EXPECT_EQ(attrs.at("rpc.grpc.status_code").as_int64(), 3);
-  EXPECT_EQ(attrs.at("network.peer.address").as_string(), "127.0.0.1");
-  EXPECT_TRUE(attrs.at("network.peer.port").is_int64());
-
-  boost::json::value second = boost::json::parse(lines[1], ec);
-  ASSERT_FALSE(ec) << ec.message() << ": " << lines[1];
-  EXPECT_EQ(second.at("parent_span_id").as_string(), "");  // a root span
-  EXPECT_EQ(second.at("attributes").at("rpc.grpc.status_code").as_int64(), 0);
-  EXPECT_EQ(exporter->dropped(), 0u);
+// A span with every field set, for the encoding tests.
+Span full_server_span() {
+  Span span;
+  span.name = "helloworld.Greeter/SayHello";
+  span.kind = SpanKind::kServer;
+  span.context = *parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-53995c3f42cd8ad8-01");
+  span.context.tracestate = "congo=t61rcWkgMzE";
+  span.parent_span_id = *SpanId::from_hex(kSpanId);
+  span.start_time = std::chrono::system_clock::time_point(1'700'000'000'000'000'000ns);
+  span.end_time = span.start_time + 120us;
+  span.status_code = StatusCode::kInvalidArgument;
+  span.status_message = "not a server error: no description";
+  span.peer = "ipv6:[::1]:51234";
+  span.service_name = "greeter";
+  return span;
 }
 
-TEST_F(TracingTest, SpanToJsonEscapesEveryControlCharacter) {
+TEST_F(TracingTest, SpanToOtlpJsonWritesOneExportTraceServiceRequest) {
+  const std::string scope =
+      R"("scope":{"name":"trellis","version":")" TRELLIS_VERSION_STRING R"("})";
+  EXPECT_EQ(span_to_otlp_json(full_server_span()),
+            R"({"resourceSpans":[{"resource":{"attributes":[)"
+            R"({"key":"service.name","value":{"stringValue":"greeter"}}]},)"
+            R"("scopeSpans":[{)" +
+                scope +
+                R"(,"spans":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736",)"
+                R"("spanId":"53995c3f42cd8ad8","traceState":"congo=t61rcWkgMzE",)"
+                R"("parentSpanId":"00f067aa0ba902b7","flags":1,)"
+                R"("name":"helloworld.Greeter/SayHello","kind":2,)"
+                R"("startTimeUnixNano":"1700000000000000000",)"
+                R"("endTimeUnixNano":"1700000000000120000","attributes":[)"
+                R"({"key":"rpc.system","value":{"stringValue":"grpc"}},)"
+                R"({"key":"rpc.service","value":{"stringValue":"helloworld.Greeter"}},)"
+                R"({"key":"rpc.method","value":{"stringValue":"SayHello"}},)"
+                R"({"key":"rpc.grpc.status_code","value":{"intValue":"3"}},)"
+                R"({"key":"network.transport","value":{"stringValue":"tcp"}},)"
+                R"({"key":"network.type","value":{"stringValue":"ipv6"}},)"
+                R"({"key":"network.peer.address","value":{"stringValue":"::1"}},)"
+                R"({"key":"network.peer.port","value":{"intValue":"51234"}}],)"
+                R"("status":{}}]}]}]})");
+
+  // A client root span of an unsampled trace that failed, over a Unix socket, with no service
+  // name: no parentSpanId, traceState, flags or resource attributes; server.address; an error
+  // status with its description.
+  Span client;
+  client.name = "p.S/M";
+  client.kind = SpanKind::kClient;
+  client.context = *parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
+  client.start_time = std::chrono::system_clock::time_point(1'700'000'000'000'000'001ns);
+  client.end_time = client.start_time;
+  client.status_code = StatusCode::kNotFound;
+  client.status_message = "no such thing";
+  client.peer = "unix:/run/greeter.sock";
+  EXPECT_EQ(span_to_otlp_json(client),
+            R"({"resourceSpans":[{"resource":{},"scopeSpans":[{)" + scope +
+                R"(,"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c",)"
+                R"("spanId":"b7ad6b7169203331","name":"p.S/M","kind":3,)"
+                R"("startTimeUnixNano":"1700000000000000001",)"
+                R"("endTimeUnixNano":"1700000000000000001","attributes":[)"
+                R"({"key":"rpc.system","value":{"stringValue":"grpc"}},)"
+                R"({"key":"rpc.service","value":{"stringValue":"p.S"}},)"
+                R"({"key":"rpc.method","value":{"stringValue":"M"}},)"
+                R"({"key":"rpc.grpc.status_code","value":{"intValue":"5"}},)"
+                R"({"key":"network.transport","value":{"stringValue":"unix"}},)"
+                R"({"key":"network.peer.address","value":{"stringValue":"/run/greeter.sock"}},)"
+                R"({"key":"server.address","value":{"stringValue":"/run/greeter.sock"}}],)"
+                R"("status":{"message":"no such thing","code":2}}]}]}]})");
+}
+
+// One span of an OTLP/JSON line, with the resource and scope it came under.
+struct OtlpSpan {
+  std::string service_name;  // "" when the resource has no attributes
+  boost::json::object span;
+};
+
+bool is_lower_hex(const boost::json::value& v, std::size_t digits) {
+  if (!v.is_string() || v.as_string().size() != digits) return false;
+  for (char c : v.as_string()) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// The value of a protobuf-JSON 64-bit integer: a string of decimal digits; -1 if it is not one.
+std::int64_t int64_string(const boost::json::value& v) {
+  if (!v.is_string() || v.as_string().empty() || v.as_string().size() > 19) return -1;
+  std::int64_t n = 0;
+  for (char c : v.as_string()) {
+    if (c < '0' || c > '9') return -1;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+
+std::set<std::string> keys_of(const boost::json::object& o) {
+  std::set<std::string> keys;
+  for (const auto& kv : o) keys.emplace(kv.key());
+  return keys;
+}
+
+// Parses `text` as OTLP/JSON lines (Boost.JSON: strict RFC 8259, rejects invalid UTF-8) and
+// checks every line is one ExportTraceServiceRequest in OTLP's JSON encoding: only the fields of
+// the protocol, lowerCamelCase, ids as lower-case hex of the right length, enums as integers,
+// 64-bit integers as decimal strings, attribute values as AnyValue objects. Returns the spans in
+// the order of the file.
+std::vector<OtlpSpan> parse_otlp_lines(const std::string& text) {
+  std::vector<OtlpSpan> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    boost::json::error_code ec;
+    boost::json::value request = boost::json::parse(line, ec);
+    EXPECT_FALSE(ec) << ec.message() << ": " << line;
+    if (ec) continue;
+    EXPECT_EQ(keys_of(request.as_object()), std::set<std::string>{"resourceSpans"}) << line;
+    for (const auto& resource_spans : request.at("resourceSpans").as_array()) {
+      const auto& rs = resource_spans.as_object();
+      EXPECT_EQ(keys_of(rs), (std::set<std::string>{"resource", "scopeSpans"})) << line;
+      std::string service_name;
+      const auto& resource = rs.at("resource").as_object();
+      if (!resource.empty()) {
+        EXPECT_EQ(keys_of(resource), std::set<std::string>{"attributes"});
+        const auto& attrs = resource.at("attributes").as_array();
+        EXPECT_EQ(attrs.size(), 1u) << line;
+        EXPECT_EQ(attrs.at(0).at("key").as_string(), "service.name");
+        service_name = attrs.at(0).at("value").at("stringValue").as_string();
+      }
+      const auto& scope_spans = rs.at("scopeSpans").as_array();
+      EXPECT_EQ(scope_spans.size(), 1u) << line;
+      for (const auto& ss : scope_spans) {
+        EXPECT_EQ(keys_of(ss.as_object()), (std::set<std::string>{"scope", "spans"}));
+        EXPECT_EQ(ss.at("scope").at("name").as_string(), "trellis");
+        EXPECT_EQ(ss.at("scope").at("version").as_string(), TRELLIS_VERSION_STRING);
+        EXPECT_FALSE(ss.at("spans").as_array().empty()) << line;
+        for (const auto& span_value : ss.at("spans").as_array()) {
+          const auto& span = span_value.as_object();
+          const std::set<std::string> allowed = {
+              "traceId", "spanId", "traceState", "parentSpanId",      "flags",          "name",
+              "kind",    "status", "attributes", "startTimeUnixNano", "endTimeUnixNano"};
+          for (const std::string& key : keys_of(span)) {
+            EXPECT_TRUE(allowed.contains(key)) << "field " << key << " in " << line;
+          }
+          EXPECT_TRUE(is_lower_hex(span.at("traceId"), 32)) << line;
+          EXPECT_TRUE(is_lower_hex(span.at("spanId"), 16)) << line;
+          if (span.contains("parentSpanId")) {
+            EXPECT_TRUE(is_lower_hex(span.at("parentSpanId"), 16)) << line;
+          }
+          if (span.contains("traceState")) {
+            EXPECT_TRUE(span.at("traceState").is_string());
+          }
+          if (span.contains("flags")) {
+            EXPECT_TRUE(span.at("flags").is_int64());
+          }
+          EXPECT_TRUE(span.at("name").is_string());
+          EXPECT_TRUE(span.at("kind").is_int64()) << "kind must be an integer: " << line;
+          std::int64_t start = int64_string(span.at("startTimeUnixNano"));
+          std::int64_t end = int64_string(span.at("endTimeUnixNano"));
+          EXPECT_GT(start, 1'600'000'000'000'000'000) << line;
+          EXPECT_LE(start, end) << line;
+          for (const auto& a : span.at("attributes").as_array()) {
+            EXPECT_EQ(keys_of(a.as_object()), (std::set<std::string>{"key", "value"})) << line;
+            const auto& value = a.at("value").as_object();
+            EXPECT_EQ(value.size(), 1u) << line;
+            if (value.contains("intValue")) {
+              EXPECT_GE(int64_string(value.at("intValue")), 0) << line;
+            } else {
+              EXPECT_TRUE(value.at("stringValue").is_string()) << line;
+            }
+          }
+          const auto& status = span.at("status").as_object();
+          for (const std::string& key : keys_of(status)) {
+            EXPECT_TRUE(key == "code" || key == "message") << line;
+          }
+          if (status.contains("code")) {
+            EXPECT_TRUE(status.at("code").is_int64()) << line;
+          }
+          out.push_back({service_name, span});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// The attributes of an OTLP/JSON span as "key=value" strings, ints as "key=int:N".
+std::vector<std::string> otlp_attributes(const boost::json::object& span) {
+  std::vector<std::string> out;
+  for (const auto& a : span.at("attributes").as_array()) {
+    const auto& value = a.at("value").as_object();
+    std::string key(a.at("key").as_string());
+    if (value.contains("intValue")) {
+      out.push_back(key + "=int:" + std::string(value.at("intValue").as_string()));
+    } else {
+      out.push_back(key + "=" + std::string(value.at("stringValue").as_string()));
+    }
+  }
+  return out;
+}
+
+TEST_F(TracingTest, ExportedLinesAreOtlpJsonForServerAndClientSpans) {
+  std::ostringstream server_out;
+  std::ostringstream client_out;
+  auto server_exporter = std::make_shared<OtlpJsonFileExporter>(server_out);
+  auto client_exporter = std::make_shared<OtlpJsonFileExporter>(client_out);
+  start([&](Server::Builder& b) {
+    b.layer(TracingLayer(server_exporter, {.service_name = "svc \"quoted\""}));
+  });
+  EchoClient traced(channel_.with_layer(TracingLayer(client_exporter, {.service_name = "caller"})));
+  const std::string port = std::to_string(server_->port());
+
+  // 1. A traced client's root span, and the server's span, its child.
+  auto r = run(traced.Echo(with_message("x"), CallOptions().set_timeout(30s)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  // 2. An untraced caller's traceparent: the server span is its child, and fails UNAVAILABLE with
+  // a description that needs escaping (quotes, a newline, a tab, a backslash, a control
+  // character, UTF-8; the request's proto3 string must be valid UTF-8: invalid bytes are in
+  // SpanToOtlpJsonEscapesControlCharactersAndInvalidUtf8).
+  const std::string message = "bad \"input\"\nline two\ttab\\ \x01 caf\xc3\xa9 end";
+  EchoRequest unavailable;
+  unavailable.set_status_code(static_cast<int>(StatusCode::kUnavailable));
+  unavailable.set_status_message(message);
+  EXPECT_EQ(run(EchoClient(channel_).Echo(unavailable,
+                                          CallOptions()
+                                              .set_timeout(30s)
+                                              .add_metadata("traceparent", kTraceparent)
+                                              .add_metadata("tracestate", "congo=t61rcWkgMzE")))
+                .status()
+                .code(),
+            StatusCode::kUnavailable);
+  // 3. NOT_FOUND: an error for the client span only.
+  EchoRequest not_found;
+  not_found.set_status_code(static_cast<int>(StatusCode::kNotFound));
+  not_found.set_status_message("no such thing");
+  EXPECT_EQ(run(traced.Echo(not_found, CallOptions().set_timeout(30s))).status().code(),
+            StatusCode::kNotFound);
+  server_exporter->flush();
+  client_exporter->flush();
+
+  std::vector<OtlpSpan> server_spans = parse_otlp_lines(server_out.str());
+  std::vector<OtlpSpan> client_spans = parse_otlp_lines(client_out.str());
+  ASSERT_EQ(server_spans.size(), 3u) << server_out.str();
+  ASSERT_EQ(client_spans.size(), 2u) << client_out.str();
+  for (const OtlpSpan& s : server_spans) {
+    EXPECT_EQ(s.service_name, "svc \"quoted\"");
+    EXPECT_EQ(s.span.at("kind").as_int64(), 2);  // SPAN_KIND_SERVER
+    EXPECT_EQ(s.span.at("name").as_string(), "trellis.testing.Echo/Echo");
+    EXPECT_EQ(s.span.at("flags").as_int64(), 1);  // sampled
+  }
+  for (const OtlpSpan& s : client_spans) {
+    EXPECT_EQ(s.service_name, "caller");
+    EXPECT_EQ(s.span.at("kind").as_int64(), 3);  // SPAN_KIND_CLIENT
+  }
+
+  // 1: the client's root span and the server's child span.
+  const boost::json::object& root = client_spans[0].span;
+  const boost::json::object& child = server_spans[0].span;
+  EXPECT_FALSE(root.contains("parentSpanId"));  // a root: the empty id is left out
+  EXPECT_FALSE(root.contains("traceState"));    // none
+  EXPECT_EQ(child.at("traceId"), root.at("traceId"));
+  EXPECT_EQ(child.at("parentSpanId"), root.at("spanId"));
+  EXPECT_NE(child.at("spanId"), root.at("spanId"));
+  EXPECT_TRUE(root.at("status").as_object().empty());  // UNSET
+  EXPECT_TRUE(child.at("status").as_object().empty());
+  EXPECT_EQ(otlp_attributes(root),
+            (std::vector<std::string>{
+                "rpc.system=grpc", "rpc.service=trellis.testing.Echo", "rpc.method=Echo",
+                "rpc.grpc.status_code=int:0", "network.transport=tcp", "network.type=ipv4",
+                "network.peer.address=127.0.0.1", "network.peer.port=int:" + port,
+                "server.address=127.0.0.1", "server.port=int:" + port}));
+  std::vector<std::string> child_attributes = otlp_attributes(child);
+  ASSERT_EQ(child_attributes.size(), 8u);
+  EXPECT_EQ(std::vector<std::string>(child_attributes.begin(), child_attributes.begin() + 7),
+            (std::vector<std::string>{"rpc.system=grpc", "rpc.service=trellis.testing.Echo",
+                                      "rpc.method=Echo", "rpc.grpc.status_code=int:0",
+                                      "network.transport=tcp", "network.type=ipv4",
+                                      "network.peer.address=127.0.0.1"}));
+  EXPECT_TRUE(child_attributes[7].starts_with("network.peer.port=int:")) << child_attributes[7];
+
+  // 2: a child of the incoming traceparent, with its tracestate; an error with its description.
+  const boost::json::object& failed = server_spans[1].span;
+  EXPECT_EQ(failed.at("traceId").as_string(), kTraceId);
+  EXPECT_EQ(failed.at("parentSpanId").as_string(), kSpanId);
+  EXPECT_EQ(failed.at("traceState").as_string(), "congo=t61rcWkgMzE");
+  EXPECT_EQ(failed.at("status").at("code").as_int64(), 2);            // STATUS_CODE_ERROR
+  EXPECT_EQ(failed.at("status").at("message").as_string(), message);  // byte for byte
+  EXPECT_EQ(otlp_attributes(failed)[3], "rpc.grpc.status_code=int:14");
+
+  // 3: NOT_FOUND fails the client span; the server span stays UNSET, without a description.
+  EXPECT_EQ(client_spans[1].span.at("status").at("code").as_int64(), 2);
+  EXPECT_EQ(client_spans[1].span.at("status").at("message").as_string(), "no such thing");
+  EXPECT_TRUE(server_spans[2].span.at("status").as_object().empty());
+  EXPECT_EQ(otlp_attributes(server_spans[2].span)[3], "rpc.grpc.status_code=int:5");
+  EXPECT_EQ(server_spans[2].span.at("parentSpanId"), client_spans[1].span.at("spanId"));
+
+  EXPECT_EQ(server_exporter->dropped(), 0u);
+  EXPECT_EQ(client_exporter->dropped(), 0u);
+}
+
+TEST_F(TracingTest, SpanToOtlpJsonEscapesControlCharactersAndInvalidUtf8) {
   Span span;
   span.name = "p.S/M";
+  span.kind = SpanKind::kClient;  // every code but OK is an error: the message is kept
+  span.status_code = StatusCode::kInternal;
   span.context = *parse_traceparent(kTraceparent);
+  span.start_time = std::chrono::system_clock::now();
+  span.end_time = span.start_time;
   std::string message;
   for (int c = 0; c < 0x20; ++c) message.push_back(static_cast<char>(c));
   message += "\"\\/\x7f";
@@ -681,64 +983,192 @@ TEST_F(TracingTest, SpanToJsonEscapesEveryControlCharacter) {
   message += "\xf4\x90\x80\x80";  // above U+10FFFF: invalid
   message += "\xe2\x82";          // truncated
   span.status_message = message;
-  std::string json = span_to_json(span);
+  span.service_name = "caf\xc3\xa9 \xff";
+  std::string json = span_to_otlp_json(span);
   for (char c : json) EXPECT_GE(static_cast<unsigned char>(c), 0x20) << json;
-  boost::json::error_code ec;
-  boost::json::value v = boost::json::parse(json, ec);
-  ASSERT_FALSE(ec) << ec.message() << ": " << json;
+  std::vector<OtlpSpan> spans = parse_otlp_lines(json);
+  ASSERT_EQ(spans.size(), 1u);
   std::string expected = message.substr(0, 0x20 + 4) + "\xe2\x82\xac";
   // Every byte of each invalid sequence becomes one U+FFFD.
   for (int i = 0; i < 2 + 3 + 4 + 2; ++i) expected += "\xef\xbf\xbd";
-  EXPECT_EQ(v.at("status").at("message").as_string(), expected);
-  EXPECT_EQ(v.at("kind").as_string(), "server");
-  EXPECT_EQ(v.at("attributes").as_object().count("network.peer.address"), 0u);  // no peer
+  EXPECT_EQ(spans[0].span.at("status").at("message").as_string(), expected);
+  EXPECT_EQ(spans[0].service_name, "caf\xc3\xa9 \xef\xbf\xbd");
+  EXPECT_EQ(otlp_attributes(spans[0].span).size(), 4u);  // no peer: no network attributes
 }
 
-TEST_F(TracingTest, JsonLinesExporterWritesToAFile) {
+TEST_F(TracingTest, DefaultServiceNameIsUnknownServiceAndTheProgramName) {
+  auto spans = std::make_shared<InMemoryExporter>();
+  start([&](Server::Builder& b) { b.layer(TracingLayer(spans)); });
+  ASSERT_TRUE(
+      run(EchoClient(channel_).Echo(with_message("x"), CallOptions().set_timeout(30s))).ok());
+  EXPECT_EQ(only_span(*spans).service_name, "unknown_service:trellis_middleware_tests");
+}
+
+TEST_F(TracingTest, OtlpJsonFileExporterAppendsToAFile) {
   std::string path =
       ::testing::TempDir() + "/trellis_tracing_test_" + std::to_string(::getpid()) + ".jsonl";
   std::remove(path.c_str());
-  Span span;
-  span.name = "p.S/M";
-  span.kind = SpanKind::kClient;
-  span.context = *parse_traceparent(kTraceparent);
-  {
-    auto exporter = JsonLinesExporter::open(path);
+  Span span = full_server_span();
+  for (int round = 0; round < 2; ++round) {  // the second exporter appends
+    auto exporter = OtlpJsonFileExporter::open(path);
     ASSERT_TRUE(exporter.ok()) << exporter.status();
     (*exporter)->export_span(span);
-    (*exporter)->export_span(span);
   }  // the destructor writes what is buffered
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  ASSERT_EQ(lines.size(), 2u);
-  for (const std::string& line : lines) {
-    boost::json::error_code ec;
-    boost::json::value v = boost::json::parse(line, ec);
-    ASSERT_FALSE(ec) << line;
-    EXPECT_EQ(v.at("kind").as_string(), "client");
-    EXPECT_EQ(v.at("status").at("code").as_string(), "UNSET");
-  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, span_to_otlp_json(span) + "\n" + span_to_otlp_json(span) + "\n");
   std::remove(path.c_str());
 
-  auto missing = JsonLinesExporter::open("/nonexistent-directory-for-trellis/spans.jsonl");
+  auto missing = OtlpJsonFileExporter::open("/nonexistent-directory-for-trellis/spans.jsonl");
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status();
 }
 
-TEST_F(TracingTest, JsonLinesExporterDropsWhatDoesNotFitItsBuffer) {
+// A stream buffer whose first write blocks until release(): it holds the exporter's writer while
+// the test exports more spans, so that they are taken together. Every wait is bounded.
+class BlockingBuffer final : public std::streambuf {
+ public:
+  // Waits until the writer is blocked in its first write; false after 30 s.
+  bool wait_until_blocked() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 30s, [&] { return blocked_; });
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  std::string text() {
+    std::lock_guard lock(mu_);
+    return text_;
+  }
+
+ protected:
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    std::unique_lock lock(mu_);
+    blocked_ = true;
+    cv_.notify_all();
+    if (!cv_.wait_for(lock, 30s, [&] { return released_; })) return 0;  // fails the write
+    text_.append(s, static_cast<std::size_t>(n));
+    return n;
+  }
+  int_type overflow(int_type c) override {
+    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    char ch = traits_type::to_char_type(c);
+    return xsputn(&ch, 1) == 1 ? c : traits_type::eof();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool blocked_ = false;
+  bool released_ = false;
+  std::string text_;
+};
+
+// Exports span "a1" alone, then, while the writer is busy with it, "a2", "a3" (service "a") and
+// "b1" (service "b"), which the writer then takes together. Returns the lines written.
+std::vector<std::string> export_while_the_writer_is_busy(OtlpJsonFileExporter::Options options) {
+  BlockingBuffer buffer;
+  std::ostream out(&buffer);
+  OtlpJsonFileExporter exporter(out, options);
+  Span span = full_server_span();
+  span.service_name = "a";
+  span.name = "p.S/a1";
+  exporter.export_span(span);
+  EXPECT_TRUE(buffer.wait_until_blocked());
+  for (const char* name : {"p.S/a2", "p.S/a3"}) {
+    span.name = name;
+    exporter.export_span(span);
+  }
+  span.service_name = "b";
+  span.name = "p.S/b1";
+  exporter.export_span(span);
+  buffer.release();
+  exporter.flush();
+  EXPECT_EQ(exporter.dropped(), 0u);
+  std::vector<std::string> lines;
+  std::istringstream in(buffer.text());
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// "service: span names" for each resource of an OTLP/JSON line, e.g. "a: a2 a3".
+std::vector<std::string> line_summary(const std::string& line) {
+  std::vector<std::string> out;
+  boost::json::value request = boost::json::parse(line);
+  for (const auto& rs : request.at("resourceSpans").as_array()) {
+    std::string s(
+        rs.at("resource").at("attributes").at(0).at("value").at("stringValue").as_string());
+    s += ":";
+    for (const auto& span : rs.at("scopeSpans").at(0).at("spans").as_array()) {
+      s += " " + std::string(span.at("name").as_string()).substr(4);
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
+TEST_F(TracingTest, OtlpJsonFileExporterWritesSpansTakenTogetherAsOneRequest) {
+  std::vector<std::string> lines = export_while_the_writer_is_busy({});
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(parse_otlp_lines(lines[0] + "\n" + lines[1]).size(), 4u);  // the checks of the format
+  EXPECT_EQ(line_summary(lines[0]), std::vector<std::string>{"a: a1"});
+  EXPECT_EQ(line_summary(lines[1]), (std::vector<std::string>{"a: a2 a3", "b: b1"}));
+}
+
+TEST_F(TracingTest, OtlpJsonFileExporterStartsANewLineBeforeMaxLineBytes) {
+  // Room for one span per line only: a line still holds one span however long it is.
+  std::vector<std::string> lines = export_while_the_writer_is_busy({.max_line_bytes = 1});
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(line_summary(lines[1]), std::vector<std::string>{"a: a2"});
+  EXPECT_EQ(line_summary(lines[2]), std::vector<std::string>{"a: a3"});
+  EXPECT_EQ(line_summary(lines[3]), std::vector<std::string>{"b: b1"});
+
+  // Room for exactly the two spans of "a": "b1" goes on a line of its own.
+  std::vector<std::string> together = export_while_the_writer_is_busy({});
+  ASSERT_EQ(together.size(), 2u);
+  std::string two_spans = together[1].substr(0, together[1].find(R"(]}]},{"resource")")) + "]}]}]}";
+  EXPECT_EQ(line_summary(two_spans), std::vector<std::string>{"a: a2 a3"});
+  lines = export_while_the_writer_is_busy({.max_line_bytes = two_spans.size() + 1});
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1], two_spans);
+  EXPECT_EQ(line_summary(lines[2]), std::vector<std::string>{"b: b1"});
+}
+
+TEST_F(TracingTest, OtlpJsonFileExporterDropsWhatDoesNotFitItsBuffer) {
   std::ostringstream out;
-  Span span;
-  span.name = "p.S/M";
-  span.context = *parse_traceparent(kTraceparent);
+  Span span = full_server_span();
   {
-    // A buffer smaller than one line: every span is dropped, none is written.
-    JsonLinesExporter exporter(out, {.max_buffered_bytes = 16});
+    // A buffer smaller than one span: every span is dropped, none is written.
+    OtlpJsonFileExporter exporter(out, {.max_buffered_bytes = 16});
     exporter.export_span(span);
     exporter.export_span(span);
     exporter.flush();
     EXPECT_EQ(exporter.dropped(), 2u);
   }
   EXPECT_EQ(out.str(), "");
+}
+
+// A stream buffer that fails every write (a full disk).
+class FailingBuffer final : public std::streambuf {
+ protected:
+  std::streamsize xsputn(const char*, std::streamsize) override { return 0; }
+  int_type overflow(int_type) override { return traits_type::eof(); }
+};
+
+TEST_F(TracingTest, OtlpJsonFileExporterCountsSpansTheStreamFailedToWrite) {
+  FailingBuffer buffer;
+  std::ostream out(&buffer);
+  OtlpJsonFileExporter exporter(out);
+  Span span = full_server_span();
+  exporter.export_span(span);
+  exporter.flush();
+  EXPECT_EQ(exporter.dropped(), 1u);
+  // The exporter clears the stream's error and goes on: each span lost is counted once.
+  exporter.export_span(span);
+  exporter.export_span(span);
+  exporter.flush();
+  EXPECT_EQ(exporter.dropped(), 3u);
 }
 
 TEST_F(TracingTest, InMemoryExporterKeepsAndClears) {

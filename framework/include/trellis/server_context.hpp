@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "trellis/extensions.hpp"
 #include "trellis/metadata.hpp"
@@ -74,6 +75,13 @@ class ServerContext {
   void set_deadline(std::chrono::system_clock::time_point deadline);
   // The client's metadata, without gRPC's reserved keys. Built on first use.
   const Metadata& request_metadata() const;
+  // The first value, or every value in the order received, of the client's metadata entry
+  // `key` (lower case: gRPC lower-cases every key); nullopt or empty when there is none. Read in
+  // place from what gRPC received, without building request_metadata() (which copies every
+  // entry): for a layer that looks at one key on every call. The views are valid until the
+  // handler's task finishes.
+  std::optional<std::string_view> request_metadata_value(std::string_view key) const;
+  std::vector<std::string_view> request_metadata_values(std::string_view key) const;
   // The peer's address, as gRPC spells it ("ipv4:127.0.0.1:51234").
   std::string peer() const;
 

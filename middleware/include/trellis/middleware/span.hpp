@@ -16,9 +16,6 @@ namespace trellis {
 // Which end of the call the span describes (OpenTelemetry's SpanKind SERVER and CLIENT).
 enum class SpanKind { kServer, kClient };
 
-// "server" or "client".
-std::string_view span_kind_name(SpanKind kind);
-
 // One span attribute, named after the OpenTelemetry semantic conventions.
 struct SpanAttribute {
   using Value = std::variant<std::string, std::int64_t>;
@@ -45,8 +42,9 @@ struct Span {
   // if the server call had been cancelled), with the exception's message.
   StatusCode status_code = StatusCode::kOk;
   std::string status_message;
-  // The peer as gRPC spells it ("ipv4:127.0.0.1:50051", "ipv6:[::1]:50051", "unix:/path");
-  // empty when unknown (client spans: the framework does not report the server's address yet).
+  // The peer as gRPC spells it ("ipv4:127.0.0.1:50051", "ipv6:[::1]:50051", "unix:/path"): the
+  // client on a server span, the server on a client span; empty when unknown (a client call that
+  // never reached a server).
   std::string peer;
   // The `service.name` resource of the process that recorded the span (TracingOptions).
   std::string service_name;
@@ -60,16 +58,21 @@ struct Span {
   // UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), not for a client's mistake.
   bool is_error() const;
 
-  // The span's attributes, in this order: rpc.system ("grpc"), rpc.service, rpc.method,
-  // rpc.grpc.status_code (int), then, when the peer is known, network.type ("ipv4"/"ipv6"/"unix"),
-  // network.peer.address and network.peer.port (int; IP peers only). The trace, span and parent
-  // ids are fields of the span, not attributes.
+  // The span's attributes, after OpenTelemetry's semantic conventions for gRPC spans, in this
+  // order: rpc.system ("grpc"), rpc.service, rpc.method, rpc.grpc.status_code (int); then, when
+  // the peer is known: network.transport ("tcp" for IP peers, "unix"), network.type ("ipv4",
+  // "ipv6"; IP peers only), network.peer.address, network.peer.port (int; IP peers only); and on
+  // a client span, server.address and server.port, the same address and port: the conventions
+  // want the server's host name there, "otherwise, IP address or Unix domain socket name", and a
+  // layer only knows the address the call connected to (so behind a proxy they name the proxy).
+  // The trace, span and parent ids, the status and the service name are not attributes.
   std::vector<SpanAttribute> attributes() const;
 };
 
 // A gRPC peer string split into the parts OpenTelemetry names.
 struct PeerAddress {
-  std::string network_type;  // "ipv4", "ipv6", "unix"; empty for an unknown scheme
+  std::string transport;     // network.transport: "tcp" (ipv4, ipv6), "unix"; empty if unknown
+  std::string network_type;  // network.type: "ipv4", "ipv6"; empty otherwise
   std::string address;       // "127.0.0.1", "::1", "/run/socket" (the whole string if unknown)
   int port = -1;             // -1 when there is none
 };

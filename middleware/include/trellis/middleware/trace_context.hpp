@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace trellis {
 
@@ -85,5 +86,9 @@ std::optional<TraceContext> parse_traceparent(std::string_view header);
 
 // Formats `context` as a version-00 `traceparent` value (55 characters). `context` must be valid.
 std::string format_traceparent(const TraceContext& context);
+
+// The `tracestate` of a request that carried the header once per value in `values`: W3C treats
+// several `tracestate` headers as one list, so they are joined with "," in the order received.
+std::string join_tracestate(const std::vector<std::string_view>& values);
 
 }  // namespace trellis

@@ -21,7 +21,8 @@
 namespace trellis {
 
 struct TracingOptions {
-  // The `service.name` resource recorded in every span.
+  // The `service.name` resource of every span. Empty: "unknown_service:" and the program's name
+  // ("unknown_service:my_server"), the default OpenTelemetry's resource conventions give.
   std::string service_name;
   // Sampling follows the W3C "sampled" flag, like OpenTelemetry's default parent-based sampler:
   // a trace this layer starts is sampled; a continued trace keeps its caller's decision, and a
@@ -91,9 +92,7 @@ class ActiveSpan {
 // spans), the exporter's export_span; no lock.
 class TracingLayer : public HookLayerBase<TracingLayer> {
  public:
-  explicit TracingLayer(std::shared_ptr<SpanExporter> exporter, TracingOptions options = {})
-      : config_(std::make_shared<const detail::TracingConfig>(
-            detail::TracingConfig{std::move(exporter), std::move(options)})) {}
+  explicit TracingLayer(std::shared_ptr<SpanExporter> exporter, TracingOptions options = {});
 
   // A hook layer (hook_layer.hpp): no coroutine frame of its own.
   struct State {
