@@ -10,16 +10,15 @@
 // and later operations fail, and finish() gives the layer's status.
 //
 // Replay (client-streaming calls a layer may send again, Call::enable_replay): the operations go
-// through a Replay instead, which keeps a copy of every message written (within the limit) and
-// holds back the failure of an attempt that may be retried: an operation that fails is held until
-// the stack decides. If the stack calls ChannelService again, a new real stream is sent the
-// copies (and the half-close) and the held operations go on there; if the stack returns, they
+// through a Replay (replay.hpp) instead, which keeps a copy of every message written (within the
+// limit) and holds back the failure of an attempt that may be retried: an operation that fails is
+// held until the stack decides. If the stack calls ChannelService again, a new real stream is sent
+// the copies (and the half-close) and the held operations go on there; if the stack returns, they
 // fail and finish() gives the stack's status.
 #include <google/protobuf/message_lite.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -28,6 +27,7 @@
 #include "client_stream_core.hpp"
 #include "forward.hpp"
 #include "log.hpp"
+#include "replay.hpp"
 #include "trellis/client.hpp"
 #include "trellis/client_stream.hpp"
 #include "worker.hpp"
@@ -37,7 +37,7 @@ namespace {
 
 constexpr grpc::ByteBuffer* kNoBytes = nullptr;
 
-class LayeredClientStream final : public ClientStreamCore {
+class LayeredClientStream final : public ClientStreamCore, public ReplayOwner {
   friend class CallbackScope<LayeredClientStream>;
   using Scope = CallbackScope<LayeredClientStream>;
 
@@ -183,7 +183,7 @@ class LayeredClientStream final : public ClientStreamCore {
       if (Status s = serialize(*call.request(), request->get()); !s.ok()) co_return s;
     }
     if (first && info_.kind == RpcKind::kClientStreaming && call.replay_limit()) {
-      replay_ = std::make_unique<Replay>(this, *call.replay_limit());
+      replay_ = std::make_unique<Replay>(this, worker(), *call.replay_limit());
     }
     // The previous attempt's stream has finished: nothing refers to it any more.
     if (real_ != nullptr) release_client_stream(std::exchange(real_, nullptr));
@@ -227,296 +227,13 @@ class LayeredClientStream final : public ClientStreamCore {
   }
 
  private:
-  // Between the user's operations and the real stream of each attempt of a client-streaming call
-  // that may be sent again. It keeps a copy of every message written while their total size is
-  // within the limit, sends the copies (and the half-close) to each new attempt before the
-  // user's next operations, and completes the user's operations itself, always from the
-  // worker's queue (never inline: the operation may be being started, and the user's task may
-  // end the call). While the attempt may still be retried (the copies are whole and the server
-  // has not answered), a failed operation is not completed: it is held until the stack has
-  // decided. Another attempt (attach) re-issues it; the end of the call (close) fails it.
-  // Everything runs on the stream's worker.
-  class Replay {
-   public:
-    Replay(LayeredClientStream* owner, std::size_t limit) : owner_(owner), limit_(limit) {}
-
-    // The user's operations, forwarded by the stream.
-    void start(WriteOp* op) {
-      if (closed_) return complete_later(owner_->worker(), op, false);
-      if (user_start_ != nullptr) return misuse(op, "start() was called while another is pending");
-      user_start_ = op;
-      pump();
-    }
-    void read(ReadOp* op) {
-      if (stash_) {  // the response, read ahead after a write failed
-        Bytes message = std::move(*stash_);
-        stash_.reset();
-        return deliver(op, std::move(message));
-      }
-      if (closed_) return complete_later(owner_->worker(), op, false, kNoBytes);
-      if (user_read_ != nullptr) {
-        owner_->fail(Status::failed_precondition("a read was started while another is pending"));
-        return complete_later(owner_->worker(), op, false, kNoBytes);
-      }
-      user_read_ = op;
-      pump();
-    }
-    void write(Bytes message, bool last, WriteOp* op) {
-      if (closed_) return complete_later(owner_->worker(), op, false);
-      if (user_write_ != nullptr) return misuse(op, "a write was started while another is pending");
-      if (half_closed_) return misuse(op, "write() after writes_done()");
-      written_bytes_ += message.get()->Length();
-      if (written_bytes_ > limit_) stop_replaying();
-      log_.push_back(std::move(message));
-      if (last) half_closed_ = true;
-      user_write_ = op;
-      pump();
-    }
-    void writes_done(WriteOp* op) {
-      if (closed_) return complete_later(owner_->worker(), op, false);
-      if (user_write_ != nullptr) {
-        return misuse(op, "writes_done() was started while a write is pending");
-      }
-      half_closed_ = true;
-      user_write_ = op;
-      pump();
-    }
-
-    // An attempt starts on `real`: it is sent the copies, then what the user asks.
-    void attach(StreamCore* real) {
-      real_ = real;
-      sent_ = 0;
-      half_close_sent_ = false;
-      write_failed_ = false;
-      reads_ended_ = false;
-      failed_ = false;
-      pump();
-    }
-    // The attempt's stream is being finished: nothing more is sent to it.
-    void detach() { real_ = nullptr; }
-    // The stack has returned: no more attempts. Held and later operations fail.
-    void close() {
-      closed_ = true;
-      real_ = nullptr;
-      Worker* w = owner_->worker();
-      if (user_start_ != nullptr) complete_later(w, std::exchange(user_start_, nullptr), false);
-      if (user_write_ != nullptr) complete_later(w, std::exchange(user_write_, nullptr), false);
-      if (user_read_ != nullptr) {
-        complete_later(w, std::exchange(user_read_, nullptr), false, kNoBytes);
-      }
-      log_.clear();
-    }
-
-    // Whether the attempt may be followed by another: the copies hold every message written
-    // and the server has not answered. Once false, it stays false.
-    bool replayable() const { return replayable_; }
-    // Whether a new attempt can be sent everything written so far.
-    bool can_attach() const { return complete_log_ && !closed_; }
-    // Whether an operation is pending on the real stream.
-    bool busy() const { return start_busy_ || write_busy_ || read_busy_; }
-    // Whether ChannelService may finish the attempt's stream: nothing pending on it, and the
-    // attempt failed while it could be retried, or the user dropped the stream, or asked for
-    // the status and everything asked before has been done.
-    bool may_end(bool finish_asked, bool released) const {
-      if (busy()) return false;
-      return failed_ || released || (finish_asked && drained());
-    }
-
-    // The call can no longer be retried (over the limit, or the server answered): the copies of
-    // what the attempt's stream has taken are dropped. Between attempts nothing is dropped: the
-    // next attempt, already decided, needs them all.
-    void stop_replaying() {
-      replayable_ = false;
-      trim();
-    }
-
-   private:
-    struct StartDone final : WriteOp {
-      explicit StartDone(Replay* r) : replay(r) {}
-      void complete(bool ok) override { replay->started(ok); }
-      Replay* replay;
-    };
-    struct WriteDone final : WriteOp {
-      explicit WriteDone(Replay* r) : replay(r) {}
-      void complete(bool ok) override { replay->written(ok); }
-      Replay* replay;
-    };
-    struct ReadDone final : ReadOp {
-      explicit ReadDone(Replay* r) : replay(r) {}
-      void complete(bool ok, grpc::ByteBuffer* bytes) override { replay->read_done(ok, bytes); }
-      Replay* replay;
-    };
-
-    bool drained() const {
-      return user_start_ == nullptr && user_read_ == nullptr && user_write_ == nullptr &&
-             (write_failed_ || (sent_ == log_.size() && (!half_closed_ || half_close_sent_)));
-    }
-
-    void misuse(WriteOp* op, const char* what) {
-      owner_->fail(Status::failed_precondition(what));
-      complete_later(owner_->worker(), op, false);
-    }
-
-    void deliver(ReadOp* op, Bytes message) {
-      post(owner_->worker(), make_runnable([op, message = std::move(message)]() mutable {
-             op->complete(true, message.get());
-           }));
-    }
-
-    // Drops the copies the attempt's stream has taken, once they are no longer needed.
-    void trim() {
-      if (replayable_ || real_ == nullptr || sent_ == 0) return;
-      log_.erase(log_.begin(), log_.begin() + static_cast<std::ptrdiff_t>(sent_));
-      sent_ = 0;
-      complete_log_ = false;
-    }
-
-    // Issues on the attempt's stream what is due, one operation of each kind at a time; and
-    // completes the user's write once the stream has taken everything written.
-    void pump() {
-      if (real_ == nullptr || failed_ || closed_) return;
-      Worker* w = owner_->worker();
-      if (user_start_ != nullptr && !start_busy_) {
-        start_busy_ = true;
-        real_->start(&start_done_);
-      }
-      if (!write_busy_) {
-        if (write_failed_) {
-          // The last attempt's write side has failed: so does what the user writes.
-          if (user_write_ != nullptr) complete_later(w, std::exchange(user_write_, nullptr), false);
-        } else if (sent_ < log_.size()) {
-          bool last = half_closed_ && sent_ + 1 == log_.size();
-          Bytes message;
-          if (replayable_) {
-            grpc::ByteBuffer copy(*log_[sent_].get());  // shares the slices
-            message.get()->Swap(&copy);
-          } else {
-            message = std::move(log_[sent_]);
-          }
-          write_busy_ = true;
-          sending_message_ = true;
-          sending_last_ = last;
-          real_->write(std::move(message), last, &write_done_);
-        } else if (half_closed_ && !half_close_sent_) {
-          write_busy_ = true;
-          sending_message_ = false;
-          sending_last_ = true;
-          real_->writes_done(&write_done_);
-        } else if (user_write_ != nullptr) {
-          complete_later(w, std::exchange(user_write_, nullptr), true);
-        }
-      }
-      if (user_read_ != nullptr && !read_busy_) {
-        if (reads_ended_) {
-          complete_later(w, std::exchange(user_read_, nullptr), false, kNoBytes);
-        } else {
-          read_busy_ = true;
-          real_->read(&read_done_);
-        }
-      }
-    }
-
-    // The attempt failed: while it may be retried, what the user asked waits for the stack's
-    // decision. A write fails when the call has ended, possibly with the server's response
-    // (a server may answer before reading everything): read it before the status, which would
-    // discard it.
-    void attempt_failed() {
-      if (!replayable_) return;
-      failed_ = true;
-      if (!read_busy_ && !reads_ended_ && real_ != nullptr) {
-        read_busy_ = true;
-        real_->read(&read_done_);
-      }
-    }
-
-    void started(bool ok) {
-      Scope scope(owner_);
-      start_busy_ = false;
-      if (ok) {
-        if (user_start_ != nullptr) {
-          complete_later(owner_->worker(), std::exchange(user_start_, nullptr), true);
-        }
-      } else if (replayable_) {
-        attempt_failed();
-      } else if (user_start_ != nullptr) {
-        complete_later(owner_->worker(), std::exchange(user_start_, nullptr), false);
-      }
-      after_completion();
-    }
-
-    void written(bool ok) {
-      Scope scope(owner_);
-      write_busy_ = false;
-      if (ok) {
-        if (sending_message_) ++sent_;
-        if (sending_last_) half_close_sent_ = true;
-        trim();
-      } else {
-        write_failed_ = true;
-        attempt_failed();
-      }
-      after_completion();
-    }
-
-    void read_done(bool ok, grpc::ByteBuffer* bytes) {
-      Scope scope(owner_);
-      read_busy_ = false;
-      if (ok) {
-        // The response: the server has committed, and this attempt is the last (run_inner marks
-        // the call committed). It goes on.
-        Bytes message;
-        message.get()->Swap(bytes);
-        stop_replaying();
-        failed_ = false;
-        if (user_read_ != nullptr) {
-          deliver(std::exchange(user_read_, nullptr), std::move(message));
-        } else {
-          stash_ = std::move(message);
-        }
-      } else {
-        reads_ended_ = true;
-        attempt_failed();
-      }
-      after_completion();
-    }
-
-    void after_completion() {
-      if (closed_) return;
-      pump();
-      owner_->wake_terminal();
-    }
-
-    LayeredClientStream* owner_;
-    std::size_t limit_;
-    StreamCore* real_ = nullptr;  // the attempt's stream while it may be sent operations
-
-    std::deque<Bytes> log_;  // the copies; without replay, the messages not sent yet
-    std::size_t sent_ = 0;   // entries of log_ the attempt's stream has taken
-    std::size_t written_bytes_ = 0;
-    bool replayable_ = true;
-    bool complete_log_ = true;  // log_ holds every message written
-    bool half_closed_ = false;  // the user half-closed
-
-    WriteOp* user_start_ = nullptr;
-    WriteOp* user_write_ = nullptr;  // a write or writes_done, done once everything is sent
-    ReadOp* user_read_ = nullptr;
-    std::optional<Bytes> stash_;  // the response, read ahead
-
-    // The attempt.
-    bool half_close_sent_ = false;
-    bool write_failed_ = false;
-    bool reads_ended_ = false;
-    bool failed_ = false;  // it failed while it could be retried: operations are held
-    bool closed_ = false;
-    bool start_busy_ = false;
-    bool write_busy_ = false;
-    bool read_busy_ = false;
-    bool sending_message_ = false;
-    bool sending_last_ = false;
-    StartDone start_done_{this};
-    WriteDone write_done_{this};
-    ReadDone read_done_{this};
-  };
+  // ReplayOwner: what the Replay asks of this stream.
+  void fail_call(Status status) override { fail(std::move(status)); }
+  void completion_begins() override { ++callback_depth_; }
+  void completion_ends() override {
+    if (--callback_depth_ == 0) maybe_free();
+  }
+  void attempt_progressed() override { wake_terminal(); }
 
   Worker* worker() const { return worker_.load(std::memory_order_acquire); }
 

@@ -1,6 +1,9 @@
 // RetryLayer: gRFC A6 retries against a server that fails on purpose, over real loopback calls.
 #include "trellis/middleware/retry.hpp"
 
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,13 +12,16 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "fixture.hpp"
 #include "scripted_service.hpp"
 #include "trellis/message_observer.hpp"
+#include "trellis/middleware/hedging.hpp"
 #include "trellis/middleware/timeout.hpp"
+#include "trellis/scoped_layer.hpp"
 #include "trellis/stack.hpp"
 #include "trellis/testing/streamer.trellis.h"
 
@@ -170,6 +176,164 @@ TEST_F(RetryTest, ServerSideAndUnlayeredCallsAreUntouched) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(other.attempts("i"), 1);
   server->shutdown(kShutdownGrace);
+}
+
+// A service config under which gRPC itself retries every method of `service`: `max_attempts`
+// attempts on UNAVAILABLE, with backoffs of at most 1 ms.
+grpc::ChannelArguments core_retry_args(std::string_view service, int max_attempts) {
+  grpc::ChannelArguments args;
+  args.SetServiceConfigJSON(absl::StrCat(R"({"methodConfig": [{"name": [{"service": ")",
+                                         std::string(service),
+                                         R"("}], "retryPolicy": {"maxAttempts": )", max_attempts,
+                                         R"(, "initialBackoff": "0.001s", "maxBackoff": "0.001s",
+      "backoffMultiplier": 1, "retryableStatusCodes": ["UNAVAILABLE"]}}]})"));
+  return args;
+}
+
+constexpr std::string_view kEcho = "trellis.testing.Echo";
+
+TEST_F(RetryTest, ServiceConfigRetriesWorkWithoutARetryLayer) {
+  std::string target = "127.0.0.1:" + std::to_string(server_->port());
+  Channel core = Channel::insecure(target, core_retry_args(kEcho, 3));
+  auto r = call(core, "sc", {{"x-fail-first", "2"}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "sc after 3");
+  EXPECT_EQ(scripted_.attempts("sc"), 3);
+
+  // A layer that does not send calls again leaves gRPC's retries alone.
+  Channel timed = core.with_layer(TimeoutLayer(30s));
+  EXPECT_EQ(timed.grpc_channel(), core.grpc_channel());
+  auto t = call(timed, "sc-timed", {{"x-fail-first", "2"}});
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(scripted_.attempts("sc-timed"), 3);
+}
+
+TEST_F(RetryTest, RetryLayerOverAServiceConfigRetryPolicyMakesOnlyItsOwnAttempts) {
+  std::string target = "127.0.0.1:" + std::to_string(server_->port());
+  Channel core = Channel::insecure(target, core_retry_args(kEcho, 3));
+  Channel retrying = core.with_layer(RetryLayer(fast_policy(3)));
+
+  // With gRPC's retries as well, each of the layer's 3 attempts was 3: 9 in all.
+  auto r = call(retrying, "both", {{"x-fail-first", "100"}});
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(r.status().message(), "scripted failure of attempt 3");
+  EXPECT_EQ(scripted_.attempts("both"), 3);
+
+  auto ok = call(retrying, "both-ok", {{"x-fail-first", "2"}});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->message(), "both-ok after 3");
+  EXPECT_EQ(scripted_.attempts("both-ok"), 3);
+
+  // Every call of the handle goes without gRPC's retries, those the layer does not retry too
+  // (Echo has no idempotency level).
+  auto not_retried = call(retrying, "both-echo", {{"x-fail-first", "1"}}, /*idempotent=*/false);
+  EXPECT_EQ(not_retried.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(scripted_.attempts("both-echo"), 1);
+
+  // The handle it was made from keeps them.
+  auto plain = call(core, "core-only", {{"x-fail-first", "2"}});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(scripted_.attempts("core-only"), 3);
+}
+
+TEST_F(RetryTest, HedgingLayerOverAServiceConfigRetryPolicyMakesOnlyItsOwnAttempts) {
+  std::string target = "127.0.0.1:" + std::to_string(server_->port());
+  HedgingPolicy hedging;
+  hedging.max_attempts = 2;
+  hedging.hedging_delay = 1ms;
+  Channel hedged =
+      Channel::insecure(target, core_retry_args(kEcho, 3)).with_layer(HedgingLayer(hedging));
+  auto r = call(hedged, "hedged", {{"x-fail-first", "100"}});
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(scripted_.attempts("hedged"), 2);  // 6 with gRPC's retries of each
+}
+
+TEST_F(RetryTest, GrpcRetriesStayOffUnderARetryLayerWhateverTheArgumentsSay) {
+  // The server records the user agent each call came with.
+  auto agents = std::make_shared<std::vector<std::string>>();
+  auto mu = std::make_shared<std::mutex>();
+  ScriptedService other;
+  auto server =
+      start_other(other, layer_fn([agents, mu](Call& call, const auto& next) -> Task<Status> {
+                    {
+                      std::lock_guard lock(*mu);
+                      agents->emplace_back(call.request_metadata().get("user-agent").value_or(""));
+                    }
+                    co_return co_await next(call);
+                  }));
+  ASSERT_NE(server, nullptr);
+  grpc::ChannelArguments args = core_retry_args(kEcho, 3);
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 1);
+  args.SetUserAgentPrefix("retry-test/7");
+  Channel retrying = Channel::insecure("127.0.0.1:" + std::to_string(server->port()), args)
+                         .with_layer(RetryLayer(fast_policy(2)));
+  auto r = call(retrying, "enabled", {{"x-fail-first", "100"}});
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(other.attempts("enabled"), 2);
+
+  // The other arguments are the caller's: the user agent, and the service config, which the
+  // channel has applied (it comes with the name resolution of the first call).
+  {
+    std::lock_guard lock(*mu);
+    ASSERT_EQ(agents->size(), 2u);
+    EXPECT_TRUE(agents->front().starts_with("retry-test/7 grpc-c++/")) << agents->front();
+  }
+  EXPECT_NE(retrying.grpc_channel()->GetServiceConfigJSON().find("retryPolicy"), std::string::npos)
+      << retrying.grpc_channel()->GetServiceConfigJSON();
+  server->shutdown(10s);
+}
+
+TEST_F(RetryTest, OneChannelWithoutGrpcRetriesIsSharedByTheHandlesThatNeedIt) {
+  Channel core = Channel::insecure("127.0.0.1:1", core_retry_args(kEcho, 3));
+  Channel a = core.with_layer(RetryLayer(fast_policy(3)));
+  Channel b = core.with_layer(TimeoutLayer(1s))
+                  .with_layer(Stack()
+                                  .layer(TimeoutLayer(2s))
+                                  .layer(for_methods({"/x.Y/Z"}, RetryLayer(fast_policy(2)))));
+  EXPECT_NE(a.grpc_channel(), core.grpc_channel());
+  EXPECT_EQ(b.grpc_channel(), a.grpc_channel());
+  EXPECT_EQ(a.with_layer(TimeoutLayer(1s)).grpc_channel(), a.grpc_channel());
+  EXPECT_EQ(a.with_layer(RetryLayer(fast_policy(3))).grpc_channel(), a.grpc_channel());
+  // A layer that makes one attempt only, and a channel whose retries are off already, need none.
+  EXPECT_EQ(core.with_layer(RetryLayer(fast_policy(1))).grpc_channel(), core.grpc_channel());
+  grpc::ChannelArguments off;
+  off.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  Channel no_core = Channel::insecure("127.0.0.1:1", off);
+  EXPECT_EQ(no_core.with_layer(RetryLayer(fast_policy(3))).grpc_channel(), no_core.grpc_channel());
+}
+
+TEST_F(RetryTest, AWrappedGrpcChannelIsUsedAsItIs) {
+  std::string target = "127.0.0.1:" + std::to_string(server_->port());
+  // Trellis cannot make it again: the service config's retries multiply the layer's attempts.
+  Channel wrapped(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
+                                            core_retry_args(kEcho, 3)));
+  Channel retrying = wrapped.with_layer(RetryLayer(fast_policy(3)));
+  EXPECT_EQ(retrying.grpc_channel(), wrapped.grpc_channel());
+  auto r = call(retrying, "wrapped", {{"x-fail-first", "100"}});
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(scripted_.attempts("wrapped"), 9);
+
+  // Made with gRPC's retries off, as channel.hpp says to.
+  grpc::ChannelArguments args = core_retry_args(kEcho, 3);
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  Channel off(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  auto o =
+      call(off.with_layer(RetryLayer(fast_policy(3))), "wrapped-off", {{"x-fail-first", "100"}});
+  EXPECT_EQ(o.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(scripted_.attempts("wrapped-off"), 3);
+}
+
+TEST_F(RetryTest, ChannelCreateKeepsWhatItNeedsToTurnGrpcRetriesOff) {
+  std::string target = "127.0.0.1:" + std::to_string(server_->port());
+  Channel created =
+      Channel::create(target, grpc::InsecureChannelCredentials(), core_retry_args(kEcho, 3));
+  auto core = call(created, "created-core", {{"x-fail-first", "2"}});
+  ASSERT_TRUE(core.ok()) << core.status();
+  EXPECT_EQ(scripted_.attempts("created-core"), 3);
+  auto r =
+      call(created.with_layer(RetryLayer(fast_policy(2))), "created", {{"x-fail-first", "100"}});
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(scripted_.attempts("created"), 2);
 }
 
 // A Streamer whose calls fail as their request metadata says, counting attempts per "x-key" (the
@@ -346,6 +510,23 @@ TEST_F(StreamRetryTest, ClientStreamIsRetriedByReplayingEveryMessage) {
   EXPECT_EQ(c.failed_writes, 0);  // the caller never saw the failed attempt
   EXPECT_EQ(streamer_.attempts("a"), 2);
   EXPECT_EQ(streamer_.received("a"), (std::vector<std::vector<std::string>>{sent, sent}));
+}
+
+TEST_F(StreamRetryTest, ReplayOverAServiceConfigRetryPolicyMakesOnlyTheLayersAttempts) {
+  streamer_channel_ = Channel::insecure("127.0.0.1:" + std::to_string(streamer_server_->port()),
+                                        core_retry_args("trellis.testing.Streamer", 3));
+  // Without a retrying layer gRPC retries the stream itself, replaying what it buffered.
+  std::vector<std::string> sent = messages(3);
+  Collected core = collect(BoxLayer(), "sc-core", {{"x-fail-first", "2"}}, sent);
+  ASSERT_TRUE(core.result.ok()) << core.result.status();
+  EXPECT_EQ(core.result->message(), absl::StrJoin(sent, ",") + " after 3");
+  EXPECT_EQ(streamer_.attempts("sc-core"), 3);
+
+  Collected both = collect(any_method(fast_policy(3)), "sc-both", {{"x-fail-first", "100"}}, sent);
+  EXPECT_EQ(both.result.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(streamer_.attempts("sc-both"), 3);
+  EXPECT_EQ(streamer_.received("sc-both"),
+            (std::vector<std::vector<std::string>>{sent, sent, sent}));
 }
 
 TEST_F(StreamRetryTest, AttemptThatFailsMidStreamIsReplayedInFull) {

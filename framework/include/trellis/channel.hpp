@@ -9,6 +9,7 @@
 namespace grpc {
 class Channel;
 class ChannelArguments;
+class ChannelCredentials;
 }  // namespace grpc
 
 namespace trellis {
@@ -21,15 +22,34 @@ class Channel {
   // "unix:/path/to/socket", or any other gRPC target string.
   static Channel insecure(const std::string& target);
   static Channel insecure(const std::string& target, const grpc::ChannelArguments& args);
+  // A channel to `target` with `credentials` (TLS, for example) and `args`. Trellis keeps what the
+  // channel was made with, so that with_layer() can make it again without gRPC's own retries.
+  static Channel create(const std::string& target,
+                        std::shared_ptr<grpc::ChannelCredentials> credentials,
+                        const grpc::ChannelArguments& args);
 
-  // Wraps a channel made with grpc++ directly (for example with TLS credentials).
+  // Wraps a channel made with grpc++ directly. Trellis cannot make it again with other arguments:
+  // with_layer() uses it as it is (see there).
   explicit Channel(std::shared_ptr<grpc::Channel> channel) : channel_(std::move(channel)) {}
 
   const std::shared_ptr<grpc::Channel>& grpc_channel() const { return channel_; }
 
-  // A handle on the same connection whose calls pass through `layer` (a Layer, a Stack or a
+  // A handle on the same target whose calls pass through `layer` (a Layer, a Stack or a
   // DynStack), outside any layers this handle already has. Clients made from the result run
   // every call through the stack; clients made from this handle do not. See docs/middleware.md.
+  //
+  // gRPC retries a call by itself when the channel's service config (the grpc.service_config
+  // argument, or the name resolver's) has a retryPolicy or hedgingPolicy for its method. A layer
+  // that sends a call again (RetryLayer, HedgingLayer: note_layer_repeats_calls() in layer.hpp)
+  // on top of that would multiply the attempts: 3 of the layer's, each retried 3 times by gRPC,
+  // make 9. So when `layer` sends calls again, the returned handle (and every handle made from
+  // it) uses a second grpc::Channel to the same target, made by Trellis with the same credentials
+  // and arguments plus GRPC_ARG_ENABLE_RETRIES = 0: gRPC retries none of its calls (transparent
+  // retries included), the layer alone decides. It is made once per channel that insecure() or
+  // create() made, shared by the handles that need it, and has connections of its own; this
+  // handle, and handles without such a layer, keep gRPC's retries. A channel wrapped from a
+  // grpc::Channel cannot be made again: it keeps them, so make it with GRPC_ARG_ENABLE_RETRIES = 0
+  // when its service config may retry and a layer retries too.
   Channel with_layer(BoxLayer layer) const;
 
   // The middleware stack of this handle's calls, ending in the call on the channel; nullptr when
@@ -37,8 +57,13 @@ class Channel {
   const std::shared_ptr<const BoxService>& stack() const { return stack_; }
 
  private:
+  class Origin;
+
   std::shared_ptr<grpc::Channel> channel_;
   std::shared_ptr<const BoxService> stack_;
+  // How channel_ was made, while gRPC may retry its calls; nullptr for a wrapped grpc::Channel
+  // and for a channel whose retries are off already.
+  std::shared_ptr<const Origin> origin_;
 };
 
 }  // namespace trellis

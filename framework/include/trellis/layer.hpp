@@ -81,6 +81,12 @@ class BoxLayer {
   std::function<BoxService(BoxService)> wrap_;
 };
 
+// For a client layer that may send a call more than once (RetryLayer, HedgingLayer): its wrap()
+// calls this. Channel::with_layer() then turns gRPC's own retries off for the handle it returns,
+// so that a retryPolicy in the channel's service config does not multiply the layer's attempts
+// (see there). Called outside with_layer() (on a server's stack), it does nothing.
+void note_layer_repeats_calls() noexcept;
+
 namespace detail {
 
 template <class F, class S>

@@ -34,6 +34,10 @@ struct HedgingPolicy {
 //
 // Hedging multiplies load on purpose: use it for idempotent reads whose tail latency matters,
 // with a delay near the method's p95 latency.
+//
+// Like RetryLayer, a handle with this layer (when max_attempts > 1) gets a channel without
+// gRPC's own retries from Channel::with_layer, so a service config's retryPolicy does not retry
+// each hedged attempt again (channel.hpp).
 class HedgingLayer {
  public:
   explicit HedgingLayer(HedgingPolicy policy)
@@ -102,6 +106,7 @@ class HedgingLayer {
 
   template <CallService S>
   Service<S> wrap(S inner) const {
+    if (policy_->max_attempts > 1) note_layer_repeats_calls();
     return Service<S>(policy_, std::move(inner));
   }
 

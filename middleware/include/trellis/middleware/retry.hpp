@@ -96,6 +96,11 @@ bool time_left_for(const Call& call, std::chrono::milliseconds delay);
 // Server calls, server-streaming and bidi calls pass through untouched: responses already given
 // to the caller cannot be taken back, and A6 commits a call at its first response anyway. Put a
 // TimeoutLayer outside this layer to bound all attempts together.
+//
+// gRPC's own retries (a retryPolicy in the channel's service config) would retry each of this
+// layer's attempts again, multiplying them. Channel::with_layer gives a handle with this layer
+// (when max_attempts > 1) a channel made without them (GRPC_ARG_ENABLE_RETRIES = 0), so this
+// layer alone decides; a channel wrapped from a grpc::Channel is used as it is (channel.hpp).
 class RetryLayer {
  public:
   explicit RetryLayer(RetryPolicy policy, std::shared_ptr<RetryBudget> budget = nullptr)
@@ -160,6 +165,7 @@ class RetryLayer {
 
   template <CallService S>
   Service<S> wrap(S inner) const {
+    if (policy_->max_attempts > 1) note_layer_repeats_calls();
     return Service<S>(policy_, budget_, std::move(inner));
   }
 
