@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
@@ -153,6 +154,27 @@ TEST_F(StreamTest, ClientStreamingWithNoRequests) {
     auto stream = c->Collect();
     co_return co_await stream.finish();
   }(client_.get()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "");
+}
+
+TEST_F(StreamTest, ClientStreamingFinishTakesACompletionToken) {
+  Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
+    auto stream = c->Collect();
+    co_await stream.write(request("p"));
+    co_await stream.write(request("q"));
+    co_return co_await stream.finish(boost::asio::deferred);
+  }(client_.get()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "p,q");
+}
+
+TEST_F(StreamTest, ClientStreamingFinishWithUseFutureOnTheRuntimesExecutor) {
+  auto stream = client_->Collect();
+  auto future =
+      stream.finish(boost::asio::bind_executor(runtime_->executor(), boost::asio::use_future));
+  ASSERT_EQ(future.wait_for(kWaitBound), std::future_status::ready);
+  Result<EchoResponse> r = future.get();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->message(), "");
 }

@@ -2,10 +2,13 @@
 #include <google/protobuf/wrappers.pb.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_future.hpp>
 #include <filesystem>
 
 #include "client_checks.hpp"
@@ -47,6 +50,12 @@ class UnaryTest : public EndToEndTest {
 EchoRequest with_message(std::string m) {
   EchoRequest req;
   req.set_message(std::move(m));
+  return req;
+}
+
+EchoRequest failing_with(StatusCode code) {
+  EchoRequest req;
+  req.set_status_code(static_cast<int>(code));
   return req;
 }
 
@@ -127,6 +136,55 @@ TEST_F(UnaryTest, AwaitableOrTimeoutCancelsTheCall) {
   EXPECT_EQ(winner, 1u) << "the timer wins";
   ASSERT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline))
       << "the losing call was cancelled all the way to the server";
+}
+
+TEST_F(UnaryTest, UseFutureOnTheRuntimesExecutorGivesTheResponse) {
+  EchoClient client(channel_);
+  std::future<Result<EchoResponse>> future =
+      client.Echo(with_message("future"), {},
+                  boost::asio::bind_executor(runtime_->executor(), boost::asio::use_future));
+  ASSERT_EQ(future.wait_for(kWaitBound), std::future_status::ready);
+  Result<EchoResponse> r = future.get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "future");
+}
+
+TEST_F(UnaryTest, CallbackTokenRunsOnTheRuntimeAndGetsTheErrorStatus) {
+  EchoClient client(channel_);
+  Executor worker = runtime_->executor();
+  std::promise<std::pair<bool, Result<EchoResponse>>> done;
+  client.Echo(failing_with(StatusCode::kNotFound), {},
+              boost::asio::bind_executor(worker, [&](Result<EchoResponse> r) {
+                done.set_value({worker.running_in_this_thread(), std::move(r)});
+              }));
+  auto future = done.get_future();
+  ASSERT_EQ(future.wait_for(kWaitBound), std::future_status::ready);
+  auto [on_worker, r] = future.get();
+  EXPECT_TRUE(on_worker) << "the callback must run on its executor's worker";
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(UnaryTest, DeferredTokenStartsTheCallOnlyWhenInvoked) {
+  EchoClient client(channel_);
+  auto deferred = client.Echo(with_message("later"), {}, boost::asio::deferred);
+  EXPECT_EQ(echo_.observed.calls.load(), 0) << "a deferred operation must not start by itself";
+  Result<EchoResponse> r = run([](auto op) -> Task<Result<EchoResponse>> {
+    co_return co_await std::move(op);
+  }(std::move(deferred)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->message(), "later");
+}
+
+TEST_F(UnaryTest, ATokenOffTheRuntimeFailsAsAwaitingOffTheRuntimeDoes) {
+  EchoClient client(channel_);
+  boost::asio::io_context io;  // a foreign executor: not a Trellis worker
+  std::future<Result<EchoResponse>> future =
+      client.Echo(with_message("x"), {}, boost::asio::bind_executor(io, boost::asio::use_future));
+  io.run();
+  ASSERT_EQ(future.wait_for(0s), std::future_status::ready) << "io.run() returned first";
+  Result<EchoResponse> r = future.get();
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_EQ(echo_.observed.calls.load(), 0);
 }
 
 TEST_F(UnaryTest, UnknownMethodAndServiceAreUnimplemented) {

@@ -490,6 +490,18 @@ void AppendClientClass(std::string* out, const pb::ServiceDescriptor* service,
     AppendFunction(out, "", result, name, params, ") const {");
     AppendWrapped(out, 4, "return methods_." + name + "(", args, ");");
     *out += "  }\n";
+    if (!method->client_streaming() && !method->server_streaming()) {
+      // The same call for any Asio completion token, as every Trellis operation takes one.
+      *out += "  template <class CompletionToken>\n";
+      AppendWrapped(out, 2, "auto " + name + "(",
+                    {"const " + request + "& request", "::trellis::CallOptions options",
+                     "CompletionToken&& token"},
+                    ") const {");
+      AppendWrapped(out, 4, "return methods_." + name + "(",
+                    {"request", "std::move(options)", "std::forward<CompletionToken>(token)"},
+                    ");");
+      *out += "  }\n";
+    }
   }
   AppendSkippedMethods(out, service, options);
   if (!methods.empty()) {

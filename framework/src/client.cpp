@@ -4,7 +4,9 @@
 #include <grpcpp/client_context.h>
 #include <grpcpp/support/async_unary_call.h>
 
+#include "absl/strings/str_cat.h"
 #include "grpc_convert.hpp"
+#include "log.hpp"
 #include "outgoing_bytes.hpp"
 #include "trellis/client_stream.hpp"
 #include "worker.hpp"
@@ -78,7 +80,7 @@ void UnaryClientCall::start(Worker* w, const std::shared_ptr<grpc::Channel>& cha
 void UnaryClientCall::try_cancel() { impl_->try_cancel(); }
 
 Task<Status> ChannelService::operator()(Call& call) const {
-  const ClientBinding* binding = call.binding();
+  const ClientBinding* binding = CallAccess::binding(call);
   if (binding == nullptr) co_return Status::internal("trellis: a client call without its channel");
   if (call.method().kind != RpcKind::kUnary) co_return co_await run_layered_stream_inner(call);
   Bytes request;
@@ -98,6 +100,10 @@ Worker* worker_for(const boost::asio::any_io_executor& ex) noexcept {
     return te->worker();
   }
   return current_worker();
+}
+
+Status client_layer_threw(const std::exception_ptr& error) {
+  return Status::internal(absl::StrCat("a client layer threw: ", exception_text(error)));
 }
 
 }  // namespace trellis::detail

@@ -53,8 +53,8 @@ class LayeredClientStream final : public ClientStreamCore, public ReplayOwner {
         request_(std::move(request)),
         request_type_(request_type),
         call_(info_, options_, request_.get(), nullptr) {
-    call_.set_binding(&binding_);
-    call_.set_stream(this);
+    detail::CallAccess::set_binding(call_, &binding_);
+    detail::CallAccess::set_stream(call_, this);
     if (!status.ok()) failure_ = std::move(status);
   }
 
@@ -419,7 +419,7 @@ StreamCore* new_layered_client_stream(std::shared_ptr<const BoxService> stack,
 }
 
 Task<Status> run_layered_stream_inner(Call& call) {
-  auto* layered = dynamic_cast<LayeredClientStream*>(call.stream());
+  auto* layered = dynamic_cast<LayeredClientStream*>(CallAccess::stream(call));
   if (layered == nullptr) {
     co_return Status::internal("trellis: a streaming client call without its stream");
   }

@@ -614,9 +614,7 @@ Executor Runtime::executor() const {
   return Executor(core_->workers[i % core_->workers.size()].get());
 }
 
-grpc::ServerCompletionQueue* Runtime::completion_queue(std::size_t index) const {
-  return core_->workers.at(index)->cq();
-}
+detail::RuntimeCore& detail::RuntimeAccess::core(const Runtime& runtime) { return *runtime.core_; }
 
 boost::asio::io_context& Runtime::io_context() { return core_->io_context(); }
 

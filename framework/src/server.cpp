@@ -47,8 +47,10 @@ using detail::Worker;
 
 class Server::State {
  public:
-  explicit State(Runtime* rt) : runtime(rt) { rt->core().live_servers.fetch_add(1); }
-  ~State() { runtime->core().live_servers.fetch_sub(1); }
+  explicit State(Runtime* rt) : runtime(rt) {
+    detail::RuntimeAccess::core(*rt).live_servers.fetch_add(1);
+  }
+  ~State() { detail::RuntimeAccess::core(*runtime).live_servers.fetch_sub(1); }
 
   // Every call object, requested or accepted, is counted: gRPC finalizes a pending request
   // (touching the grpc::Server) just before handing it back, so the server may only be destroyed
@@ -745,7 +747,7 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   }
 
   // Keep calls requested on every worker, so each worker accepts calls on its own queue.
-  for (auto& worker : runtime_->core().workers) {
+  for (auto& worker : detail::RuntimeAccess::core(*runtime_).workers) {
     worker->post(new ArmWorker(state.get(), worker.get(), methods, requests_per_worker_));
   }
   return std::unique_ptr<Server>(new Server(std::move(state)));

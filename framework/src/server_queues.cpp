@@ -49,8 +49,9 @@ class TrellisServerCallbacks final : public grpc::Server::GlobalCallbacks {
   void PreServerStart(grpc::Server* server) override {
     if (Runtime* runtime = tl_building_for) {
       for (std::size_t i = 0; i < runtime->worker_count(); ++i) {
-        grpc_server_register_completion_queue(server->c_server(),
-                                              runtime->core().workers[i]->cq()->cq(), nullptr);
+        grpc_server_register_completion_queue(
+            server->c_server(), detail::RuntimeAccess::core(*runtime).workers[i]->cq()->cq(),
+            nullptr);
       }
     }
     if (auto u = user()) u->PreServerStart(server);

@@ -382,7 +382,6 @@ TEST_F(LayerTest, ScopedLayersApplyToTheirMethodsOnly) {
   Trace trace;
   start([&](Server::Builder& b) {
     b.layer(for_methods({"/trellis.testing.Echo/IdempotentEcho"}, recording(&trace, "method")))
-        .layer(for_service("trellis.testing.Streamer", recording(&trace, "streamer")))
         .layer(when([](const MethodInfo& m) { return m.safe_to_repeat(); },
                     recording(&trace, "idempotent")));
   });

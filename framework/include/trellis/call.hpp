@@ -17,9 +17,20 @@
 
 namespace trellis {
 
+class Call;
+
 namespace detail {
 class StreamCore;
 struct ClientBinding;
+
+// The framework's access to what the innermost service of each side needs (a passkey: layers
+// cannot use it).
+struct CallAccess {
+  static StreamCore* stream(const Call& call);
+  static void set_stream(Call& call, StreamCore* stream);
+  static const ClientBinding* binding(const Call& call);
+  static void set_binding(Call& call, const ClientBinding* binding);
+};
 }  // namespace detail
 
 // Which end of the call a layer runs on.
@@ -126,13 +137,22 @@ class Call {
   // handler sees them too.
   Extensions& extensions() { return server_ != nullptr ? server_->extensions() : extensions_; }
 
-  // Internal: what the innermost service of each side needs.
-  detail::StreamCore* stream() const { return stream_; }
-  void set_stream(detail::StreamCore* stream) { stream_ = stream; }
-  const detail::ClientBinding* binding() const { return binding_; }
-  void set_binding(const detail::ClientBinding* binding) { binding_ = binding; }
+  // Client side, unary calls: another call of the same method on the same channel, with its own
+  // `options` and `response` (both must outlive it), the same request and extensions empty: for a
+  // layer that sends attempts concurrently (HedgingLayer) rather than one after the other.
+  Call new_attempt(CallOptions& options, google::protobuf::MessageLite* response) const {
+    return Call(*method_, options, request_, response, binding_);
+  }
 
  private:
+  friend struct detail::CallAccess;
+
+  Call(const MethodInfo& method, CallOptions& options, const google::protobuf::MessageLite* request,
+       google::protobuf::MessageLite* response, const detail::ClientBinding* binding)
+      : Call(method, options, request, response) {
+    binding_ = binding;
+  }
+
   const MethodInfo* method_;
   Side side_;
   ServerContext* server_ = nullptr;
@@ -146,6 +166,17 @@ class Call {
   detail::StreamCore* stream_ = nullptr;
   const detail::ClientBinding* binding_ = nullptr;
 };
+
+inline detail::StreamCore* detail::CallAccess::stream(const Call& call) { return call.stream_; }
+inline void detail::CallAccess::set_stream(Call& call, StreamCore* stream) {
+  call.stream_ = stream;
+}
+inline const detail::ClientBinding* detail::CallAccess::binding(const Call& call) {
+  return call.binding_;
+}
+inline void detail::CallAccess::set_binding(Call& call, const ClientBinding* binding) {
+  call.binding_ = binding;
+}
 
 inline void Call::reset_response() {
   response_metadata_ = {};

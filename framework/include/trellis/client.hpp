@@ -17,6 +17,7 @@
 #include "trellis/call.hpp"
 #include "trellis/call_options.hpp"
 #include "trellis/channel.hpp"
+#include "trellis/detail/async_task.hpp"
 #include "trellis/detail/completion_handler.hpp"
 #include "trellis/detail/serialization.hpp"
 #include "trellis/executor.hpp"
@@ -151,6 +152,15 @@ class UnaryClientMethod {
     Status status = detail::serialize(request, bytes.get());
     return call(channel_, method_, std::move(status), std::move(bytes), std::move(options));
   }
+  // The same call for any Asio completion token (use_future, deferred, a callback): completes
+  // with void(Result<Resp>) like a stream read, on the token's executor. The call runs on the
+  // Trellis worker of that executor (else the calling worker); an exception from a client layer
+  // completes it with INTERNAL, where the Task rethrows it. Off any runtime the call fails with
+  // FAILED_PRECONDITION, as awaiting its Task there does.
+  template <class Token>
+  auto operator()(const Req& request, CallOptions options, Token&& token) const {
+    return detail::async_task((*this)(request, std::move(options)), std::forward<Token>(token));
+  }
 
   const MethodInfo& info() const { return info_; }
 
@@ -162,7 +172,7 @@ class UnaryClientMethod {
     Resp response;
     ResponseMetadata* capture = options.response_metadata();
     Call call(info, options, &request, &response);
-    call.set_binding(&binding);
+    detail::CallAccess::set_binding(call, &binding);
     Status status = co_await (*stack)(call);
     if (capture != nullptr) *capture = std::move(call.response_metadata());
     if (!status.ok()) co_return status;

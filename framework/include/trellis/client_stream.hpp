@@ -6,11 +6,13 @@
 
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "trellis/call_options.hpp"
 #include "trellis/channel.hpp"
 #include "trellis/client.hpp"
+#include "trellis/detail/async_task.hpp"
 #include "trellis/detail/stream_core.hpp"
 #include "trellis/method_info.hpp"
 #include "trellis/result.hpp"
@@ -138,9 +140,20 @@ class ClientWriter : public detail::ClientStreamBase {
   auto writes_done(Token&& token = {}) {
     return detail::async_writes_done(core_.get(), std::forward<Token>(token));
   }
-  // Half-closes if needed and completes with the response or the call's error status.
-  Task<Result<Resp>> finish() {
-    detail::StreamCore* core = core_.get();
+  // Half-closes if needed and completes with the response or the call's error status: a Task by
+  // default, or for any other completion token an operation that completes with
+  // void(Result<Resp>), as a unary call does.
+  template <class Token = boost::asio::use_awaitable_t<>>
+  auto finish(Token&& token = {}) {
+    if constexpr (std::is_same_v<std::decay_t<Token>, boost::asio::use_awaitable_t<>>) {
+      return finish_task(core_.get());
+    } else {
+      return detail::async_task(finish_task(core_.get()), std::forward<Token>(token));
+    }
+  }
+
+ private:
+  static Task<Result<Resp>> finish_task(detail::StreamCore* core) {
     co_await detail::async_writes_done(core, use_task);
     std::optional<Resp> response = co_await detail::async_read<Resp>(core, use_task);
     Status status = co_await detail::async_finish(core, use_task);

@@ -21,19 +21,21 @@
 #include "trellis/join_handle.hpp"
 #include "trellis/task.hpp"
 
-namespace grpc {
-class ServerCompletionQueue;
-}
-
 namespace boost::asio {
 class io_context;
 }
 
 namespace trellis {
 
+class Runtime;
+
 namespace detail {
 class RuntimeCore;
 class Worker;
+// The framework's access to a runtime's internals (a passkey).
+struct RuntimeAccess {
+  static RuntimeCore& core(const Runtime& runtime);
+};
 Worker* current_worker() noexcept;
 void submit_blocking(RuntimeCore& core, Runnable* work);
 }  // namespace detail
@@ -158,11 +160,9 @@ class Runtime {
   // The runtime whose worker is the calling thread, or nullptr.
   static Runtime* current() noexcept;
 
-  // Internal: the completion queue of worker `index`.
-  grpc::ServerCompletionQueue* completion_queue(std::size_t index) const;
-  detail::RuntimeCore& core() const { return *core_; }
-
  private:
+  friend struct detail::RuntimeAccess;
+
   explicit Runtime(const Builder& b);
   std::shared_ptr<detail::RuntimeCore> core_;
 };

@@ -1,4 +1,4 @@
-// trellis::for_methods / for_service: a layer applied to some methods only.
+// trellis::for_methods / when: a layer applied to some methods only.
 #pragma once
 
 #include <string>
@@ -44,7 +44,10 @@ class ScopedLayer {
 }  // namespace detail
 
 // `layer` applies to the calls whose MethodInfo satisfies `pred` (a `bool(const MethodInfo&)`
-// callable); other calls skip it. The inner service must be copyable (BoxService is).
+// callable); other calls skip it. The inner service must be copyable (BoxService is). The
+// predicate runs on every call. For the methods of one service there is one way, resolved when
+// the stack is built: Server::Builder::add_service(service, layer) on the server, and on the
+// client a channel handle with the layer (Channel::with_layer) for that service's client.
 template <class Pred, Layer L>
 auto when(Pred pred, L layer) {
   return detail::ScopedLayer<Pred, L>(std::move(pred), std::move(layer));
@@ -60,14 +63,6 @@ auto for_methods(std::vector<std::string> paths, L layer) {
         }
         return false;
       },
-      std::move(layer));
-}
-
-// `layer` applies to the methods of one service ("package.Service").
-template <Layer L>
-auto for_service(std::string service, L layer) {
-  return when(
-      [service = std::move(service)](const MethodInfo& m) { return m.service() == service; },
       std::move(layer));
 }
 

@@ -40,7 +40,7 @@ class Method {
   void set_index(int index) { index_ = index; }
 
   // The innermost service of a server's middleware stack: runs the handler on the call's
-  // messages (call.request(), call.response(), call.stream()).
+  // messages (call.request(), call.response(), CallAccess::stream(call)).
   virtual Task<Status> handle(Call& call) = 0;
 
  private:
@@ -138,12 +138,12 @@ class TypedServerStreamingMethod final : public StreamMethod {
     std::optional<Req> request = co_await async_read<Req>(&stream, use_task);
     if (!request) co_return Status::internal("the client sent no request message");
     Call call(info(), ctx, &*request, nullptr);
-    call.set_stream(&stream);
+    CallAccess::set_stream(call, &stream);
     co_return co_await run_stack(stack, *this, call);
   }
 
   Task<Status> handle(Call& call) override {
-    ServerWriter<Resp> writer(call.stream());
+    ServerWriter<Resp> writer(CallAccess::stream(call));
     co_return co_await (service_->*handler_)(*call.server_context(),
                                              static_cast<const Req&>(*call.request()), writer);
   }
@@ -166,7 +166,7 @@ class TypedClientStreamingMethod final : public StreamMethod {
   Task<Status> invoke(ServerContext& ctx, StreamCore& stream, const BoxService* stack) override {
     Resp response;
     Call call(info(), ctx, nullptr, &response);
-    call.set_stream(&stream);
+    CallAccess::set_stream(call, &stream);
     if (Status status = co_await run_stack(stack, *this, call); !status.ok()) co_return status;
     ServerWriter<Resp> writer(&stream);
     if (!co_await writer.write(response)) co_return Status::cancelled("the call ended");
@@ -174,7 +174,7 @@ class TypedClientStreamingMethod final : public StreamMethod {
   }
 
   Task<Status> handle(Call& call) override {
-    ServerReader<Req> reader(call.stream());
+    ServerReader<Req> reader(CallAccess::stream(call));
     Result<Resp> result = co_await (service_->*handler_)(*call.server_context(), reader);
     if (!result.ok()) co_return result.status();
     static_cast<Resp&>(*call.response()) = std::move(*result);
@@ -197,13 +197,13 @@ class TypedBidiStreamingMethod final : public StreamMethod {
 
   Task<Status> invoke(ServerContext& ctx, StreamCore& stream, const BoxService* stack) override {
     Call call(info(), ctx, nullptr, nullptr);
-    call.set_stream(&stream);
+    CallAccess::set_stream(call, &stream);
     co_return co_await run_stack(stack, *this, call);
   }
 
   Task<Status> handle(Call& call) override {
-    ServerReader<Req> reader(call.stream());
-    ServerWriter<Resp> writer(call.stream());
+    ServerReader<Req> reader(CallAccess::stream(call));
+    ServerWriter<Resp> writer(CallAccess::stream(call));
     co_return co_await (service_->*handler_)(*call.server_context(), reader, writer);
   }
 

@@ -34,11 +34,21 @@ class PingClient {
                                                        ::trellis::CallOptions options = {}) const {
     return methods_.Ping(request, std::move(options));
   }
+  template <class CompletionToken>
+  auto Ping(const ::PingRequest& request, ::trellis::CallOptions options,
+            CompletionToken&& token) const {
+    return methods_.Ping(request, std::move(options), std::forward<CompletionToken>(token));
+  }
 
   // rpc Status(codegen_test.common.Empty) returns (PingReply)
   ::trellis::Task<::trellis::Result<::PingReply>> Status(
       const ::codegen_test::common::Empty& request, ::trellis::CallOptions options = {}) const {
     return methods_.Status(request, std::move(options));
+  }
+  template <class CompletionToken>
+  auto Status(const ::codegen_test::common::Empty& request, ::trellis::CallOptions options,
+              CompletionToken&& token) const {
+    return methods_.Status(request, std::move(options), std::forward<CompletionToken>(token));
   }
 
  private:

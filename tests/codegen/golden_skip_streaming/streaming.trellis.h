@@ -42,6 +42,11 @@ class StreamerClient {
       ::trellis::CallOptions options = {}) const {
     return methods_.Unary(request, std::move(options));
   }
+  template <class CompletionToken>
+  auto Unary(const ::codegen_test::streaming::Request& request, ::trellis::CallOptions options,
+             CompletionToken&& token) const {
+    return methods_.Unary(request, std::move(options), std::forward<CompletionToken>(token));
+  }
 
   // rpc ServerStream(Request) returns (stream Reply): a server-streaming method, not generated
   // (skip_streaming).

@@ -82,8 +82,7 @@ class HedgingLayer {
     Task<Status> attempt(Call& call, Race& race) const {
       CallOptions options = *call.options();
       std::unique_ptr<google::protobuf::MessageLite> response(call.response()->New());
-      Call one(call.method(), options, call.request(), response.get());
-      one.set_binding(call.binding());
+      Call one = call.new_attempt(options, response.get());
       Status status = co_await inner_(one);
       if (race.decided) co_return status;  // a loser, cancelled by the winner
       bool last = false;

@@ -131,6 +131,11 @@ class EchoClient {
       ::trellis::CallOptions options = {}) const {
     return methods_.Echo(request, std::move(options));
   }
+  template <class CompletionToken>
+  auto Echo(const ::codegen_test::api::v1::EchoRequest& request, ::trellis::CallOptions options,
+            CompletionToken&& token) const {
+    return methods_.Echo(request, std::move(options), std::forward<CompletionToken>(token));
+  }
 
   // rpc delete(codegen_test.common.Page.Token) returns (google.protobuf.Empty)
   // A method named by a C++ keyword: the member function is delete_, the wire path keeps
@@ -140,11 +145,21 @@ class EchoClient {
       ::trellis::CallOptions options = {}) const {
     return methods_.delete_(request, std::move(options));
   }
+  template <class CompletionToken>
+  auto delete_(const ::codegen_test::common::Page_Token& request, ::trellis::CallOptions options,
+               CompletionToken&& token) const {
+    return methods_.delete_(request, std::move(options), std::forward<CompletionToken>(token));
+  }
 
   // rpc List(codegen_test.common.Page) returns (EchoReply.Item.Detail)
   ::trellis::Task<::trellis::Result<::codegen_test::api::v1::EchoReply_Item_Detail>> List(
       const ::codegen_test::common::Page& request, ::trellis::CallOptions options = {}) const {
     return methods_.List(request, std::move(options));
+  }
+  template <class CompletionToken>
+  auto List(const ::codegen_test::common::Page& request, ::trellis::CallOptions options,
+            CompletionToken&& token) const {
+    return methods_.List(request, std::move(options), std::forward<CompletionToken>(token));
   }
 
   // rpc Create(new) returns (new)
@@ -154,12 +169,22 @@ class EchoClient {
       const ::codegen_test::api::v1::new_& request, ::trellis::CallOptions options = {}) const {
     return methods_.Create(request, std::move(options));
   }
+  template <class CompletionToken>
+  auto Create(const ::codegen_test::api::v1::new_& request, ::trellis::CallOptions options,
+              CompletionToken&& token) const {
+    return methods_.Create(request, std::move(options), std::forward<CompletionToken>(token));
+  }
 
   // rpc requires(google.protobuf.Empty) returns (codegen_test.common.Empty)
   // A C++20 keyword that protobuf 3.21 does not know about.
   ::trellis::Task<::trellis::Result<::codegen_test::common::Empty>> requires_(
       const ::google::protobuf::Empty& request, ::trellis::CallOptions options = {}) const {
     return methods_.requires_(request, std::move(options));
+  }
+  template <class CompletionToken>
+  auto requires_(const ::google::protobuf::Empty& request, ::trellis::CallOptions options,
+                 CompletionToken&& token) const {
+    return methods_.requires_(request, std::move(options), std::forward<CompletionToken>(token));
   }
 
   // rpc
@@ -171,6 +196,13 @@ class EchoClient {
       const ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest& request,
       ::trellis::CallOptions options = {}) const {
     return methods_.AnUnusuallyLongMethodNameForTheWrappingTest(request, std::move(options));
+  }
+  template <class CompletionToken>
+  auto AnUnusuallyLongMethodNameForTheWrappingTest(
+      const ::codegen_test::api::v1::AnUnusuallyLongRequestMessageNameForTheWrappingTest& request,
+      ::trellis::CallOptions options, CompletionToken&& token) const {
+    return methods_.AnUnusuallyLongMethodNameForTheWrappingTest(
+        request, std::move(options), std::forward<CompletionToken>(token));
   }
 
   // rpc Split(EchoRequest) returns (stream EchoReply)
@@ -300,6 +332,11 @@ class AdminClient {
   ::trellis::Task<::trellis::Result<::codegen_test::common::Empty>> Reset(
       const ::codegen_test::common::Empty& request, ::trellis::CallOptions options = {}) const {
     return methods_.Reset(request, std::move(options));
+  }
+  template <class CompletionToken>
+  auto Reset(const ::codegen_test::common::Empty& request, ::trellis::CallOptions options,
+             CompletionToken&& token) const {
+    return methods_.Reset(request, std::move(options), std::forward<CompletionToken>(token));
   }
 
  private:

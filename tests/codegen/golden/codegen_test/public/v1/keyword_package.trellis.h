@@ -31,6 +31,11 @@ class CatalogClient {
       const ::codegen_test::common::Page& request, ::trellis::CallOptions options = {}) const {
     return methods_.Get(request, std::move(options));
   }
+  template <class CompletionToken>
+  auto Get(const ::codegen_test::common::Page& request, ::trellis::CallOptions options,
+           CompletionToken&& token) const {
+    return methods_.Get(request, std::move(options), std::forward<CompletionToken>(token));
+  }
 
  private:
   struct {
