@@ -10,6 +10,7 @@ packages=(
   libabsl-dev libboost1.81-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf grpc-proto prometheus prometheus-cpp-dev
+  clang-14 llvm-14
 )
 
 missing=()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds everything and runs every test twice: a normal build, then one with AddressSanitizer and
-# UndefinedBehaviorSanitizer. Installs the Debian packages it needs first.
+# Builds everything and runs every test: a normal build that takes the portable paths
+# (TRELLIS_ASIO_INTERNALS=OFF), one with AddressSanitizer and UndefinedBehaviorSanitizer and the
+# default Boost.Asio fast paths, then the framework suite under ThreadSanitizer
+# (scripts/tsan.sh --framework). Installs the Debian packages it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -14,11 +16,15 @@ run_suite() {
   ctest --test-dir "$dir" --output-on-failure -j "$jobs"
 }
 
-echo "== tests (RelWithDebInfo)"
-run_suite build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+echo "== tests (RelWithDebInfo, TRELLIS_ASIO_INTERNALS=OFF)"
+run_suite build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRELLIS_ASIO_INTERNALS=OFF
 echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp
-run_suite build/sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRELLIS_SANITIZE=ON \
-  -DTRELLIS_BUILD_BENCH=OFF
+(
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp
+  run_suite build/sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRELLIS_SANITIZE=ON \
+    -DTRELLIS_BUILD_BENCH=OFF
+)
+echo "== framework tests (ThreadSanitizer)"
+scripts/tsan.sh --framework

@@ -17,6 +17,7 @@
 #include <future>
 #include <thread>
 #include <variant>
+#include <vector>
 
 #include "end_to_end.hpp"
 #include "trellis/timer.hpp"
@@ -194,6 +195,59 @@ TEST(RuntimeTest, SleepOffTheRuntimeFailsClearly) {
       });
   io.run();
   EXPECT_EQ(result, boost::asio::error::operation_not_supported);
+}
+
+// A WorkerTimer that records which timers expired, and whether on `worker`.
+class RecordingTimer final : public WorkerTimer {
+ public:
+  RecordingTimer(int id, std::vector<int>& expired, Executor worker = {})
+      : id_(id), expired_(expired), worker_(worker) {}
+  bool expired_on_its_worker = false;
+
+ private:
+  void expired() override {
+    expired_on_its_worker = worker_.running_in_this_thread();
+    expired_.push_back(id_);
+  }
+
+  int id_;
+  std::vector<int>& expired_;
+  Executor worker_;
+};
+
+// Timers fire in deadline order, so once a later sleep has completed, every armed timer with an
+// earlier deadline has expired, and a disarmed one would have.
+TEST(RuntimeTest, WorkerTimerExpiresOnItsWorkerUnlessDisarmed) {
+  auto rt = Runtime::single_thread().build();
+  struct Seen {
+    std::vector<int> expired;
+    bool kept_armed_flag = false;
+    bool on_worker = false;
+  };
+  Seen seen = run(*rt, [](Executor worker) -> Task<Seen> {
+    Seen seen;
+    RecordingTimer disarmed(1, seen.expired, worker);
+    RecordingTimer kept(2, seen.expired, worker);
+    const auto now = std::chrono::steady_clock::now();
+    EXPECT_TRUE(disarmed.arm(now));
+    EXPECT_TRUE(kept.arm(now + 1ms));
+    disarmed.disarm();
+    seen.kept_armed_flag = kept.armed();
+    co_await sleep_until(now + 2ms);
+    EXPECT_FALSE(kept.armed());
+    seen.on_worker = kept.expired_on_its_worker;
+    co_return seen;
+  }(rt->executor(0)));
+  EXPECT_EQ(seen.expired, std::vector<int>{2});
+  EXPECT_TRUE(seen.kept_armed_flag);
+  EXPECT_TRUE(seen.on_worker);
+}
+
+TEST(RuntimeTest, WorkerTimerCannotBeArmedOffTheRuntime) {
+  std::vector<int> expired;
+  RecordingTimer timer(1, expired);
+  EXPECT_FALSE(timer.arm(std::chrono::steady_clock::now()));
+  EXPECT_FALSE(timer.armed());
 }
 
 TEST(RuntimeTest, CoroutineStaysOnItsWorker) {

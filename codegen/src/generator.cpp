@@ -152,11 +152,11 @@ void AppendProtoComment(std::string* out, size_t indent, const DescriptorT* desc
   size_t first = 0;
   while (first < lines.size() && lines[first].empty()) ++first;
   for (size_t i = first; i < lines.size(); ++i) {
-    std::string line = lines[i];
+    const std::string& line = lines[i];
+    const char* space = !line.empty() && line.front() != ' ' ? " " : "";
     // A comment line ending in a backslash would continue onto the next line of code.
-    if (!line.empty() && line.back() == '\\') line += " (backslash)";
-    if (!line.empty() && line.front() != ' ') line.insert(0, " ");
-    *out += std::string(indent, ' ') + "//" + line + "\n";
+    const char* tail = !line.empty() && line.back() == '\\' ? " (backslash)" : "";
+    out->append(indent, ' ').append("//").append(space).append(line).append(tail).append("\n");
   }
 }
 

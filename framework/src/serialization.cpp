@@ -17,7 +17,7 @@ namespace trellis::detail {
 
 // Both are grpc++'s own SerializationTraits for protobuf (GenericSerialize, GenericDeserialize)
 // without the grpc::Status values they copy and return for every message (a copy of
-// grpc::Status::OK is two strings), which a streamed message measurably paid for.
+// grpc::Status::OK is two strings).
 Status serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* out) {
   const std::size_t size = message.ByteSizeLong();
   if (size <= GRPC_SLICE_INLINED_SIZE) {

@@ -4,11 +4,13 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "trellis/hook_layer.hpp"
 #include "trellis/layer.hpp"
 
 namespace trellis {
@@ -28,7 +30,7 @@ using AsyncAuthCheck = std::function<Task<Status>(Call&)>;
 // client the call is never sent. The check sees everything a layer sees (the method, the request
 // metadata, the peer, the request message of unary and server-streaming calls), so it can be
 // scoped per method with for_methods / when.
-class AuthLayer {
+class AuthLayer : public HookLayerBase<AuthLayer> {
  public:
   explicit AuthLayer(AuthCheck check) : sync_(std::make_shared<AuthCheck>(std::move(check))) {}
   // An asynchronous check (a coroutine): awaited on the call's own worker.
@@ -38,34 +40,20 @@ class AuthLayer {
   // The layer of a BearerTokenChecker over `accepted_tokens`.
   static AuthLayer bearer(std::vector<std::string> accepted_tokens);
 
-  template <CallService S>
-  class Service {
-   public:
-    Service(std::shared_ptr<AuthCheck> sync, std::shared_ptr<AsyncAuthCheck> async, S inner)
-        : sync_(std::move(sync)), async_(std::move(async)), inner_(std::move(inner)) {}
-
-    Task<Status> operator()(Call& call) const {
-      // Not a conditional expression around co_await: GCC 12 miscompiles that in coroutines.
-      if (sync_) {
-        Status verdict = (*sync_)(call);
-        if (!verdict.ok()) co_return verdict;
-      } else {
-        Status verdict = co_await (*async_)(call);
-        if (!verdict.ok()) co_return verdict;
-      }
-      co_return co_await inner_(call);
-    }
-
-   private:
-    std::shared_ptr<AuthCheck> sync_;
-    std::shared_ptr<AsyncAuthCheck> async_;
-    S inner_;
-  };
-
-  template <CallService S>
-  Service<S> wrap(S inner) const {
-    return Service<S>(sync_, async_, std::move(inner));
+  // A hook layer (hook_layer.hpp): a synchronous check decides in before(); an asynchronous one
+  // is awaited in wait().
+  struct State {};
+  HookDecision before(Call& call, State&) const {
+    if (!sync_) return HookDecision::wait();
+    Status verdict = (*sync_)(call);
+    return verdict.ok() ? HookDecision::proceed() : HookDecision::answer(std::move(verdict));
   }
+  Task<std::optional<Status>> wait(Call& call, State&) const {
+    Status verdict = co_await (*async_)(call);
+    if (verdict.ok()) co_return std::nullopt;
+    co_return verdict;
+  }
+  void after(Call&, State&, CallOutcome&) const {}
 
  private:
   explicit AuthLayer(std::shared_ptr<AsyncAuthCheck> check) : async_(std::move(check)) {}
@@ -98,33 +86,20 @@ class BearerTokenChecker {
 // Client side: adds "authorization: Bearer <token>" to each outgoing call's metadata, unless the
 // caller set an `authorization` entry itself (the caller's explicit choice wins). On the server it
 // does nothing. Put it inside a retry layer or outside it: it adds the entry once either way.
-class BearerTokenLayer {
+class BearerTokenLayer : public HookLayerBase<BearerTokenLayer> {
  public:
   explicit BearerTokenLayer(std::string_view token)
       : value_(std::make_shared<const std::string>(std::string("Bearer ").append(token))) {}
 
-  template <CallService S>
-  class Service {
-   public:
-    Service(std::shared_ptr<const std::string> value, S inner)
-        : value_(std::move(value)), inner_(std::move(inner)) {}
-
-    Task<Status> operator()(Call& call) const {
-      if (call.is_client() && !call.request_metadata().contains("authorization")) {
-        call.options()->add_metadata("authorization", *value_);
-      }
-      co_return co_await inner_(call);
+  // A hook layer (hook_layer.hpp).
+  struct State {};
+  HookDecision before(Call& call, State&) const {
+    if (call.is_client() && !call.request_metadata().contains("authorization")) {
+      call.options()->add_metadata("authorization", *value_);
     }
-
-   private:
-    std::shared_ptr<const std::string> value_;
-    S inner_;
-  };
-
-  template <CallService S>
-  Service<S> wrap(S inner) const {
-    return Service<S>(value_, std::move(inner));
+    return HookDecision::proceed();
   }
+  void after(Call&, State&, CallOutcome&) const {}
 
  private:
   std::shared_ptr<const std::string> value_;
