@@ -22,6 +22,6 @@ fi
 CC=clang-14 CXX=clang++-14 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DTRELLIS_TSAN=ON -DTRELLIS_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" -j "$(nproc)" "${build_args[@]}"
-export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp report_signal_unsafe=0 \
+export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp \
 external_symbolizer_path=/usr/bin/llvm-symbolizer-14"
 ctest --test-dir "$build" --output-on-failure -j "$(nproc)" "${ctest_args[@]}"
