@@ -369,8 +369,8 @@ struct StreamInitiation {
 // operation (boost::asio::is_async_operation), a function object that starts the operation when
 // called with a completion token. A task can co_await it directly, which needs no coroutine frame
 // for the operation (an awaitable does; docs/performance.md has the difference). With
-// TRELLIS_ASIO_INTERNALS, co_await from a task on
-// the stream's worker completes by resuming the task inline, with the StreamOp in this object.
+// TRELLIS_ASIO_INTERNALS, co_await from a task on the stream's worker completes by resuming the
+// task inline, with the StreamOp in this object.
 template <class R, class Transform, class Start, class... Args>
 class StreamOperation {
  public:
