@@ -20,7 +20,7 @@ if [ "${1:-}" = "--framework" ]; then
 fi
 
 CC=clang-14 CXX=clang++-14 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DTRELLIS_TSAN=ON -DTRELLIS_BUILD_BENCH=OFF >/dev/null
+  -DTRELLIS_TSAN=ON -DTRELLIS_WERROR=ON -DTRELLIS_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" -j "$(nproc)" "${build_args[@]}"
 export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp \
 external_symbolizer_path=/usr/bin/llvm-symbolizer-14"

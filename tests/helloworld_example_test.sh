@@ -22,6 +22,9 @@ for signal in TERM INT; do
     { cat "$errors"; exit 1; }
   reply=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name Trellis)
   check "reply (SIG$signal run)" "$([ "$reply" = "Hello Trellis" ]; echo $?)"
+  reply=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name gzip \
+    --compression gzip)
+  check "reply to a gzip request (SIG$signal run)" "$([ "$reply" = "Hello gzip" ]; echo $?)"
 
   err=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name "" 2>&1 >/dev/null)
   rc=$?
@@ -34,11 +37,71 @@ for signal in TERM INT; do
 done
 rm -f "$errors"
 
+timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --compression brotli 2>/dev/null
+check "an unknown --compression exits 2" "$([ $? = 2 ]; echo $?)"
+
 # Nothing listens on a port we just had and released: the client reports UNAVAILABLE.
 err=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name x --timeout_ms 5000 2>&1 >/dev/null)
 rc=$?
 check "unreachable server is UNAVAILABLE, exit non-zero" \
   "$([ $rc -ne 0 ] && [[ "$err" == UNAVAILABLE* ]]; echo $?)"
+
+# Mutual TLS with certificates made here by openssl (EC P-256, valid two days), in a temporary
+# directory removed at exit: a CA, the server's (SAN localhost, 127.0.0.1) and a client's.
+tls=$(mktemp -d)
+trap 'server_stop; rm -rf "$tls"' EXIT
+make_cert() {  # make_cert NAME CN [openssl req options...]
+  local name=$1 cn=$2
+  shift 2
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$tls/$name.key" -out "$tls/$name.pem" -subj "/O=Trellis Example/CN=$cn" "$@" \
+    2>"$tls/openssl.log" || { cat "$tls/openssl.log"; return 1; }
+}
+if make_cert ca "Example CA" -addext basicConstraints=critical,CA:TRUE &&
+  make_cert server localhost -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 &&
+  make_cert client greeter-client -CA "$tls/ca.pem" -CAkey "$tls/ca.key"; then
+  check "openssl made the test certificates" 0
+  errors=$(mktemp)
+  export SERVER_STDERR=$errors
+  if server_start "$bin/greeter_server" --host 127.0.0.1 --port 0 --threads 2 \
+    --tls_cert "$tls/server.pem" --tls_key "$tls/server.key" --tls_client_ca "$tls/ca.pem"; then
+    mtls=(--tls_ca "$tls/ca.pem" --tls_cert "$tls/client.pem" --tls_key "$tls/client.key")
+    reply=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name TLS "${mtls[@]}")
+    check "mutual TLS reply" "$([ "$reply" = "Hello TLS" ]; echo $?)"
+
+    reply=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name name \
+      --tls_server_name localhost "${mtls[@]}")
+    check "mutual TLS with --tls_server_name" "$([ "$reply" = "Hello name" ]; echo $?)"
+
+    err=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name x \
+      --tls_ca "$tls/ca.pem" 2>&1 >/dev/null)
+    rc=$?
+    check "client without a certificate is UNAVAILABLE, exit non-zero" \
+      "$([ $rc -ne 0 ] && [[ "$err" == UNAVAILABLE* ]]; echo $?)"
+
+    err=$(timeout 30 "$bin/greeter_client" --target "127.0.0.1:$port" --name x \
+      --tls_ca "$tls/missing.pem" 2>&1 >/dev/null)
+    rc=$?
+    check "client with a missing CA file names it, exit non-zero" \
+      "$([ $rc -ne 0 ] && [[ "$err" == *"$tls/missing.pem"* ]]; echo $?)"
+
+    server_stop TERM
+    check "TLS server exits 0 on SIGTERM" "$server_status"
+  else
+    check "TLS server starts" 1
+  fi
+  [ "$server_status" = 0 ] || sed 's/^/  server stderr: /' "$errors"
+  rm -f "$errors"
+
+  err=$(timeout 30 "$bin/greeter_server" --host 127.0.0.1 --port 0 \
+    --tls_cert "$tls/server.pem" --tls_key "$tls/missing.key" 2>&1 >/dev/null)
+  rc=$?
+  check "server with a missing key file names it, exit non-zero" \
+    "$([ $rc -ne 0 ] && [[ "$err" == *"$tls/missing.key"* ]]; echo $?)"
+else
+  check "openssl made the test certificates" 1
+fi
 
 echo "$((total - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -2,6 +2,8 @@
 //  - PythonClientPeerTest: tests/python/echo_client.py runs its battery against a Trellis server.
 //  - PythonServerPeerTest: the Trellis client against tests/python/echo_server.py.
 // The python peers run as child processes (tests/subprocess.hpp), each bounded by a deadline.
+#include "python_peer.hpp"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -18,16 +20,6 @@
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
 
-#ifndef TRELLIS_TEST_PYTHON
-#error "TRELLIS_TEST_PYTHON (the python3 with grpcio) must be defined by the build"
-#endif
-#ifndef TRELLIS_TEST_PYTHON_SCRIPTS
-#error "TRELLIS_TEST_PYTHON_SCRIPTS (tests/python) must be defined by the build"
-#endif
-#ifndef TRELLIS_TEST_PYTHON_PROTOS
-#error "TRELLIS_TEST_PYTHON_PROTOS (the protoc --python_out directory) must be defined by the build"
-#endif
-
 namespace trellis::testing {
 namespace {
 
@@ -38,66 +30,11 @@ constexpr auto kStartBound = 30s;    // a python peer must be serving by then
 constexpr auto kBatteryBound = 60s;  // the whole python client battery
 constexpr int kConcurrentCalls = 1000;
 
-std::vector<std::string> python(const std::string& script, std::vector<std::string> args) {
-  std::vector<std::string> argv = {TRELLIS_TEST_PYTHON,
-                                   std::string(TRELLIS_TEST_PYTHON_SCRIPTS) + "/" + script};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return argv;
-}
-
-// The generated message modules on the path; no bytecode written next to the scripts.
-Subprocess::Env python_env() {
-  return {{"PYTHONPATH", TRELLIS_TEST_PYTHON_PROTOS},
-          {"PYTHONDONTWRITEBYTECODE", "1"},
-          {"PYTHONUNBUFFERED", "1"}};
-}
-
 EchoRequest with_message(std::string m) {
   EchoRequest req;
   req.set_message(std::move(m));
   return req;
 }
-
-// The python reference server, started with --port 0; the port is read from its first line.
-class PythonServer {
- public:
-  // Starts the server and waits (bounded) until it listens; on failure, error() says why.
-  PythonServer() {
-    std::string error;
-    child_ = Subprocess::start(python("echo_server.py", {"--port", "0", "--exit-on-stdin-eof"}),
-                               python_env(), &error);
-    if (!child_) {
-      error_ = error;
-      return;
-    }
-    const std::string prefix = "listening on port ";
-    auto line = child_->wait_for_line(prefix, deadline_in(kStartBound));
-    if (!line) {
-      error_ = "the python server did not report its port; its output:\n" + child_->output();
-      return;
-    }
-    port_ = std::stoi(line->substr(prefix.size()));
-  }
-  // Stops the server (a no-op once it has been stopped and reaped).
-  ~PythonServer() {
-    if (child_) stop();
-  }
-
-  int port() const { return port_; }
-  const std::string& error() const { return error_; }
-  Subprocess& process() { return *child_; }
-
-  // SIGTERM, then waits (bounded) for a graceful exit.
-  ExitStatus stop() {
-    child_->send_signal(SIGTERM);
-    return child_->wait(deadline_in(kStartBound));
-  }
-
- private:
-  std::unique_ptr<Subprocess> child_;
-  std::string error_;
-  int port_ = 0;
-};
 
 // ------------------------------------------------------------- the child-process helper itself
 
@@ -216,7 +153,7 @@ class PythonServerPeerTest : public EndToEndTest {
     // Close the connection first: a grpc server's graceful stop waits for its connections to go.
     channel_ = Channel(nullptr);
     if (python_.error().empty()) {
-      ExitStatus s = python_.stop();
+      ExitStatus s = python_.stop(deadline_in(kStartBound));
       EXPECT_TRUE(s.success()) << "echo_server.py " << s.describe() << "; its output:\n"
                                << python_.process().output();
     }

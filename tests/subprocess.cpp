@@ -265,4 +265,26 @@ RunResult run_with_deadline(const std::vector<std::string>& argv, const Subproce
   return result;
 }
 
+ChildServer::ChildServer(const std::vector<std::string>& argv, const Subprocess::Env& env,
+                         Deadline deadline) {
+  child_ = Subprocess::start(argv, env, &error_);
+  if (!child_) return;
+  const std::string prefix = "listening on port ";
+  auto line = child_->wait_for_line(prefix, deadline);
+  if (!line) {
+    error_ = "the server did not report its port; its output:\n" + child_->output();
+    return;
+  }
+  port_ = std::stoi(line->substr(prefix.size()));
+}
+
+ChildServer::~ChildServer() {
+  if (child_) stop(deadline_in(std::chrono::seconds(30)));
+}
+
+ExitStatus ChildServer::stop(Deadline deadline) {
+  child_->send_signal(SIGTERM);
+  return child_->wait(deadline);
+}
+
 }  // namespace trellis::testing

@@ -108,4 +108,29 @@ struct RunResult {
 RunResult run_with_deadline(const std::vector<std::string>& argv, const Subprocess::Env& extra_env,
                             Deadline deadline);
 
+// A server in a child process that prints "listening on port N" once it listens (the python
+// reference server, Trellis's test server), started with port 0.
+class ChildServer {
+ public:
+  // Starts `argv` and waits until it reports its port, by `deadline`; on failure, error() says
+  // why.
+  ChildServer(const std::vector<std::string>& argv, const Subprocess::Env& env, Deadline deadline);
+  // Stops the server (a no-op once it has been stopped and reaped).
+  ~ChildServer();
+  ChildServer(const ChildServer&) = delete;
+  ChildServer& operator=(const ChildServer&) = delete;
+
+  int port() const { return port_; }
+  const std::string& error() const { return error_; }
+  Subprocess& process() { return *child_; }
+
+  // SIGTERM, then waits (by `deadline`) for a graceful exit.
+  ExitStatus stop(Deadline deadline);
+
+ private:
+  std::unique_ptr<Subprocess> child_;
+  std::string error_;
+  int port_ = 0;
+};
+
 }  // namespace trellis::testing

@@ -31,8 +31,9 @@
 #            /usr/share/grpc-proto/grpc/testing/messages.proto
 #     GRPC_STUBS)
 #
-# The plugin is the protoc-gen-trellis target of this project (codegen/), which may be defined
-# after this file is included.
+# Needs the targets protobuf::libprotobuf and trellis::protoc-gen-trellis (the plugin), which
+# find_package(Trellis CONFIG) or add_subdirectory(<trellis>) define; the plugin may be defined
+# after this file is included, as long as it exists when trellis_generate() is called.
 include_guard(GLOBAL)
 
 function(trellis_generate)
@@ -62,20 +63,35 @@ function(trellis_generate)
     get_filename_component(root "${first}" DIRECTORY)
   endif()
 
-  # protoc and its search path: the root first, then the import dirs, then the well-known types.
+  # protoc and its search path: the root first, then the import dirs, then the well-known types
+  # (the include directory of protobuf::libprotobuf). Only targets are used, not variables of
+  # find_package(Protobuf), which are not visible outside the directory that called it.
+  if(NOT TARGET protobuf::libprotobuf)
+    message(FATAL_ERROR "trellis_generate: no target protobuf::libprotobuf: call "
+                        "find_package(Trellis CONFIG REQUIRED) or add_subdirectory(<trellis>) "
+                        "first")
+  endif()
   if(TARGET protobuf::protoc)
     set(protoc protobuf::protoc)
-  elseif(Protobuf_PROTOC_EXECUTABLE)
-    set(protoc "${Protobuf_PROTOC_EXECUTABLE}")
   else()
-    message(FATAL_ERROR "trellis_generate: protoc not found (find_package(Protobuf) first)")
+    find_program(TRELLIS_PROTOC protoc)
+    if(NOT TRELLIS_PROTOC)
+      message(FATAL_ERROR "trellis_generate: protoc not found (Debian package protobuf-compiler)")
+    endif()
+    set(protoc "${TRELLIS_PROTOC}")
   endif()
+  if(NOT TARGET trellis::protoc-gen-trellis)
+    message(FATAL_ERROR "trellis_generate: no target trellis::protoc-gen-trellis: call "
+                        "find_package(Trellis CONFIG REQUIRED) or add_subdirectory(<trellis>) "
+                        "first")
+  endif()
+  get_target_property(well_known_types protobuf::libprotobuf INTERFACE_INCLUDE_DIRECTORIES)
   set(search_path "${root}")
   foreach(dir IN LISTS arg_IMPORT_DIRS)
     get_filename_component(dir "${dir}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
     list(APPEND search_path "${dir}")
   endforeach()
-  list(APPEND search_path ${Protobuf_INCLUDE_DIRS})
+  list(APPEND search_path ${well_known_types})
   list(REMOVE_DUPLICATES search_path)
   set(include_args "")
   foreach(dir IN LISTS search_path)
@@ -85,11 +101,13 @@ function(trellis_generate)
   set(out_dir "${CMAKE_CURRENT_BINARY_DIR}/${arg_TARGET}_generated")
   file(MAKE_DIRECTORY "${out_dir}")
 
+  # The plugin is this project's target when Trellis is a subdirectory, an imported one when it
+  # is installed; a file dependency on it reruns protoc when it changes.
   set(plugin_args
-    "--plugin=protoc-gen-trellis=$<TARGET_FILE:protoc-gen-trellis>"
+    "--plugin=protoc-gen-trellis=$<TARGET_FILE:trellis::protoc-gen-trellis>"
     "--cpp_out=${out_dir}"
     "--trellis_out=${out_dir}")
-  set(plugin_deps protoc-gen-trellis)
+  set(plugin_deps "$<TARGET_FILE:trellis::protoc-gen-trellis>")
   if(arg_SKIP_STREAMING)
     list(APPEND plugin_args "--trellis_opt=skip_streaming")
   endif()

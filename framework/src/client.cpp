@@ -27,9 +27,7 @@ class UnaryClientCall::Impl final : public Completion, public CancellableOp {
       }));
       return;
     }
-    if (auto deadline = options.effective_deadline()) ctx_.set_deadline(*deadline);
-    if (options.wait_for_ready()) ctx_.set_wait_for_ready(true);
-    for (const auto& [k, v] : options.metadata()) ctx_.AddMetadata(k, v);
+    configure(ctx_, options);
     capture_ = options.response_metadata();
     // Create serializes (takes) the request at once.
     reader_ =

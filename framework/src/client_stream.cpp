@@ -179,9 +179,7 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
       failure_ = Status::cancelled("the Trellis runtime is shutting down");
       return false;
     }
-    if (auto deadline = options_.effective_deadline()) ctx_.set_deadline(*deadline);
-    if (options_.wait_for_ready()) ctx_.set_wait_for_ready(true);
-    for (const auto& [k, v] : options_.metadata()) ctx_.AddMetadata(k, v);
+    configure(ctx_, options_);
     // With its one request known, a server-streaming call sends headers, request and
     // half-close in one batch (corked headers); other calls send their headers at once, so a
     // server that speaks first is not kept waiting.

@@ -1,11 +1,19 @@
 // Internal: conversions between Trellis and grpc++ types.
 #pragma once
 
+#include <grpc/compression.h>
+#include <grpcpp/client_context.h>
 #include <grpcpp/support/status.h>
 #include <grpcpp/support/string_ref.h>
 
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdint>
 #include <map>
 
+#include "trellis/call_options.hpp"
+#include "trellis/compression.hpp"
 #include "trellis/metadata.hpp"
 #include "trellis/status.hpp"
 
@@ -33,6 +41,32 @@ inline Metadata from_grpc(const std::multimap<grpc::string_ref, grpc::string_ref
     out.add(std::string(key), std::string(v.data(), v.size()));
   }
   return out;
+}
+
+// A duration as the milliseconds of an int channel argument, clamped to [0, INT_MAX].
+inline int to_grpc_ms(std::chrono::milliseconds d) {
+  return static_cast<int>(std::clamp<std::int64_t>(d.count(), 0, INT_MAX));
+}
+
+inline grpc_compression_algorithm to_grpc(Compression c) {
+  switch (c) {
+    case Compression::kNone:
+      return GRPC_COMPRESS_NONE;
+    case Compression::kDeflate:
+      return GRPC_COMPRESS_DEFLATE;
+    case Compression::kGzip:
+      return GRPC_COMPRESS_GZIP;
+  }
+  return GRPC_COMPRESS_NONE;
+}
+
+// Sets up a client call's context from its options: deadline, wait-for-ready, compression and
+// request metadata.
+inline void configure(grpc::ClientContext& ctx, const CallOptions& options) {
+  if (auto deadline = options.effective_deadline()) ctx.set_deadline(*deadline);
+  if (options.wait_for_ready()) ctx.set_wait_for_ready(true);
+  if (options.compression()) ctx.set_compression_algorithm(to_grpc(*options.compression()));
+  for (const auto& [k, v] : options.metadata()) ctx.AddMetadata(k, v);
 }
 
 }  // namespace trellis::detail

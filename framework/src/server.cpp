@@ -32,6 +32,7 @@
 #include "outgoing_bytes.hpp"
 #include "runtime_core.hpp"
 #include "server_queues.hpp"
+#include "tls_credentials.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/service.hpp"
 #include "worker.hpp"
@@ -76,6 +77,8 @@ class Server::State {
   std::unique_ptr<grpc::ServerCompletionQueue> idle_cq;
   grpc::AsyncGenericService generic;
   std::vector<int> ports;
+  // The services served, in the order added: their lifecycle hooks run at start and shutdown.
+  std::vector<Service*> services;
   // The middleware stack of each method that has one (a deque: call objects point into it).
   std::deque<BoxService> stacks;
   std::atomic<int> call_objects{0};
@@ -695,6 +698,56 @@ Server::Builder& Server::Builder::configure(std::function<void(grpc::ServerBuild
   return *this;
 }
 
+Server::Builder& Server::Builder::max_receive_message_size(int bytes) {
+  return configure([bytes](grpc::ServerBuilder& b) { b.SetMaxReceiveMessageSize(bytes); });
+}
+
+Server::Builder& Server::Builder::max_send_message_size(int bytes) {
+  return configure([bytes](grpc::ServerBuilder& b) { b.SetMaxSendMessageSize(bytes); });
+}
+
+Server::Builder& Server::Builder::default_compression(Compression compression) {
+  return configure([compression](grpc::ServerBuilder& b) {
+    b.SetDefaultCompressionAlgorithm(detail::to_grpc(compression));
+  });
+}
+
+Server::Builder& Server::Builder::keepalive(Keepalive keepalive) {
+  return configure([keepalive](grpc::ServerBuilder& b) {
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, detail::to_grpc_ms(keepalive.time));
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, detail::to_grpc_ms(keepalive.timeout));
+    b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+                         keepalive.permit_without_calls ? 1 : 0);
+  });
+}
+
+Server::Builder& Server::Builder::min_ping_interval(std::chrono::milliseconds interval) {
+  return configure([interval](grpc::ServerBuilder& b) {
+    b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                         detail::to_grpc_ms(interval));
+  });
+}
+
+Server::Builder& Server::Builder::max_connection_idle(std::chrono::milliseconds idle) {
+  return configure([idle](grpc::ServerBuilder& b) {
+    b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, detail::to_grpc_ms(idle));
+  });
+}
+
+Server::Builder& Server::Builder::max_connection_age(std::chrono::milliseconds age,
+                                                     std::chrono::milliseconds grace) {
+  return configure([age, grace](grpc::ServerBuilder& b) {
+    b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, detail::to_grpc_ms(age));
+    b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, detail::to_grpc_ms(grace));
+  });
+}
+
+Server::Builder& Server::Builder::max_concurrent_streams(int streams) {
+  return configure([streams](grpc::ServerBuilder& b) {
+    b.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, streams);
+  });
+}
+
 Result<std::unique_ptr<Server>> Server::Builder::build() {
   if (addresses_.empty()) return Status::invalid_argument("no listening address was added");
   std::set<std::string> names;
@@ -703,12 +756,34 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
       return Status::already_exists(absl::StrCat("service ", s->name(), " was added twice"));
     }
   }
+  // Each address's credentials; a TLS port reads and checks its PEM files here, before
+  // anything is claimed.
+  std::vector<std::shared_ptr<grpc::ServerCredentials>> credentials(addresses_.size());
+  for (const auto& [index, options] : tls_ports_) {
+    auto made = detail::make_server_credentials(options);
+    if (!made.ok()) {
+      return Status(made.status().code(),
+                    absl::StrCat("TLS port ", addresses_[index], ": ", made.status().message()));
+    }
+    credentials[index] = std::move(made).value();
+  }
+
+  for (std::size_t i = 0; i < services_.size(); ++i) {
+    if (services_[i]->served_.exchange(true)) {
+      for (std::size_t j = 0; j < i; ++j) services_[j]->served_ = false;
+      return Status::failed_precondition(absl::StrCat(
+          "service ", services_[i]->name(),
+          " was already served by another server: a Service object serves one server"));
+    }
+  }
 
   auto state = std::make_unique<State>(runtime_);
   state->ports.assign(addresses_.size(), 0);
   grpc::ServerBuilder builder;
   for (std::size_t i = 0; i < addresses_.size(); ++i) {
-    builder.AddListeningPort(addresses_[i], grpc::InsecureServerCredentials(), &state->ports[i]);
+    builder.AddListeningPort(addresses_[i],
+                             credentials[i] ? credentials[i] : grpc::InsecureServerCredentials(),
+                             &state->ports[i]);
   }
   for (Service* s : services_) builder.RegisterService(&s->grpc_service_);
   builder.RegisterAsyncGenericService(&state->generic);
@@ -752,6 +827,13 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
     }
   }
 
+  // The start hooks run before any call is requested: the posts below order them before every
+  // handler.
+  state->services = services_;
+  std::vector<std::string> service_names;
+  for (Service* s : services_) service_names.push_back(s->name());
+  for (Service* s : services_) s->on_server_start(service_names);
+
   // Keep calls requested on every worker, so each worker accepts calls on its own queue.
   for (auto& worker : detail::RuntimeAccess::core(*runtime_).workers) {
     worker->post(new ArmWorker(state.get(), worker.get(), methods, requests_per_worker_));
@@ -783,6 +865,8 @@ void Server::shutdown(std::chrono::milliseconds grace) {
   std::lock_guard once(state_->shutdown_mu);
   if (state_->shut_down) return;
   state_->shut_down = true;
+  // Services that follow the server's life (health turns NOT_SERVING) first, then the drain.
+  for (Service* s : state_->services) s->on_server_shutdown();
   state_->server->Shutdown(std::chrono::system_clock::now() + grace);
   // Core is done with the calls; wait until our side of each has run its last completion.
   {

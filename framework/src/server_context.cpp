@@ -60,6 +60,10 @@ void ServerContext::add_trailing_metadata(std::string key, std::string value) {
   grpc_->AddTrailingMetadata(key, value);
 }
 
+void ServerContext::set_compression(Compression compression) {
+  grpc_->set_compression_algorithm(detail::to_grpc(compression));
+}
+
 bool ServerContext::is_cancelled() const {
   return cancelled_.load(std::memory_order_acquire) || deadline() <= Clock::now();
 }

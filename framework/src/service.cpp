@@ -20,6 +20,9 @@ int GrpcService::add_raw(const std::string& path, bool streaming) {
 Service::Service(std::string full_name) : name_(std::move(full_name)) {}
 Service::~Service() = default;
 
+void Service::on_server_start(const std::vector<std::string>&) {}
+void Service::on_server_shutdown() {}
+
 // grpc keeps the name pointer: the Method owns the string and never moves it.
 void Service::add(std::unique_ptr<detail::UnaryMethod> method) {
   method->set_index(grpc_service_.add_raw(method->path(), false));

@@ -132,6 +132,11 @@ class Call {
   std::string peer() const {
     return server_ != nullptr ? server_->peer() : response_metadata_.peer;
   }
+  // Server side: the client's verified certificate on a mutual-TLS port, for a layer that
+  // authorizes on it (ServerContext::peer_identity). nullopt on the client side.
+  std::optional<PeerIdentity> peer_identity() const {
+    return server_ != nullptr ? server_->peer_identity() : std::nullopt;
+  }
 
   // Values layers attach to the call. On the server these are the ServerContext's, so the
   // handler sees them too.

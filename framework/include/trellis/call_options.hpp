@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "trellis/compression.hpp"
 #include "trellis/metadata.hpp"
 
 namespace trellis {
@@ -58,6 +59,12 @@ class CallOptions {
     wait_for_ready_ = wait;
     return *this;
   }
+  // Compresses this call's requests with `compression` (if the server accepts it), instead of
+  // the channel's default (trellis/compression.hpp). The responses are the server's choice.
+  CallOptions& set_compression(Compression compression) {
+    compression_ = compression;
+    return *this;
+  }
 
   const std::optional<std::chrono::system_clock::time_point>& deadline() const { return deadline_; }
   // The deadline the call carries: the earlier of deadline() and the parent's deadline.
@@ -66,6 +73,8 @@ class CallOptions {
   const Metadata& metadata() const { return metadata_; }
   ResponseMetadata* response_metadata() const { return response_metadata_; }
   bool wait_for_ready() const { return wait_for_ready_; }
+  // set_compression's algorithm; nullopt: the channel's default.
+  const std::optional<Compression>& compression() const { return compression_; }
 
  private:
   std::optional<std::chrono::system_clock::time_point> deadline_;
@@ -73,6 +82,7 @@ class CallOptions {
   ResponseMetadata* response_metadata_ = nullptr;
   const ServerContext* parent_ = nullptr;
   bool wait_for_ready_ = false;
+  std::optional<Compression> compression_;
 };
 
 }  // namespace trellis

@@ -1,10 +1,15 @@
 // trellis::Channel: a connection (pool) to a gRPC target, shared by typed clients.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "trellis/layer.hpp"
+#include "trellis/result.hpp"
+#include "trellis/task.hpp"
+#include "trellis/tls.hpp"
 
 namespace grpc {
 class Channel;
@@ -14,14 +19,37 @@ class ChannelCredentials;
 
 namespace trellis {
 
+// The connectivity of a channel, as gRPC defines it (doc/connectivity-semantics-and-api.md).
+enum class ConnectivityState {
+  kIdle,              // no connection, and none wanted until a call or a connect request
+  kConnecting,        // connecting (resolving, handshaking)
+  kReady,             // connected: calls go out at once
+  kTransientFailure,  // the last attempt failed; the channel retries with backoff
+  kShutdown,          // the channel is closed for good
+};
+
+// "IDLE", "CONNECTING", "READY", "TRANSIENT_FAILURE" or "SHUTDOWN".
+std::string_view connectivity_state_name(ConnectivityState state);
+
 // A cheap-to-copy handle on a grpc::Channel. It connects lazily and reconnects by itself; name
 // resolution and load balancing are gRPC's.
 class Channel {
  public:
+  // Typed options: load balancing, compression, limits, keepalive (trellis/channel_builder.hpp).
+  class Builder;
+
   // A plaintext channel to `target`: "host:port", "dns:///host:port", "ipv4:127.0.0.1:50051",
   // "unix:/path/to/socket", or any other gRPC target string.
   static Channel insecure(const std::string& target);
   static Channel insecure(const std::string& target, const grpc::ChannelArguments& args);
+  // A TLS channel to `target`, or a mutual-TLS one when `options` hold a client certificate
+  // (trellis/tls.hpp), with `args` if given. Reads and checks the PEM files now, on the calling
+  // thread (keep it off a runtime worker), and fails naming the file when one cannot be read or
+  // holds no valid PEM. A server whose certificate does not chain to `options.ca` (or to the
+  // system's roots) fails the calls with UNAVAILABLE.
+  static Result<Channel> tls(const std::string& target, const TlsOptions& options);
+  static Result<Channel> tls(const std::string& target, const TlsOptions& options,
+                             const grpc::ChannelArguments& args);
   // A channel to `target` with `credentials` (TLS, for example) and `args`. Trellis keeps what the
   // channel was made with, so that with_layer() can make it again without gRPC's own retries.
   static Channel create(const std::string& target,
@@ -33,6 +61,20 @@ class Channel {
   explicit Channel(std::shared_ptr<grpc::Channel> channel) : channel_(std::move(channel)) {}
 
   const std::shared_ptr<grpc::Channel>& grpc_channel() const { return channel_; }
+
+  // The channel's state now. With `try_to_connect`, an idle channel starts connecting.
+  ConnectivityState state(bool try_to_connect = false) const;
+  // Completes with true once the state differs from `last_observed`, or with false when
+  // `deadline` passes first. Runs on the awaiting task's runtime and never blocks its worker.
+  // Cancelling the awaiting task (a cancellation slot) ends the wait with
+  // boost::system::system_error (operation_aborted) within half a second: gRPC has no way to
+  // take the watch back, so Trellis renews it every half second and looks between renewals
+  // (for the same reason a runtime shutdown may wait that long for a pending watch).
+  Task<bool> wait_for_state_change(ConnectivityState last_observed,
+                                   std::chrono::system_clock::time_point deadline) const;
+  // Connects, and completes with true once the channel is READY, or with false if it is not by
+  // `deadline` (a server that cannot be reached leaves it CONNECTING or TRANSIENT_FAILURE).
+  Task<bool> wait_until_ready(std::chrono::system_clock::time_point deadline) const;
 
   // A handle on the same target whose calls pass through `layer` (a Layer, a Stack or a
   // DynStack), outside any layers this handle already has. Clients made from the result run

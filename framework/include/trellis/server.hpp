@@ -7,9 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "trellis/compression.hpp"
+#include "trellis/keepalive.hpp"
 #include "trellis/layer.hpp"
 #include "trellis/result.hpp"
 #include "trellis/stack.hpp"
+#include "trellis/tls.hpp"
 
 namespace grpc {
 class ServerBuilder;
@@ -37,7 +40,15 @@ class Server {
     // Listens on `address` ("127.0.0.1:0", "[::]:50051", "unix:/tmp/sock") without TLS. With
     // port 0 the system picks a free port; Server::ports() tells which.
     Builder& add_insecure_port(std::string address);
-    // Serves `service`, which must outlive the server. Two services with one name are an error.
+    // Listens on `address` with TLS, or mutual TLS when `options` ask clients for a certificate
+    // (trellis/tls.hpp). build() reads and checks the PEM files then, on the calling thread, and
+    // fails naming the file when one cannot be read or holds no valid PEM; gRPC then watches them
+    // and new connections use what is on disk.
+    Builder& add_tls_port(std::string address, TlsServerOptions options);
+    // Serves `service`, which must outlive the server. Two services with one name are an error,
+    // and so is a service that another server was built with, even one that failed to bind its
+    // ports (grpc++ binds a service to the first server started with it, for the rest of the
+    // service's life).
     // `layer` (a Layer, a Stack, or a DynStack) wraps this service's methods only, inside the
     // server-wide layers.
     Builder& add_service(Service& service, BoxLayer layer = {});
@@ -47,8 +58,26 @@ class Server {
     // How many calls per method each worker keeps requested ahead of arrival (default 2). More
     // lowers accept latency under bursts; each one is a pending operation on the worker's queue.
     Builder& requests_per_worker(int n);
-    // Escape hatch: adjust the underlying grpc::ServerBuilder (message size limits, channel
-    // arguments, keepalive) before the server starts.
+    // The largest message a call may receive (default 4 MiB) and send (default unlimited), in
+    // bytes; -1 is unlimited. A larger message fails the call with RESOURCE_EXHAUSTED.
+    Builder& max_receive_message_size(int bytes);
+    Builder& max_send_message_size(int bytes);
+    // How responses are compressed unless a handler says otherwise (default kNone).
+    Builder& default_compression(Compression compression);
+    // Pings every connection's client as `keepalive` says (default: every 2 hours), and
+    // cancels the calls of a client that stops answering.
+    Builder& keepalive(Keepalive keepalive);
+    // Clients' pings are tolerated this often at most (default 5 minutes); see Keepalive.
+    Builder& min_ping_interval(std::chrono::milliseconds interval);
+    // Closes (with GOAWAY) a connection that carried no call for `idle`, and any connection once
+    // it is `age` old, letting its calls run for up to `grace` more. Clients reconnect, and meet
+    // new servers behind a load balancer or a DNS name. Default: never.
+    Builder& max_connection_idle(std::chrono::milliseconds idle);
+    Builder& max_connection_age(std::chrono::milliseconds age, std::chrono::milliseconds grace);
+    // Calls one connection may carry at once (default unlimited); a client queues the others.
+    Builder& max_concurrent_streams(int streams);
+    // Escape hatch: adjust the underlying grpc::ServerBuilder before the server starts, after
+    // the typed options above (which set channel arguments of the same names).
     Builder& configure(std::function<void(grpc::ServerBuilder&)> fn);
 
     // Starts the server; an error (for example an address that cannot be bound) as a Status.
@@ -57,6 +86,7 @@ class Server {
    private:
     Runtime* runtime_;
     std::vector<std::string> addresses_;
+    std::vector<std::pair<std::size_t, TlsServerOptions>> tls_ports_;  // (index in addresses_, TLS)
     std::vector<Service*> services_;
     std::vector<BoxLayer> service_layers_;  // one per service
     DynStack layers_;
@@ -73,9 +103,11 @@ class Server {
   // ports().front().
   int port() const;
 
-  // Graceful shutdown: stops accepting calls at once, lets in-flight calls finish for up to
-  // `grace`, then cancels the rest (their handlers see cancellation) and waits until they are
-  // gone. Blocks; must not be called on a runtime worker thread. Idempotent.
+  // Graceful shutdown: first calls every served service's on_server_shutdown hook (a
+  // HealthService turns every status NOT_SERVING and tells its watchers), then stops accepting
+  // calls, lets in-flight calls finish for up to `grace`, then cancels the rest (their handlers
+  // see cancellation) and waits until they are gone. Blocks; must not be called on a runtime
+  // worker thread. Idempotent.
   void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 
   class State;

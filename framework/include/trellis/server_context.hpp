@@ -10,8 +10,10 @@
 #include <string_view>
 #include <vector>
 
+#include "trellis/compression.hpp"
 #include "trellis/extensions.hpp"
 #include "trellis/metadata.hpp"
+#include "trellis/peer_identity.hpp"
 #include "trellis/status.hpp"
 
 namespace grpc {
@@ -84,11 +86,21 @@ class ServerContext {
   std::vector<std::string_view> request_metadata_values(std::string_view key) const;
   // The peer's address, as gRPC spells it ("ipv4:127.0.0.1:51234").
   std::string peer() const;
+  // The client's verified certificate on a mutual-TLS port (trellis/peer_identity.hpp); nullopt
+  // for a client without one, and on insecure and plain TLS ports. Computed from gRPC's auth
+  // context each time it is asked for (keep the result), never before: calls that do not ask pay
+  // nothing for it. Belongs to the handler's thread, like the metadata.
+  std::optional<PeerIdentity> peer_identity() const;
 
   // Adds a response header; takes effect only before the response starts (unary: always).
   void add_initial_metadata(std::string key, std::string value);
   // Adds a response trailer.
   void add_trailing_metadata(std::string key, std::string value);
+  // Compresses this call's responses with `compression` (if the client accepts it), instead of
+  // the server's default (trellis/compression.hpp). Takes effect only before the response
+  // starts: in a unary handler, any time before it returns; in a streaming one, before its
+  // first write.
+  void set_compression(Compression compression);
 
   // True once the call is cancelled (by the client, by cancel_with) or its deadline has passed.
   bool is_cancelled() const;
@@ -105,7 +117,7 @@ class ServerContext {
   Extensions& extensions() { return extensions_; }
   const Extensions& extensions() const { return extensions_; }
 
-  // The underlying grpc++ context, for what Trellis does not wrap (auth context, compression).
+  // The underlying grpc++ context, for what Trellis does not wrap.
   grpc::ServerContext& grpc_context() { return *grpc_; }
 
  private:

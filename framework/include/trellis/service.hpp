@@ -4,6 +4,7 @@
 #include <grpcpp/impl/service_type.h>
 #include <grpcpp/support/byte_buffer.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -241,6 +242,23 @@ class Service {
  protected:
   explicit Service(std::string full_name);
 
+  // Lifecycle hooks: every Server this service is added to calls them, with no lock of its own
+  // held. Overrides must be quick and must not call back into the server; the defaults do
+  // nothing. Services that follow the server's life use them (trellis/health.hpp,
+  // trellis/reflection.hpp).
+  //
+  // on_server_start: from Server::Builder::build, on the thread that calls it, once the server
+  // listens and before any handler of it can run (a handler's calls to this service therefore
+  // see what the hook did). `services`: the full names of every service the server serves, this
+  // one included, in the order they were added.
+  virtual void on_server_start(const std::vector<std::string>& services);
+  // on_server_shutdown: from the first Server::shutdown (or the server's destructor), on the
+  // thread that calls it (never a runtime worker), before the server stops accepting calls and
+  // drains them: the grace period has not started yet, and in-flight calls are still running.
+  // A service whose calls would otherwise run until the grace expires (a long-lived watch) ends
+  // them here, or makes them end soon, so that they do not hold the drain.
+  virtual void on_server_shutdown();
+
   // Registers `handler` for the unary method `path` ("/package.Service/Method").
   // `idempotency`: the method's idempotency_level option, for middleware.
   template <class Svc, class Req, class Resp>
@@ -287,6 +305,8 @@ class Service {
   std::vector<std::unique_ptr<detail::UnaryMethod>> unary_methods_;
   std::vector<std::unique_ptr<detail::StreamMethod>> stream_methods_;
   detail::GrpcService grpc_service_;
+  // Set when a server is built with this service: grpc++ binds a service to one server for good.
+  std::atomic<bool> served_{false};
 };
 
 }  // namespace trellis

@@ -1,0 +1,27 @@
+// trellis_echo_server: the Trellis test server (trellis.testing.Echo) as a process of its own,
+// for tests that need a backend they can kill. Listens on 127.0.0.1 on a free port, prints
+// "listening on port N", and serves until SIGTERM or SIGINT (a graceful shutdown) or SIGKILL.
+#include <chrono>
+#include <cstdio>
+
+#include "echo_service.hpp"
+#include "trellis/runtime.hpp"
+#include "trellis/server.hpp"
+
+int main() {
+  auto runtime = trellis::Runtime::multi_thread().worker_threads(1).build();
+  trellis::testing::EchoImpl echo;
+  auto server =
+      trellis::Server::Builder(*runtime).add_insecure_port("127.0.0.1:0").add_service(echo).build();
+  if (!server.ok()) {
+    std::fprintf(stderr, "trellis_echo_server: %s\n", server.status().to_string().c_str());
+    return 1;
+  }
+  std::printf("listening on port %d\n", (*server)->port());
+  std::fflush(stdout);
+  trellis::wait_for_shutdown_signal();
+  (*server)->shutdown(std::chrono::seconds(5));
+  server->reset();
+  runtime->shutdown();
+  return 0;
+}
