@@ -154,6 +154,21 @@ TEST_F(ClientOptionsTest, KeepaliveNoticesAServerThatStoppedAnswering) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status();
 }
 
+// permit_without_calls: the channel pings an idle connection too, so it notices a server that
+// stopped answering while no call is open, and leaves READY.
+TEST_F(ClientOptionsTest, KeepaliveWithoutCallsNoticesAStoppedServerWhileIdle) {
+  Channel channel = Channel::Builder(target(python_.port()))
+                        .keepalive({.time = 500ms, .timeout = 500ms, .permit_without_calls = true})
+                        .build()
+                        .value();
+  auto deadline = [] { return std::chrono::system_clock::now() + kWaitBound; };
+  ASSERT_TRUE(run(channel.wait_until_ready(deadline())));
+  ASSERT_TRUE(python_.process().send_signal(SIGSTOP));
+  bool changed = run(channel.wait_for_state_change(ConnectivityState::kReady, deadline()));
+  python_.process().send_signal(SIGCONT);
+  EXPECT_TRUE(changed) << "still " << connectivity_state_name(channel.state());
+}
+
 // ------------------------------------------------------ python client, Trellis server
 
 class ServerOptionsTest : public EndToEndTest {
@@ -237,6 +252,38 @@ TEST_F(ServerOptionsTest, KeepaliveCancelsTheCallsOfAClientThatStoppedAnswering)
   ASSERT_TRUE(client->send_signal(SIGSTOP));
   EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
   client->send_signal(SIGKILL);
+}
+
+// A server tolerates clients' pings no more often than min_ping_interval (5 minutes by default,
+// and never without calls): a client that pings every 200 ms on an idle connection is sent
+// GOAWAY (too_many_pings) and leaves READY. With min_ping_interval and permit_without_calls the
+// same client keeps its connection: it stays READY through ten of its pings.
+TEST_F(ServerOptionsTest, MinPingIntervalDecidesWhetherAPingingClientIsToldToGoAway) {
+  auto deadline = [](auto in) { return std::chrono::system_clock::now() + in; };
+  auto pinging = [&] {
+    return Channel::Builder(target(server_->port()))
+        .keepalive({.time = 200ms, .timeout = 10s, .permit_without_calls = true})
+        .build()
+        .value();
+  };
+  start([](Server::Builder&) {}, echo_);
+  Channel strict = pinging();
+  ASSERT_TRUE(run(strict.wait_until_ready(deadline(kWaitBound))));
+  EXPECT_TRUE(run(strict.wait_for_state_change(ConnectivityState::kReady, deadline(kWaitBound))))
+      << "a server with the default ping policy kept a client that pings every 200 ms";
+
+  server_->shutdown(kShutdownGrace);
+  server_.reset();
+  proxy_.reset();
+  start(
+      [](Server::Builder& b) {
+        b.min_ping_interval(100ms).keepalive({.permit_without_calls = true});
+      },
+      second_echo_);
+  Channel tolerated = pinging();
+  ASSERT_TRUE(run(tolerated.wait_until_ready(deadline(kWaitBound))));
+  EXPECT_FALSE(run(tolerated.wait_for_state_change(ConnectivityState::kReady, deadline(2s))))
+      << "the connection went " << connectivity_state_name(tolerated.state());
 }
 
 // max_connection_idle closes a connection that carries no call; the channel sees it go (and

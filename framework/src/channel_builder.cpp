@@ -47,6 +47,9 @@ Channel::Builder& Channel::Builder::keepalive(Keepalive keepalive) {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, detail::to_grpc_ms(keepalive.time));
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, detail::to_grpc_ms(keepalive.timeout));
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, keepalive.permit_without_calls ? 1 : 0);
+    // gRPC otherwise stops after two pings without data in between: an idle connection would be
+    // watched for its first two pings only.
+    if (keepalive.permit_without_calls) args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   });
 }
 

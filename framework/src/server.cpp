@@ -718,6 +718,10 @@ Server::Builder& Server::Builder::keepalive(Keepalive keepalive) {
     b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, detail::to_grpc_ms(keepalive.timeout));
     b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
                          keepalive.permit_without_calls ? 1 : 0);
+    // As on a channel (channel_builder.cpp): keep pinging an idle connection.
+    if (keepalive.permit_without_calls) {
+      b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    }
   });
 }
 

@@ -17,7 +17,9 @@ struct Keepalive {
   std::chrono::milliseconds time{std::chrono::minutes(2)};
   // The connection is closed when a ping is not acknowledged within this.
   std::chrono::milliseconds timeout{std::chrono::seconds(20)};
-  // Ping also while the connection carries no call. On a server, this also lets clients do so.
+  // Ping also while the connection carries no call, every `time`, for as long as it is idle
+  // (gRPC's own default stops after two pings without data). On a server, this also lets
+  // clients ping an idle connection.
   bool permit_without_calls = false;
 };
 
