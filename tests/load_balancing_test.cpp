@@ -1,6 +1,6 @@
 // Load balancing and name resolution through Channel::Builder: round_robin over an address list
 // of three Trellis servers in processes of their own, one of which is killed under load; a dns:
-// target; wait_for_ready.
+// target and its re-resolution; wait_for_ready.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -14,6 +14,7 @@
 
 #include "echo_service.hpp"
 #include "end_to_end.hpp"
+#include "python_peer.hpp"
 #include "subprocess.hpp"
 #include "trellis/channel_builder.hpp"
 #include "trellis/client.hpp"
@@ -165,6 +166,60 @@ TEST(NameResolutionTest, DnsTargetReachesTheServer) {
   EXPECT_EQ(r->message(), "resolved");
   (*server)->shutdown(kShutdownGrace);
   server->reset();  // servers go before their runtime
+  runtime->shutdown(kShutdownGrace);
+}
+
+// dns: names are resolved again when the connection fails: a name whose address moved (a fake DNS
+// server, tests/python/fake_dns.py, named in the target's authority) takes the channel to the new
+// address once the old server goes away.
+TEST(NameResolutionTest, DnsTargetIsResolvedAgainWhenItsServerGoesAway) {
+  std::string error;
+  auto dns =
+      Subprocess::start(python("fake_dns.py", {"--answer", "127.0.0.1"}), python_env(), &error);
+  ASSERT_NE(dns, nullptr) << error;
+  auto listening = dns->wait_for_line("dns listening on port ", deadline_in(kWaitBound));
+  ASSERT_TRUE(listening) << dns->output();
+  const std::string dns_port = listening->substr(std::string("dns listening on port ").size());
+
+  auto runtime = Runtime::multi_thread().worker_threads(2).build();
+  EchoImpl first_echo, second_echo;
+  auto first =
+      Server::Builder(*runtime).add_insecure_port("127.0.0.1:0").add_service(first_echo).build();
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string port = std::to_string((*first)->port());
+  // The same port on another loopback address: the name's A record is all that changes.
+  auto second = Server::Builder(*runtime)
+                    .add_insecure_port("127.0.0.2:" + port)
+                    .add_service(second_echo)
+                    .build();
+  ASSERT_TRUE(second.ok()) << second.status();
+
+  Channel channel =
+      Channel::Builder("dns://127.0.0.1:" + dns_port + "/greeter.trellis.test:" + port)
+          .dns_min_time_between_resolutions(100ms)
+          .build()
+          .value();
+  auto peer_of_a_call = [&] {
+    ResponseMetadata response;
+    auto r = run_bounded(*runtime, EchoClient(channel).Echo(
+                                       EchoRequest(), CallOptions()
+                                                          .set_timeout(kWaitBound)
+                                                          .set_wait_for_ready(true)
+                                                          .capture_response_metadata(&response)));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return response.peer;
+  };
+  EXPECT_EQ(peer_of_a_call(), "ipv4:127.0.0.1:" + port);
+
+  ASSERT_TRUE(dns->write_stdin("answer 127.0.0.2\n"));
+  ASSERT_TRUE(dns->wait_for_line("answering 127.0.0.2", deadline_in(kWaitBound)));
+  (*first)->shutdown(kShutdownGrace);
+  first->reset();
+  EXPECT_EQ(peer_of_a_call(), "ipv4:127.0.0.2:" + port);
+  EXPECT_EQ(second_echo.observed.calls.load(), 1);
+
+  (*second)->shutdown(kShutdownGrace);
+  second->reset();
   runtime->shutdown(kShutdownGrace);
 }
 

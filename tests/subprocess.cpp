@@ -229,6 +229,16 @@ bool Subprocess::send_signal(int signo) {
 
 void Subprocess::close_stdin() { close_fd(in_fd_); }
 
+bool Subprocess::write_stdin(std::string_view text) {
+  while (!text.empty() && in_fd_ >= 0) {
+    ssize_t n = ::write(in_fd_, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return text.empty();
+}
+
 ExitStatus Subprocess::wait(Deadline deadline) {
   while (!reaped_ || out_fd_ >= 0) {
     if (reaped_) {

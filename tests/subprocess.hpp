@@ -65,6 +65,9 @@ class Subprocess {
 
   // Closes the child's stdin.
   void close_stdin();
+  // Writes `text` to the child's stdin (small writes: a pipe takes them at once); false if the
+  // child's stdin is closed.
+  bool write_stdin(std::string_view text);
 
   // Waits until the child exits and its output is read, or `deadline` passes; in that case kills
   // it with SIGKILL, reaps it and reports timed_out. Returns how it ended.
