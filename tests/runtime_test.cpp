@@ -88,6 +88,41 @@ TEST(RuntimeTest, SpawnJoinYieldsValue) {
   EXPECT_TRUE(handle.is_finished());
 }
 
+// The stack address of the caller's frame (a coroutine's locals live in its frame, not there).
+[[gnu::noinline]] std::uintptr_t stack_position() {
+  return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+}
+
+// Joining a task that has already finished completes through the joiner's queue, not inside
+// join() (Asio's rule for initiating functions): a loop over finished handles resumes at the same
+// stack depth each time instead of nesting one frame per handle until the stack overflows.
+TEST(RuntimeTest, JoiningFinishedTasksDoesNotNestResumptions) {
+  auto rt = make_runtime(1);
+  constexpr int kTasks = 1000;
+  auto depth_range = run(*rt, [&]() -> Task<std::ptrdiff_t> {
+    std::vector<JoinHandle<int>> handles;
+    for (int i = 0; i < kTasks; ++i) {
+      handles.push_back(rt->spawn([](int v) -> Task<int> { co_return v; }(i)));
+    }
+    for (auto& h : handles) {
+      while (!h.is_finished()) co_await boost::asio::post(use_task);  // a yield, not a sleep
+    }
+    std::uintptr_t lowest = UINTPTR_MAX;
+    std::uintptr_t highest = 0;
+    int sum = 0;
+    for (auto& h : handles) {
+      sum += co_await h.join();
+      const std::uintptr_t at = stack_position();
+      lowest = std::min(lowest, at);
+      highest = std::max(highest, at);
+    }
+    EXPECT_EQ(sum, kTasks * (kTasks - 1) / 2);
+    co_return static_cast<std::ptrdiff_t>(highest - lowest);
+  }());
+  // Nested resumptions would take at least a few hundred bytes of stack per handle.
+  EXPECT_LT(depth_range, 4096);
+}
+
 TEST(RuntimeTest, SpawnJoinRethrowsTaskException) {
   auto rt = make_runtime();
   auto handle = rt->spawn([]() -> Task<int> {

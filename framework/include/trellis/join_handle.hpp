@@ -78,14 +78,6 @@ class JoinStateBase {
     count_finish(*core_, error_ != nullptr);
     return std::exchange(waiter_, nullptr);
   }
-  // Installs `waiter` to run on completion, or returns it to run now if already complete.
-  Runnable* await(Runnable* waiter) {
-    std::lock_guard lock(mu_);
-    observed_ = true;
-    if (done_) return waiter;
-    waiter_ = waiter;
-    return nullptr;
-  }
 
   mutable std::mutex mu_;
   bool done_ = false;
@@ -121,24 +113,45 @@ class JoinState : public JoinStateBase {
 
   template <class Handler>
   void join(std::shared_ptr<JoinState> self, Handler handler) {
-    auto waiter = make_runnable([self, h = std::move(handler)]() mutable {
-      auto ex = boost::asio::get_associated_executor(h, self->executor());
-      // Only one join() may consume the value; later ones see it moved-from.
-      if constexpr (std::is_void_v<T>) {
-        boost::asio::dispatch(ex,
-                              [h = std::move(h), e = self->error_]() mutable { std::move(h)(e); });
-      } else {
-        T value = self->value_ ? std::move(*self->value_) : T();
-        boost::asio::dispatch(ex,
-                              [h = std::move(h), e = self->error_, v = std::move(value)]() mutable {
-                                std::move(h)(e, std::move(v));
-                              });
+    {
+      std::lock_guard lock(mu_);
+      observed_ = true;
+      if (!done_) {
+        waiter_ = make_runnable([self, h = std::move(handler)]() mutable {
+          self->deliver(std::move(h), /*from_initiation=*/false);
+        });
+        return;
       }
-    });
-    if (Runnable* now = await(waiter)) now->run();
+    }
+    deliver(std::move(handler), /*from_initiation=*/true);
   }
 
  private:
+  // Hands the outcome to the joiner. From inside join() itself (the task had already finished)
+  // it is posted, never run inline: an operation must not complete inside its initiating
+  // function (Asio's rule), or `for (auto& h : handles) co_await h.join();` over finished tasks
+  // would nest one resumption per handle and overflow the stack.
+  template <class Handler>
+  void deliver(Handler h, bool from_initiation) {
+    auto ex = boost::asio::get_associated_executor(h, executor());
+    auto send = [&](auto fn) {
+      if (from_initiation) {
+        boost::asio::post(ex, std::move(fn));
+      } else {
+        boost::asio::dispatch(ex, std::move(fn));
+      }
+    };
+    // Only one join() may consume the value; later ones see it moved-from.
+    if constexpr (std::is_void_v<T>) {
+      send([h = std::move(h), e = error_]() mutable { std::move(h)(e); });
+    } else {
+      T value = value_ ? std::move(*value_) : T();
+      send([h = std::move(h), e = error_, v = std::move(value)]() mutable {
+        std::move(h)(e, std::move(v));
+      });
+    }
+  }
+
   struct Empty {};
   std::optional<std::conditional_t<std::is_void_v<T>, Empty, T>> value_;
 };
