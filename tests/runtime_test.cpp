@@ -2,6 +2,8 @@
 #include "trellis/runtime.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -156,6 +158,7 @@ TEST(RuntimeTest, UnobservedFailureReachesErrorHook) {
   auto f = reported.get_future();
   ASSERT_EQ(f.wait_for(kWaitBound), std::future_status::ready);
   EXPECT_EQ(f.get(), "lost?");
+  EXPECT_EQ(rt->metrics().tasks_unobserved, 1u);
 }
 
 TEST(RuntimeTest, AbortCancelsSuspendedTask) {
@@ -436,6 +439,129 @@ TEST(RuntimeTest, MetricsCountTasks) {
   EXPECT_EQ(m.tasks_failed, 1u);
   EXPECT_EQ(m.tasks_alive, 0u);
   EXPECT_EQ(m.workers.size(), 2u);
+}
+
+// A worker blocked on purpose (the test's own latch) while the test looks at what queues up.
+// Returns once the worker is inside the blocking runnable; release() lets it go.
+class BlockedWorker {
+ public:
+  explicit BlockedWorker(Executor ex) {
+    boost::asio::post(ex, [this] {
+      entered_.set_value();
+      release_.get_future().wait();
+    });
+    EXPECT_EQ(entered_.get_future().wait_for(kWaitBound), std::future_status::ready);
+  }
+  ~BlockedWorker() { release(); }
+  void release() {
+    if (!released_) release_.set_value();
+    released_ = true;
+  }
+
+ private:
+  std::promise<void> entered_, release_;
+  bool released_ = false;
+};
+
+TEST(RuntimeTest, MetricsShowTheInboxOfABusyWorker) {
+  auto rt = Runtime::single_thread().watchdog(0ms).build();
+  BlockedWorker blocked(rt->executor(0));
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 3; ++i) boost::asio::post(rt->executor(0), [&] { ++ran; });
+  auto m = rt->metrics().workers.at(0);
+  EXPECT_EQ(m.inbox_depth, 3u);
+  EXPECT_EQ(m.local_queue_depth, 0u);
+  EXPECT_EQ(m.queue_depth, 3u);
+  blocked.release();
+  ASSERT_TRUE(testing::wait_until([&] { return ran.load() == 3; }, "the posted work to run"));
+  ASSERT_TRUE(testing::wait_until([&] { return rt->metrics().workers[0].queue_depth == 0; },
+                                  "the queue to empty"));
+  EXPECT_EQ(rt->metrics().workers[0].inbox_depth, 0u);
+}
+
+TEST(RuntimeTest, MetricsShowLocalQueueTimersAndPolls) {
+  auto rt = Runtime::single_thread().watchdog(0ms).build();
+  auto before = rt->metrics().workers.at(0);
+  // Work a task queues on its own worker waits in the local queue until the task suspends.
+  auto local = run(*rt, []() -> Task<RuntimeMetrics::WorkerMetrics> {
+    auto ex = co_await boost::asio::this_coro::executor;
+    for (int i = 0; i < 5; ++i) boost::asio::post(ex, [] {});
+    co_return Runtime::current()->metrics().workers.at(0);
+  }());
+  EXPECT_EQ(local.local_queue_depth, 5u);
+  EXPECT_EQ(local.inbox_depth, 0u);
+
+  // A timer is pending until it fires or is cancelled.
+  auto sleeper = rt->spawn([]() -> Task<void> { co_await sleep_for(1h); }());
+  ASSERT_TRUE(testing::wait_until([&] { return rt->metrics().workers[0].timers_pending == 1; },
+                                  "the timer to be scheduled"));
+  sleeper.abort();
+  ASSERT_TRUE(testing::wait_until([&] { return rt->metrics().workers[0].timers_pending == 0; },
+                                  "the timer to be cancelled"));
+
+  // One long poll: it is the maximum, and the histogram puts it in the (10 ms, 100 ms] bucket.
+  run(*rt, []() -> Task<void> {
+    auto end = std::chrono::steady_clock::now() + 20ms;
+    while (std::chrono::steady_clock::now() < end) {
+    }
+    co_return;
+  }());
+  auto after = rt->metrics().workers.at(0);
+  EXPECT_GT(after.polls, before.polls);
+  EXPECT_GE(after.max_poll_time, 20ms);
+  EXPECT_GT(after.busy_time, before.busy_time + 20ms);
+  EXPECT_GE(after.poll_time_histogram[4], 1u);  // bounds: 10us 100us 1ms 10ms [100ms] 1s
+  std::uint64_t counted = 0;
+  for (auto n : after.poll_time_histogram) counted += n;
+  // Each poll lands in exactly one bucket (read after the polls above, while the worker may go on
+  // polling: at least as many).
+  EXPECT_GE(counted, after.polls);
+}
+
+TEST(RuntimeTest, MetricsShowTheBlockingPool) {
+  auto rt = Runtime::single_thread().max_blocking_threads(1).build();
+  std::promise<void> entered, release;
+  auto release_future = release.get_future().share();
+  auto first = rt->spawn([&]() -> Task<void> {
+    co_await Runtime::current()->spawn_blocking([&] {
+      entered.set_value();
+      release_future.wait();
+    });
+  }());
+  ASSERT_EQ(entered.get_future().wait_for(kWaitBound), std::future_status::ready);
+  auto queued = rt->spawn([&]() -> Task<void> {
+    co_await Runtime::current()->spawn_blocking([] {});
+    co_await Runtime::current()->spawn_blocking([] {});
+  }());
+  ASSERT_TRUE(testing::wait_until([&] { return rt->metrics().blocking_queue_depth == 1; },
+                                  "the second job to queue behind the first"));
+  auto m = rt->metrics();
+  EXPECT_EQ(m.blocking_threads, 1u);
+  EXPECT_EQ(m.blocking_threads_max, 1u);
+  release.set_value();
+  run(*rt, first.join());
+  run(*rt, queued.join());
+  EXPECT_EQ(rt->metrics().blocking_queue_depth, 0u);
+}
+
+TEST(RuntimeTest, MetricsCountOpenFilesAgainstTheLimit) {
+  auto rt = make_runtime(1);
+  auto before = rt->metrics();
+  ASSERT_GT(before.open_fds, 0);
+  rlimit lim{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &lim), 0);
+  if (lim.rlim_cur != RLIM_INFINITY) {
+    EXPECT_EQ(before.fd_limit, static_cast<std::int64_t>(lim.rlim_cur));
+  }
+  std::array<int, 2> fds[5];
+  for (auto& p : fds) ASSERT_EQ(pipe(p.data()), 0);
+  auto after = rt->metrics();
+  for (auto& p : fds) {
+    close(p[0]);
+    close(p[1]);
+  }
+  // gRPC's own threads may open descriptors meanwhile, never close ours.
+  EXPECT_GE(after.open_fds, before.open_fds + 10);
 }
 
 }  // namespace

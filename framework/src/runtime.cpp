@@ -1,5 +1,6 @@
 #include "trellis/runtime.hpp"
 
+#include <dirent.h>
 #include <grpcpp/server_builder.h>
 #include <pthread.h>
 #include <sys/resource.h>
@@ -58,6 +59,32 @@ void raise_fd_limit_once() {
   });
 }
 
+// RuntimeMetrics::kPollTimeBounds in nanoseconds, for the comparison on every poll.
+constexpr auto kPollBoundsNs = [] {
+  std::array<std::int64_t, RuntimeMetrics::kPollTimeBounds.size()> ns{};
+  for (std::size_t i = 0; i < ns.size(); ++i) ns[i] = RuntimeMetrics::kPollTimeBounds[i].count();
+  return ns;
+}();
+
+// Descriptors open in this process (the entries of /proc/self/fd, less the one reading it), and
+// RLIMIT_NOFILE's soft limit; -1 where unknown or unlimited.
+std::int64_t count_open_fds() {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  std::int64_t n = 0;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] != '.') ++n;
+  }
+  closedir(dir);
+  return n - 1;
+}
+
+std::int64_t open_file_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return -1;
+  return static_cast<std::int64_t>(lim.rlim_cur);
+}
+
 gpr_timespec to_gpr_deadline(std::chrono::steady_clock::time_point when) {
   auto delta =
       std::chrono::duration_cast<std::chrono::nanoseconds>(when - std::chrono::steady_clock::now())
@@ -106,6 +133,7 @@ void Worker::post(Runnable* r) {
     }
     inbox_.push(r);
     depth_.fetch_add(1, std::memory_order_relaxed);
+    inbox_depth_.store(inbox_.size(), std::memory_order_relaxed);
     // One pending alarm wakes the worker for any number of posts; it is re-armed only after
     // the worker has taken the inbox, so no post is ever left without a wakeup.
     if (!cq_closed_ && !wake_pending_.exchange(true, std::memory_order_acq_rel)) {
@@ -122,6 +150,7 @@ void Worker::Wakeup::complete(bool) {
 void Worker::drain_inbox() {
   std::lock_guard lock(inbox_mu_);
   local_.append(inbox_);
+  inbox_depth_.store(0, std::memory_order_relaxed);
 }
 
 void Worker::track(CancellableOp* op) {
@@ -151,9 +180,35 @@ void Worker::timed(Fn&& fn) {
     core_->report(std::current_exception(), "exception escaped a runtime worker callback");
   }
   resumption_start_.store(0, std::memory_order_relaxed);
-  // Single writer (this worker): a plain load and store, no locked read-modify-write per event.
-  busy_ns_.store(busy_ns_.load(std::memory_order_relaxed) + (now_ns() - start),
-                 std::memory_order_relaxed);
+  const std::int64_t elapsed = now_ns() - start;
+  // Single writer (this worker): plain loads and stores, no locked read-modify-write per poll.
+  auto add = [](auto& counter, auto n) {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  };
+  add(busy_ns_, elapsed);
+  add(polls_, 1);
+  if (elapsed > max_poll_ns_.load(std::memory_order_relaxed)) {
+    max_poll_ns_.store(elapsed, std::memory_order_relaxed);
+  }
+  std::size_t bucket = 0;
+  while (bucket < kPollBoundsNs.size() && elapsed > kPollBoundsNs[bucket]) ++bucket;
+  add(poll_buckets_[bucket], 1);
+}
+
+RuntimeMetrics::WorkerMetrics Worker::metrics() const {
+  RuntimeMetrics::WorkerMetrics m;
+  m.polls = polls_.load(std::memory_order_relaxed);
+  m.busy_time = std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed));
+  m.max_poll_time = std::chrono::nanoseconds(max_poll_ns_.load(std::memory_order_relaxed));
+  for (std::size_t i = 0; i < poll_buckets_.size(); ++i) {
+    m.poll_time_histogram[i] = poll_buckets_[i].load(std::memory_order_relaxed);
+  }
+  m.queue_depth = depth_.load(std::memory_order_relaxed);
+  m.inbox_depth = std::min(m.queue_depth, inbox_depth_.load(std::memory_order_relaxed));
+  m.local_queue_depth = m.queue_depth - m.inbox_depth;
+  m.events = events_.load(std::memory_order_relaxed);
+  m.timers_pending = timers_pending_.load(std::memory_order_relaxed);
+  return m;
 }
 
 void Worker::run_ready() {
@@ -199,6 +254,7 @@ void Worker::heap_remove(std::size_t i) {
     heap_[i]->heap_index = i;
   }
   heap_.pop_back();
+  timers_pending_.store(heap_.size(), std::memory_order_relaxed);
   if (i < heap_.size()) {
     heap_down(i);
     heap_up(i);
@@ -218,6 +274,7 @@ bool Worker::try_schedule(TimerOp* op) {
   if (stopping_) return false;
   op->heap_index = heap_.size();
   heap_.push_back(op);
+  timers_pending_.store(heap_.size(), std::memory_order_relaxed);
   heap_up(op->heap_index);
   return true;
 }
@@ -245,6 +302,7 @@ void Worker::begin_stop() {
   for (CancellableOp* op = live_ops_; op != nullptr; op = op->next) op->cancel();
   std::vector<TimerOp*> timers;
   timers.swap(heap_);
+  timers_pending_.store(0, std::memory_order_relaxed);
   for (TimerOp* op : timers) {
     op->heap_index = static_cast<std::size_t>(-1);
     timed([op] { op->fire(boost::asio::error::operation_aborted); });
@@ -310,8 +368,10 @@ void Worker::run() {
     local_.discard_all();
   }
   depth_.store(0, std::memory_order_relaxed);
+  inbox_depth_.store(0, std::memory_order_relaxed);
   for (TimerOp* op : heap_) op->discard();
   heap_.clear();
+  timers_pending_.store(0, std::memory_order_relaxed);
   if (core_->on_thread_stop) core_->on_thread_stop();
   tl_worker = nullptr;
 }
@@ -520,6 +580,7 @@ void count_finish(RuntimeCore& core, bool failed) noexcept {
 }
 
 void report_unobserved(RuntimeCore& core, std::exception_ptr error) noexcept {
+  core.tasks_unobserved.fetch_add(1, std::memory_order_relaxed);
   core.report(std::move(error), "a spawned task failed and its JoinHandle was never joined");
 }
 
@@ -624,9 +685,12 @@ RuntimeMetrics Runtime::metrics() const {
   m.tasks_alive = core_->tasks_alive.load();
   m.tasks_completed = core_->tasks_completed.load();
   m.tasks_failed = core_->tasks_failed.load();
-  m.blocking_threads = core_->blocking_thread_count();
+  m.tasks_unobserved = core_->tasks_unobserved.load();
+  core_->read_blocking_pool(m);
+  m.open_fds = detail::count_open_fds();
+  m.fd_limit = detail::open_file_limit();
   for (auto& w : core_->workers) {
-    m.workers.push_back({w->busy_time(), w->queue_depth(), w->events()});
+    m.workers.push_back(w->metrics());
     m.server_calls += w->live_server_calls.load(std::memory_order_relaxed);
     m.client_calls += w->live_client_calls.load(std::memory_order_relaxed);
   }

@@ -36,6 +36,7 @@ class RuntimeCore {
 
   std::atomic<std::uint64_t> tasks_spawned{0}, tasks_completed{0}, tasks_failed{0};
   std::atomic<std::uint64_t> tasks_alive{0};
+  std::atomic<std::uint64_t> tasks_unobserved{0};
   std::mutex alive_mu;
   std::condition_variable alive_cv;
 
@@ -72,9 +73,12 @@ class RuntimeCore {
   bool io_closed_ = false;
 
  public:
-  std::size_t blocking_thread_count() {
+  // The spawn_blocking pool's part of Runtime::metrics().
+  void read_blocking_pool(RuntimeMetrics& m) {
     std::lock_guard lock(blocking_mu_);
-    return blocking_threads_.size();
+    m.blocking_threads = blocking_threads_.size();
+    m.blocking_threads_max = max_blocking_;
+    m.blocking_queue_depth = blocking_queue_.size();
   }
 };
 

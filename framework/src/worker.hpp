@@ -4,6 +4,7 @@
 #include <grpcpp/alarm.h>
 #include <grpcpp/completion_queue.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "trellis/detail/runnable.hpp"
+#include "trellis/runtime.hpp"
 #include "trellis/timer.hpp"
 
 namespace trellis::detail {
@@ -106,11 +108,8 @@ class Worker {
   std::int64_t resumption_start() const {
     return resumption_start_.load(std::memory_order_relaxed);
   }
-  std::chrono::nanoseconds busy_time() const {
-    return std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed));
-  }
-  std::uint64_t events() const { return events_.load(std::memory_order_relaxed); }
-  std::size_t queue_depth() const { return depth_.load(std::memory_order_relaxed); }
+  // A reading of the worker's counters for Runtime::metrics(); from any thread.
+  RuntimeMetrics::WorkerMetrics metrics() const;
 
   // Call objects alive on this worker: accepted server calls and started client calls. Written
   // only by the worker thread (count_call), read by Runtime::metrics; tests use them to find
@@ -164,10 +163,20 @@ class Worker {
   bool stopping_ = false;  // worker thread only
   bool cq_shutdown_called_ = false;
 
+  // Written by the worker thread only (single writer: plain loads and stores, no locked
+  // read-modify-write per poll), read by metrics() from any thread.
   std::atomic<std::int64_t> resumption_start_{0};
   std::atomic<std::int64_t> busy_ns_{0};
+  std::atomic<std::uint64_t> polls_{0};
+  std::atomic<std::int64_t> max_poll_ns_{0};
+  std::array<std::atomic<std::uint64_t>, RuntimeMetrics::kPollTimeBounds.size() + 1>
+      poll_buckets_{};
   std::atomic<std::uint64_t> events_{0};
+  std::atomic<std::size_t> timers_pending_{0};
+  // Runnables queued (local and inbox) and in the inbox alone: the inbox's is written under
+  // inbox_mu_.
   std::atomic<std::size_t> depth_{0};
+  std::atomic<std::size_t> inbox_depth_{0};
 };
 
 Worker* current_worker() noexcept;

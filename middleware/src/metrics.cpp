@@ -218,6 +218,25 @@ void append_runtime(std::vector<MetricFamily>& out, const RuntimeMetrics& rt) {
                        number(rt.server_calls)));
   out.push_back(single("trellis_runtime_client_calls", "Outgoing calls not yet freed.",
                        MetricType::Gauge, number(rt.client_calls)));
+  out.push_back(single("trellis_runtime_tasks_unobserved_total",
+                       "Spawned tasks that failed with nobody to join them (sent to the error "
+                       "hook).",
+                       MetricType::Counter, number(rt.tasks_unobserved)));
+  out.push_back(single("trellis_runtime_blocking_threads_max",
+                       "The bound of the spawn_blocking pool's threads.", MetricType::Gauge,
+                       number(rt.blocking_threads_max)));
+  out.push_back(single("trellis_runtime_blocking_queue_depth",
+                       "spawn_blocking work waiting for a thread of the pool.", MetricType::Gauge,
+                       number(rt.blocking_queue_depth)));
+  if (rt.open_fds >= 0) {
+    out.push_back(single("trellis_runtime_open_fds", "File descriptors open in the process.",
+                         MetricType::Gauge, number(rt.open_fds)));
+  }
+  if (rt.fd_limit >= 0) {
+    out.push_back(single("trellis_runtime_fd_limit",
+                         "The process's limit on open file descriptors (RLIMIT_NOFILE, soft).",
+                         MetricType::Gauge, number(rt.fd_limit)));
+  }
   out.push_back(single("trellis_runtime_workers", "Worker threads of the runtime.",
                        MetricType::Gauge, number(rt.workers.size())));
 
@@ -232,13 +251,51 @@ void append_runtime(std::vector<MetricFamily>& out, const RuntimeMetrics& rt) {
     }
     out.push_back(std::move(f));
   };
+  auto seconds = [](std::chrono::nanoseconds d) {
+    return std::chrono::duration<double>(d).count();
+  };
   per_worker("trellis_runtime_worker_busy_seconds_total",
              "Time each worker spent running work, not waiting for events.", MetricType::Counter,
-             [](const Worker& w) { return std::chrono::duration<double>(w.busy_time).count(); });
+             [&](const Worker& w) { return seconds(w.busy_time); });
+  per_worker("trellis_runtime_worker_polls_total",
+             "Work each worker ran to its next suspension: queued runnables, completion-queue "
+             "events and fired timers.",
+             MetricType::Counter, [&](const Worker& w) { return number(w.polls); });
+  MetricFamily poll_seconds =
+      family("trellis_runtime_worker_poll_seconds", "Histogram of each worker's poll times.",
+             MetricType::Histogram);
+  for (std::size_t i = 0; i < rt.workers.size(); ++i) {
+    const Worker& w = rt.workers[i];
+    ClientMetric metric;
+    metric.label = {{"worker", std::to_string(i)}};
+    std::uint64_t cumulative = 0;
+    // The finite bounds; the serializer adds the +Inf bucket, whose count is the sample count.
+    for (std::size_t b = 0; b < RuntimeMetrics::kPollTimeBounds.size(); ++b) {
+      cumulative += w.poll_time_histogram[b];
+      metric.histogram.bucket.push_back({cumulative, seconds(RuntimeMetrics::kPollTimeBounds[b])});
+    }
+    metric.histogram.sample_count = cumulative + w.poll_time_histogram.back();
+    metric.histogram.sample_sum = seconds(w.busy_time);
+    poll_seconds.metric.push_back(std::move(metric));
+  }
+  out.push_back(std::move(poll_seconds));
+  per_worker("trellis_runtime_worker_poll_max_seconds",
+             "The longest single poll of each worker since the runtime started.", MetricType::Gauge,
+             [&](const Worker& w) { return seconds(w.max_poll_time); });
   per_worker("trellis_runtime_worker_events_total", "Completion-queue events each worker handled.",
              MetricType::Counter, [&](const Worker& w) { return number(w.events); });
-  per_worker("trellis_runtime_worker_queue_depth", "Runnables queued on each worker now.",
-             MetricType::Gauge, [&](const Worker& w) { return number(w.queue_depth); });
+  per_worker("trellis_runtime_worker_queue_depth",
+             "Runnables queued on each worker now (local queue and inbox).", MetricType::Gauge,
+             [&](const Worker& w) { return number(w.queue_depth); });
+  per_worker("trellis_runtime_worker_local_queue_depth",
+             "Runnables each worker queued itself, ready to run.", MetricType::Gauge,
+             [&](const Worker& w) { return number(w.local_queue_depth); });
+  per_worker("trellis_runtime_worker_inbox_depth",
+             "Runnables posted to each worker from other threads, not yet taken.",
+             MetricType::Gauge, [&](const Worker& w) { return number(w.inbox_depth); });
+  per_worker("trellis_runtime_worker_timers_pending",
+             "Timers scheduled on each worker and not yet fired.", MetricType::Gauge,
+             [&](const Worker& w) { return number(w.timers_pending); });
 }
 
 }  // namespace

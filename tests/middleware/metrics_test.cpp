@@ -462,21 +462,47 @@ TEST_F(MetricsTest, RuntimeMetricsAreExported) {
   EXPECT_EQ(sample(text, "trellis_runtime_workers"), 2) << text;
   EXPECT_GE(sample(text, "trellis_runtime_tasks_spawned_total").value_or(0), 1) << text;
   EXPECT_GE(sample(text, "trellis_runtime_tasks_completed_total").value_or(0), 1) << text;
-  for (const char* name : {"trellis_runtime_tasks_failed_total", "trellis_runtime_tasks_alive",
-                           "trellis_runtime_blocking_threads", "trellis_runtime_server_calls",
-                           "trellis_runtime_client_calls"}) {
+  for (const char* name :
+       {"trellis_runtime_tasks_failed_total", "trellis_runtime_tasks_unobserved_total",
+        "trellis_runtime_tasks_alive", "trellis_runtime_blocking_threads",
+        "trellis_runtime_blocking_queue_depth", "trellis_runtime_server_calls",
+        "trellis_runtime_client_calls"}) {
     EXPECT_TRUE(sample(text, name).has_value()) << name << " missing in\n" << text;
   }
+  EXPECT_EQ(sample(text, "trellis_runtime_blocking_threads_max"), 64) << text;
+  EXPECT_GT(sample(text, "trellis_runtime_open_fds").value_or(0), 0) << text;
+  EXPECT_GE(sample(text, "trellis_runtime_fd_limit").value_or(0),
+            sample(text, "trellis_runtime_open_fds").value_or(1))
+      << text;
   for (const char* worker : {"0", "1"}) {
     std::string label = std::string("{worker=\"") + worker + "\"}";
-    EXPECT_GE(sample(text, "trellis_runtime_worker_busy_seconds_total" + label).value_or(-1), 0)
+    for (const char* name :
+         {"trellis_runtime_worker_busy_seconds_total", "trellis_runtime_worker_events_total",
+          "trellis_runtime_worker_queue_depth", "trellis_runtime_worker_local_queue_depth",
+          "trellis_runtime_worker_inbox_depth", "trellis_runtime_worker_timers_pending",
+          "trellis_runtime_worker_poll_max_seconds", "trellis_runtime_worker_poll_seconds_sum"}) {
+      EXPECT_GE(sample(text, name + label).value_or(-1), 0) << name << label << " in\n" << text;
+    }
+    // Every poll is in the histogram: its count is the polls counter, read in the same snapshot.
+    EXPECT_EQ(sample(text, "trellis_runtime_worker_poll_seconds_count" + label),
+              sample(text, "trellis_runtime_worker_polls_total" + label))
         << text;
-    EXPECT_GE(sample(text, "trellis_runtime_worker_events_total" + label).value_or(-1), 0) << text;
-    EXPECT_GE(sample(text, "trellis_runtime_worker_queue_depth" + label).value_or(-1), 0) << text;
+    EXPECT_TRUE(sample(text, "trellis_runtime_worker_poll_seconds_bucket{worker=\"" +
+                                 std::string(worker) + "\",le=\"0.001\"}")
+                    .has_value())
+        << text;
   }
+  // The task above ran on one of the two workers: at least one poll there.
+  EXPECT_GE(sample(text, "trellis_runtime_worker_polls_total{worker=\"0\"}").value_or(0) +
+                sample(text, "trellis_runtime_worker_polls_total{worker=\"1\"}").value_or(0),
+            1)
+      << text;
   EXPECT_NE(text.find("# TYPE trellis_runtime_worker_busy_seconds_total counter\n"),
             std::string::npos);
+  EXPECT_NE(text.find("# TYPE trellis_runtime_worker_poll_seconds histogram\n"), std::string::npos);
   EXPECT_NE(text.find("# TYPE trellis_runtime_tasks_alive gauge\n"), std::string::npos);
+  EXPECT_NE(text.find("# HELP trellis_runtime_worker_inbox_depth "), std::string::npos);
+  EXPECT_TRUE(promtool_accepts(text));
 
   metrics->set_runtime(nullptr);
   std::string after = metrics->scrape();
@@ -977,7 +1003,7 @@ TEST_F(MetricsTest, CollectGivesTheFamiliesOfRealCalls) {
   ASSERT_EQ(events.metric.size(), 2u);
   EXPECT_EQ(labels_of(events.metric[0]), "worker=0");
   EXPECT_EQ(labels_of(events.metric[1]), "worker=1");
-  EXPECT_EQ(names_of(families).back(), "trellis_runtime_worker_queue_depth");
+  EXPECT_EQ(names_of(families).back(), "trellis_runtime_worker_timers_pending");
 }
 
 // A program's own prometheus-cpp metrics: a counter in a prometheus::Registry.

@@ -1,6 +1,7 @@
 // trellis::Runtime: the worker threads, completion queues and task machinery Trellis owns.
 #pragma once
 
+#include <array>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -16,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "trellis/executor.hpp"
 #include "trellis/join_handle.hpp"
@@ -40,20 +42,47 @@ Worker* current_worker() noexcept;
 void submit_blocking(RuntimeCore& core, Runnable* work);
 }  // namespace detail
 
-// Counters of the runtime's own health, read with Runtime::metrics().
+// Counters of the runtime's own health, read with Runtime::metrics(); docs/runtime.md explains
+// how to read them when something is slow. Counters (the *_total and *time fields, polls,
+// events) only grow from the runtime's start; a rate over an interval is the difference of two
+// readings. Gauges (depths, pending, alive, open) are the value at the reading.
 struct RuntimeMetrics {
+  // The upper bounds of the poll-time histogram's buckets; one more bucket counts the polls
+  // longer than the last bound.
+  static constexpr std::array<std::chrono::nanoseconds, 6> kPollTimeBounds = {
+      std::chrono::microseconds(10), std::chrono::microseconds(100), std::chrono::milliseconds(1),
+      std::chrono::milliseconds(10), std::chrono::milliseconds(100), std::chrono::seconds(1)};
+
   struct WorkerMetrics {
-    std::chrono::nanoseconds busy_time{0};  // time spent running work, not waiting for events
-    std::size_t queue_depth = 0;            // runnables queued now (local and remote)
-    std::uint64_t events = 0;               // completion-queue events handled
+    // A poll is one piece of work the worker runs to its next suspension: a queued runnable (a
+    // task resumed, a posted function), a completion-queue event, or a timer that fired.
+    std::uint64_t polls = 0;
+    std::chrono::nanoseconds busy_time{0};      // the sum of the poll times: busy, not waiting
+    std::chrono::nanoseconds max_poll_time{0};  // the longest single poll
+    // Polls per bucket of kPollTimeBounds (each counted once, not cumulative); the last entry
+    // counts the polls longer than every bound.
+    std::array<std::uint64_t, kPollTimeBounds.size() + 1> poll_time_histogram{};
+    std::size_t queue_depth = 0;        // local_queue_depth + inbox_depth
+    std::size_t local_queue_depth = 0;  // runnables the worker queued itself, ready to run
+    std::size_t inbox_depth = 0;        // runnables posted from other threads, not yet taken
+    std::uint64_t events = 0;           // completion-queue events handled
+    std::size_t timers_pending = 0;     // timers scheduled on the worker and not yet fired
   };
   std::uint64_t tasks_spawned = 0;
   std::uint64_t tasks_alive = 0;
   std::uint64_t tasks_completed = 0;
-  std::uint64_t tasks_failed = 0;  // ended with an exception (aborted tasks included)
-  std::size_t blocking_threads = 0;
-  std::int64_t server_calls = 0;  // incoming calls accepted and not yet fully finished
-  std::int64_t client_calls = 0;  // outgoing calls (unary and streams) not yet freed
+  std::uint64_t tasks_failed = 0;        // ended with an exception (aborted tasks included)
+  std::uint64_t tasks_unobserved = 0;    // failed with nobody to join them: sent to the error hook
+  std::size_t blocking_threads = 0;      // threads of the spawn_blocking pool now
+  std::size_t blocking_threads_max = 0;  // the pool's bound (Builder::max_blocking_threads)
+  std::size_t blocking_queue_depth = 0;  // spawn_blocking work waiting for a thread
+  std::int64_t server_calls = 0;         // incoming calls accepted and not yet fully finished
+  std::int64_t client_calls = 0;         // outgoing calls (unary and streams) not yet freed
+  // File descriptors open in the process (each connection takes one) and the limit on them
+  // (RLIMIT_NOFILE's soft limit, which the runtime raises to the hard limit when it starts);
+  // -1 when unknown (no /proc) or unlimited.
+  std::int64_t open_fds = -1;
+  std::int64_t fd_limit = -1;
   std::vector<WorkerMetrics> workers;
 };
 

@@ -122,14 +122,14 @@ class MetricsRegistry : public prometheus::Collectable {
   // Also exports `runtime`'s metrics (Runtime::metrics()) at each Collect() (and so each
   // scrape); nullptr stops. One runtime at a time. The runtime must outlive the registry's
   // collections: set nullptr before destroying it (set_runtime waits for a collection in
-  // progress, so none reads the runtime after it returns). Exported:
-  //   trellis_runtime_tasks_spawned_total, trellis_runtime_tasks_completed_total,
-  //   trellis_runtime_tasks_failed_total (counters), trellis_runtime_tasks_alive,
-  //   trellis_runtime_blocking_threads, trellis_runtime_server_calls,
-  //   trellis_runtime_client_calls, trellis_runtime_workers (gauges),
-  //   trellis_runtime_worker_busy_seconds_total{worker},
-  //   trellis_runtime_worker_events_total{worker} (counters) and
-  //   trellis_runtime_worker_queue_depth{worker} (gauge).
+  // progress, so none reads the runtime after it returns). Exported (docs/runtime.md):
+  //   counters trellis_runtime_tasks_spawned_total, _tasks_completed_total, _tasks_failed_total,
+  //   _tasks_unobserved_total; gauges trellis_runtime_tasks_alive, _blocking_threads,
+  //   _blocking_threads_max, _blocking_queue_depth, _server_calls, _client_calls, _open_fds and
+  //   _fd_limit (each left out where unknown), _workers; and per worker, labelled {worker}:
+  //   counters trellis_runtime_worker_busy_seconds_total, _polls_total, _events_total, the
+  //   histogram trellis_runtime_worker_poll_seconds, gauges _poll_max_seconds, _queue_depth,
+  //   _local_queue_depth, _inbox_depth and _timers_pending.
   void set_runtime(const Runtime* runtime);
 
   // prometheus::Collectable: the families listed at the top of this file and at set_runtime,
