@@ -522,14 +522,18 @@ TEST(RuntimeTest, MetricsShowTheBlockingPool) {
   auto rt = Runtime::single_thread().max_blocking_threads(1).build();
   std::promise<void> entered, release;
   auto release_future = release.get_future().share();
-  auto first = rt->spawn([&]() -> Task<void> {
-    co_await Runtime::current()->spawn_blocking([&] {
-      entered.set_value();
-      release_future.wait();
-    });
-  }());
+  // The tasks take what they use as parameters: a lambda's captures die with the temporary.
+  auto first =
+      rt->spawn([](std::promise<void>* entered, std::shared_future<void> release) -> Task<void> {
+        // Named, not a temporary inside co_await: GCC 12 destroys such a temporary twice.
+        auto job = [entered, release] {
+          entered->set_value();
+          release.wait();
+        };
+        co_await Runtime::current()->spawn_blocking(std::move(job));
+      }(&entered, release_future));
   ASSERT_EQ(entered.get_future().wait_for(kWaitBound), std::future_status::ready);
-  auto queued = rt->spawn([&]() -> Task<void> {
+  auto queued = rt->spawn([]() -> Task<void> {
     co_await Runtime::current()->spawn_blocking([] {});
     co_await Runtime::current()->spawn_blocking([] {});
   }());
