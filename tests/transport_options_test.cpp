@@ -4,6 +4,7 @@
 // loopback proxy (tests/byte_counting_proxy.hpp).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <memory>
@@ -346,6 +347,69 @@ TEST(ChannelStateTest, WaitUntilReadyTimesOutWithoutAServerAndWaitForStateChange
   EXPECT_NE(channel.state(), ConnectivityState::kReady);
   EXPECT_EQ(connectivity_state_name(ConnectivityState::kTransientFailure), "TRANSIENT_FAILURE");
   runtime->shutdown(kShutdownGrace);
+}
+
+// ------------------------------------------------------------------------- open-file limit
+
+rlimit open_file_limit() {
+  rlimit lim{};
+  EXPECT_EQ(getrlimit(RLIMIT_NOFILE, &lim), 0);
+  return lim;
+}
+
+// The runtime raises the soft limit to the hard one when it starts, and says so on stderr.
+TEST(OpenFileLimit, RuntimeRaisesTheSoftLimitAndSaysSo) {
+  if (open_file_limit().rlim_max <= 256) {
+    GTEST_SKIP() << "the hard open-file limit is " << open_file_limit().rlim_max
+                 << ": a soft limit below it cannot be set up";
+  }
+  ChildServer server({"/bin/sh", "-c", "ulimit -Sn 256 && exec \"$0\"", TRELLIS_TEST_ECHO_SERVER},
+                     Subprocess::Env{}, deadline_in(kWaitBound));
+  ASSERT_EQ(server.error(), "");
+  EXPECT_NE(server.process().output().find(
+                "raised the open-file limit (RLIMIT_NOFILE) from 256 to its hard limit"),
+            std::string::npos)
+      << server.process().output();
+  // Not stopped with SIGTERM: the signal could land before the server waits for it (the
+  // ChildServer's destructor kills it).
+}
+
+// A server that needs more descriptors than the hard limit allows does not start, and says
+// which limit is in the way.
+TEST(OpenFileLimit, ServerNeedingMoreThanTheHardLimitFailsNamingIt) {
+  std::string error;
+  auto child = Subprocess::start({"/bin/sh", "-c", "ulimit -n 256 && exec \"$0\" \"$@\"",
+                                  TRELLIS_TEST_ECHO_SERVER, "--min-open-files", "10000"},
+                                 Subprocess::Env{}, &error);
+  ASSERT_NE(child, nullptr) << error;
+  ExitStatus status = child->wait(deadline_in(kWaitBound));
+  EXPECT_TRUE(status.exited && status.exit_code == 1) << status.describe();
+  const std::string& out = child->output();
+  EXPECT_NE(out.find("RESOURCE_EXHAUSTED"), std::string::npos) << out;
+  EXPECT_NE(out.find("needs 10000 open files"), std::string::npos) << out;
+  EXPECT_NE(out.find("RLIMIT_NOFILE: soft limit 256, hard limit 256"), std::string::npos) << out;
+}
+
+// In process: the check reads the limits as they are now; a need within them builds.
+TEST(OpenFileLimit, MinOpenFilesWithinTheLimitBuilds) {
+  rlimit lim = open_file_limit();
+  if (lim.rlim_cur == RLIM_INFINITY) GTEST_SKIP() << "no open-file limit to test against";
+  auto runtime = Runtime::single_thread().build();
+  EchoImpl echo;
+  auto over = Server::Builder(*runtime)
+                  .add_insecure_port("127.0.0.1:0")
+                  .add_service(echo)
+                  .min_open_files(lim.rlim_cur + 1)
+                  .build();
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);
+  auto within = Server::Builder(*runtime)
+                    .add_insecure_port("127.0.0.1:0")
+                    .add_service(echo)
+                    .min_open_files(lim.rlim_cur)
+                    .build();
+  ASSERT_TRUE(within.ok()) << within.status().to_string();
+  (*within)->shutdown(kShutdownGrace);
 }
 
 }  // namespace

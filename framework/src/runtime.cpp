@@ -8,7 +8,9 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "log.hpp"
@@ -53,8 +55,12 @@ void raise_fd_limit_once() {
     rlim_t old = lim.rlim_cur;
     lim.rlim_cur = lim.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &lim) == 0) {
-      log(LogLevel::kInfo,
-          absl::StrCat("raised the open-file soft limit from ", old, " to ", lim.rlim_cur));
+      log(LogLevel::kInfo, absl::StrCat("raised the open-file limit (RLIMIT_NOFILE) from ", old,
+                                        " to its hard limit ", lim.rlim_cur));
+    } else {
+      log(LogLevel::kWarning,
+          absl::StrCat("could not raise the open-file limit (RLIMIT_NOFILE) from ", old,
+                       " to its hard limit ", lim.rlim_max, ": ", std::strerror(errno)));
     }
   });
 }

@@ -8,6 +8,7 @@
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/async_stream.h>
 #include <grpcpp/support/async_unary_call.h>
+#include <sys/resource.h>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -752,8 +753,36 @@ Server::Builder& Server::Builder::max_concurrent_streams(int streams) {
   });
 }
 
+Server::Builder& Server::Builder::min_open_files(std::size_t n) {
+  min_open_files_ = n;
+  return *this;
+}
+
+namespace {
+
+// The error of a server that needs `needed` descriptors where the process may open fewer.
+Status check_open_file_limit(std::size_t needed) {
+  rlimit lim{};
+  if (needed == 0 || getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY ||
+      lim.rlim_cur >= needed) {
+    return Status();
+  }
+  auto name = [](rlim_t v) {
+    return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v);
+  };
+  return Status::resource_exhausted(absl::StrCat(
+      "the server needs ", needed, " open files (min_open_files) but the process may open ",
+      name(lim.rlim_cur), " (RLIMIT_NOFILE: soft limit ", name(lim.rlim_cur), ", hard limit ",
+      name(lim.rlim_max),
+      "); raise the hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit, docker run "
+      "--ulimit nofile=N:N)"));
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Server>> Server::Builder::build() {
   if (addresses_.empty()) return Status::invalid_argument("no listening address was added");
+  if (Status limit = check_open_file_limit(min_open_files_); !limit.ok()) return limit;
   std::set<std::string> names;
   for (Service* s : services_) {
     if (!names.insert(s->name()).second) {

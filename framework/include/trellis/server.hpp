@@ -76,6 +76,12 @@ class Server {
     Builder& max_connection_age(std::chrono::milliseconds age, std::chrono::milliseconds grace);
     // Calls one connection may carry at once (default unlimited); a client queues the others.
     Builder& max_concurrent_streams(int streams);
+    // The number of file descriptors the server must be able to open: one per connection, a few
+    // of its own. The runtime raises the soft limit on open files (RLIMIT_NOFILE) to the hard
+    // limit when it starts, and says so on stderr; build() fails with RESOURCE_EXHAUSTED, naming
+    // both limits, when the limit is still below `n`, instead of the server refusing connections
+    // once it runs out. Default 0: no check.
+    Builder& min_open_files(std::size_t n);
     // Escape hatch: adjust the underlying grpc::ServerBuilder before the server starts, after
     // the typed options above (which set channel arguments of the same names).
     Builder& configure(std::function<void(grpc::ServerBuilder&)> fn);
@@ -91,6 +97,7 @@ class Server {
     std::vector<BoxLayer> service_layers_;  // one per service
     DynStack layers_;
     int requests_per_worker_ = 2;
+    std::size_t min_open_files_ = 0;
     std::vector<std::function<void(grpc::ServerBuilder&)>> configure_;
   };
 
