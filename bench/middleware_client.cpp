@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "helloworld.trellis.h"
+#include "proc_stats.hpp"
 #include "trellis/channel.hpp"
 #include "trellis/middleware/concurrency_limit.hpp"
 #include "trellis/middleware/metrics.hpp"
@@ -50,6 +51,12 @@
 #include "trellis/stack.hpp"
 
 namespace {
+
+using bench::MachineCpu;
+using bench::PercentileUs;
+using bench::ProcessCpuUs;
+using bench::ReadMachineCpu;
+using bench::SelfCpuUs;
 
 using Clock = std::chrono::steady_clock;
 
@@ -64,55 +71,7 @@ struct Options {
   long server_pid = 0;
 };
 
-// The measurements below are unary_load.cpp's, so that both programs' figures compare.
-
-// CPU time (user + system, all threads) of a process, in microseconds; nullopt if unreadable.
-std::optional<double> ProcessCpuUs(long pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-  std::size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return std::nullopt;
-  std::istringstream fields(stat.substr(paren + 1));
-  std::string field;
-  double utime = 0;
-  double stime = 0;
-  for (int i = 3; i <= 15 && (fields >> field); ++i) {  // Fields 14 and 15: utime, stime.
-    if (i == 14) utime = std::strtod(field.c_str(), nullptr);
-    if (i == 15) stime = std::strtod(field.c_str(), nullptr);
-  }
-  if (!fields) return std::nullopt;
-  return (utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// Whole-machine CPU time from /proc/stat, in microseconds: busy and steal.
-struct MachineCpu {
-  double busy_us = 0;
-  double steal_us = 0;
-};
-
-MachineCpu ReadMachineCpu() {
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
-  const double tick_us = 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
-  return {(user + nice + system + irq + softirq) * tick_us, steal * tick_us};
-}
-
-double SelfCpuUs() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto us = [](const timeval& tv) { return tv.tv_sec * 1e6 + static_cast<double>(tv.tv_usec); };
-  return us(usage.ru_utime) + us(usage.ru_stime);
-}
-
-double PercentileUs(const std::vector<std::int64_t>& sorted_ns, double q) {
-  if (sorted_ns.empty()) return 0;
-  auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted_ns.size())));
-  std::size_t index = std::min(sorted_ns.size() - 1, rank == 0 ? 0 : rank - 1);
-  return static_cast<double>(sorted_ns[index]) / 1e3;
-}
+// The measurements (bench/proc_stats.hpp) are unary_load.cpp's, so both programs' figures compare.
 
 [[noreturn]] void Usage(const char* argv0) {
   std::fprintf(stderr,

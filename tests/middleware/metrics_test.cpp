@@ -23,6 +23,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -173,6 +174,19 @@ bool promtool_installed() { return std::system("command -v promtool >/dev/null 2
                                          << exposition;
   }
   return ::testing::AssertionSuccess();
+}
+
+// Runs scripts/runtime_report.py with `args` (bounded by `timeout`); its exit status and output.
+std::pair<int, std::string> runtime_report(const std::string& args) {
+  auto dir = std::filesystem::temp_directory_path();
+  auto output = dir / ("trellis-runtime-report-" + std::to_string(::getpid()) + ".out");
+  std::string command = "timeout 60 /usr/bin/python3 '" TRELLIS_RUNTIME_REPORT "' " + args +
+                        " > '" + output.string() + "' 2>&1";
+  int rc = std::system(command.c_str());
+  std::ifstream o(output);
+  std::string said((std::istreambuf_iterator<char>(o)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(output);
+  return {rc, said};
 }
 
 using MetricsTest = MiddlewareTest;
@@ -507,6 +521,37 @@ TEST_F(MetricsTest, RuntimeMetricsAreExported) {
   metrics->set_runtime(nullptr);
   std::string after = metrics->scrape();
   EXPECT_EQ(after.find("trellis_runtime_"), std::string::npos) << after;
+}
+
+// scripts/runtime_report.py reads a live endpoint: a row per worker, the runtime's figures; and
+// says clearly what is wrong with an endpoint it cannot use.
+TEST_F(MetricsTest, RuntimeReportReadsTheEndpoint) {
+  auto metrics = std::make_shared<MetricsRegistry>();
+  start([&](Server::Builder& b) { b.layer(MetricsLayer(metrics)); });
+  ASSERT_TRUE(
+      run(EchoClient(channel_).Echo(with_message("x"), CallOptions().set_timeout(30s))).ok());
+  auto endpoint = MetricsServer::start(*runtime_, metrics, "127.0.0.1:0");
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  const std::string url = "http://127.0.0.1:" + std::to_string((*endpoint)->port()) + "/metrics";
+
+  auto [no_runtime_rc, no_runtime] = runtime_report(url + " --interval 0.1");
+  EXPECT_NE(no_runtime_rc, 0);
+  EXPECT_NE(no_runtime.find("exports no trellis_runtime_worker_"), std::string::npos) << no_runtime;
+
+  metrics->set_runtime(runtime_.get());
+  auto [rc, report] = runtime_report(url + " --interval 0.2");
+  ASSERT_EQ(rc, 0) << report;
+  EXPECT_NE(report.find("| worker | busy | polls/s | mean poll |"), std::string::npos) << report;
+  EXPECT_NE(report.find("\n| 0 | "), std::string::npos) << report;
+  EXPECT_NE(report.find("\n| 1 | "), std::string::npos) << report;
+  EXPECT_NE(report.find("| server calls in progress | 0 |"), std::string::npos) << report;
+  EXPECT_NE(report.find("| blocking pool bound | 64 |"), std::string::npos) << report;
+  metrics->set_runtime(nullptr);
+  (*endpoint)->stop();
+
+  auto [closed_rc, closed] = runtime_report(url + " --interval 0.1");
+  EXPECT_NE(closed_rc, 0);
+  EXPECT_NE(closed.find("cannot scrape " + url), std::string::npos) << closed;
 }
 
 // The layer used directly around a service, with a method whose names need escaping: the
