@@ -463,6 +463,29 @@ class BlockedWorker {
   bool released_ = false;
 };
 
+TEST(RuntimeTest, ExecutorPassesOverAWorkerStuckInOnePoll) {
+  auto rt = Runtime::multi_thread().worker_threads(2).watchdog(0ms).build();
+  auto on_worker = [&](Executor ex) { return ex.worker() == rt->executor(1).worker() ? 1 : 0; };
+  std::uint64_t polls_before = 0;
+  {
+    BlockedWorker blocked(rt->executor(0));  // worker 0 is inside one poll from here on
+    const auto since = std::chrono::steady_clock::now();
+    ASSERT_TRUE(testing::wait_until([&] { return std::chrono::steady_clock::now() - since > 5ms; },
+                                    "the blocked poll to outlast the 1 ms threshold"));
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(on_worker(rt->executor()), 1);
+    // spawn() follows: the task runs on worker 1 while worker 0 is stuck.
+    auto where = rt->spawn([]() -> Task<bool> {
+      co_return Runtime::current()->executor(1).running_in_this_thread();
+    }());
+    EXPECT_TRUE(run(*rt, where.join()));
+    polls_before = rt->metrics().workers[0].polls;
+  }
+  // Free again (its poll has ended), worker 0 is back in the rotation.
+  ASSERT_TRUE(testing::wait_until([&] { return rt->metrics().workers[0].polls > polls_before; },
+                                  "the blocked poll to end"));
+  EXPECT_NE(on_worker(rt->executor()), on_worker(rt->executor()));
+}
+
 TEST(RuntimeTest, MetricsShowTheInboxOfABusyWorker) {
   auto rt = Runtime::single_thread().watchdog(0ms).build();
   BlockedWorker blocked(rt->executor(0));

@@ -147,7 +147,9 @@ class Runtime {
   std::size_t worker_count() const;
   // The executor of worker `index` (< worker_count()).
   Executor executor(std::size_t index) const;
-  // The executor of the next worker in round-robin order.
+  // The executor of the next worker in round-robin order, passing over a worker that has been
+  // in one poll for more than a millisecond (blocking code or a long computation on it) unless
+  // every worker is. spawn(task) and block_on start tasks there.
   Executor executor() const;
 
   // Runs `task` on the next worker. The returned handle can be joined (the task's result or
