@@ -4,16 +4,17 @@
 //   idle_streams --target HOST:PORT --streams N [--connections C] [--server-pid PID]
 //                [--probes P] [--in-flight F]
 //
-// Opens C connections (default 100; each channel has its own subchannel pool, so its own TCP
-// connection) and reads the server's resident set (VmRSS of /proc/PID/status). Then opens N Echo
-// streams spread over them, at most F (default 1000) being set up at once; a stream counts as
-// established once one request has been echoed on it, so the server's handler for it is running.
-// Reads the server's resident set again: the difference over N is the memory per idle stream.
-// While all N are held, P (default 2000) request/response round trips on one more stream of a
-// connection of its own measure the latency others see. Finally every stream is half-closed
-// and must end with OK. Prints one JSON line: streams, connections, establish_s,
-// server_rss_before_bytes, server_rss_held_bytes, server_bytes_per_stream, probe_p50_us,
-// probe_p99_us, closed_ok; exits 1 if a stream failed.
+// Reads the server's resident set (VmRSS of /proc/PID/status), opens C connections (default 100;
+// each channel has its own subchannel pool, so its own TCP connection) and one more for the
+// probe, and reads it again: the difference over C + 1 is the memory per idle connection. Then
+// opens N Echo streams spread over them, at most F (default 1000) being set up at once; a stream
+// counts as established once one request has been echoed on it, so the server's handler for it is
+// running. Reads the server's resident set again: the difference over N is the memory per idle
+// stream. While all N are held, P (default 2000) request/response round trips on one more stream of
+// a connection of its own measure the latency others see. Finally every stream is half-closed and
+// must end with OK. Prints one JSON line: streams, connections, establish_s,
+// server_bytes_per_connection, server_rss_before_bytes, server_rss_held_bytes,
+// server_bytes_per_stream, probe_p50_us, probe_p99_us, closed_ok; exits 1 if a stream failed.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -96,7 +97,8 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& target, int index) {
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("trellis.bench.connection", index);  // distinct arguments: distinct channels
   auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) return nullptr;
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)))
+    return nullptr;
   return channel;
 }
 
@@ -147,6 +149,7 @@ double Percentile(std::vector<double> v, double q) {
 
 int main(int argc, char** argv) {
   const Options o = ParseOptions(argc, argv);
+  const std::int64_t rss_start = bench::StatusBytes("VmRSS", o.server_pid);
   std::vector<std::unique_ptr<StreamBench::Stub>> stubs;
   for (int i = 0; i < o.connections; ++i) {
     auto channel = Connect(o.target, i);
@@ -226,11 +229,13 @@ int main(int argc, char** argv) {
   }
 
   std::printf(
-      "{\"streams\":%ld,\"connections\":%d,\"establish_s\":%.2f,\"server_rss_before_bytes\":%lld,"
+      "{\"streams\":%ld,\"connections\":%d,\"establish_s\":%.2f,"
+      "\"server_bytes_per_connection\":%.0f,\"server_rss_before_bytes\":%lld,"
       "\"server_rss_held_bytes\":%lld,\"server_bytes_per_stream\":%.0f,\"probe_p50_us\":%.0f,"
       "\"probe_p99_us\":%.0f,\"closed_ok\":%ld}\n",
-      o.streams, o.connections, establish_s, static_cast<long long>(rss_before),
-      static_cast<long long>(rss_held),
+      o.streams, o.connections, establish_s,
+      static_cast<double>(rss_before - rss_start) / static_cast<double>(o.connections + 1),
+      static_cast<long long>(rss_before), static_cast<long long>(rss_held),
       static_cast<double>(rss_held - rss_before) / static_cast<double>(o.streams),
       Percentile(rtt_us, 0.5), Percentile(rtt_us, 0.99), closed_ok);
   probe_cq.Shutdown();

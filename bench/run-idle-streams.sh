@@ -74,11 +74,13 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 groups = {}
 for r in rows:
     groups.setdefault((r['threads'], r['server']), []).append(r)
-print('\n| server | threads | runs | bytes per stream | establish | probe p50 | probe p99 | closed OK |')
-print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+print('\n| server | threads | runs | bytes per connection | bytes per stream | establish | probe p50 '
+      '| probe p99 | closed OK |')
+print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
 for (threads, server), rs in sorted(groups.items()):
     med = lambda key: statistics.median(r[key] for r in rs)
-    print(f"| {server} | {threads} | {len(rs)} | {med('server_bytes_per_stream'):,.0f} | "
+    print(f"| {server} | {threads} | {len(rs)} | {med('server_bytes_per_connection'):,.0f} | "
+          f"{med('server_bytes_per_stream'):,.0f} | "
           f"{med('establish_s'):.1f} s | {med('probe_p50_us'):,.0f} us | "
           f"{med('probe_p99_us'):,.0f} us | {min(r['closed_ok'] for r in rs):,} |")
 EOF
