@@ -196,7 +196,6 @@ void Worker::timed(Fn&& fn) {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   };
   add(busy_ns_, elapsed);
-  add(polls_, 1);
   if (elapsed > max_poll_ns_.load(std::memory_order_relaxed)) {
     max_poll_ns_.store(elapsed, std::memory_order_relaxed);
   }
@@ -207,11 +206,12 @@ void Worker::timed(Fn&& fn) {
 
 RuntimeMetrics::WorkerMetrics Worker::metrics() const {
   RuntimeMetrics::WorkerMetrics m;
-  m.polls = polls_.load(std::memory_order_relaxed);
   m.busy_time = std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed));
   m.max_poll_time = std::chrono::nanoseconds(max_poll_ns_.load(std::memory_order_relaxed));
+  // Every poll is counted in exactly one bucket: their sum is the poll count.
   for (std::size_t i = 0; i < poll_buckets_.size(); ++i) {
     m.poll_time_histogram[i] = poll_buckets_[i].load(std::memory_order_relaxed);
+    m.polls += m.poll_time_histogram[i];
   }
   m.queue_depth = depth_.load(std::memory_order_relaxed);
   m.inbox_depth = std::min(m.queue_depth, inbox_depth_.load(std::memory_order_relaxed));

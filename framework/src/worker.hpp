@@ -167,7 +167,6 @@ class Worker {
   // read-modify-write per poll), read by metrics() from any thread.
   std::atomic<std::int64_t> resumption_start_{0};
   std::atomic<std::int64_t> busy_ns_{0};
-  std::atomic<std::uint64_t> polls_{0};
   std::atomic<std::int64_t> max_poll_ns_{0};
   std::array<std::atomic<std::uint64_t>, RuntimeMetrics::kPollTimeBounds.size() + 1>
       poll_buckets_{};

@@ -103,6 +103,23 @@ ClientMetric gauge(Labels labels, double value) {
   return metric;
 }
 
+// A histogram sample from per-bucket counts (not cumulative): counts[b] for each of `bounds`,
+// then counts[bounds.size()] for those above every bound. The serializer adds the +Inf bucket,
+// whose count is the sample count.
+ClientMetric histogram(Labels labels, const std::vector<double>& bounds,
+                       const std::uint64_t* counts, double sum) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  std::uint64_t cumulative = 0;
+  for (std::size_t b = 0; b < bounds.size(); ++b) {
+    cumulative += counts[b];
+    metric.histogram.bucket.push_back({cumulative, bounds[b]});
+  }
+  metric.histogram.sample_count = cumulative + counts[bounds.size()];
+  metric.histogram.sample_sum = sum;
+  return metric;
+}
+
 // A consistent-enough reading of one entry, taken once per collection so that its families
 // are read from the same numbers: a handled count never exceeds the started count. (A call
 // ending during the reading may already be in the histogram and not yet in a handled count.)
@@ -168,17 +185,8 @@ void append_side(std::vector<MetricFamily>& out, const std::vector<Snapshot>& sn
              "Histogram of response latency (seconds) of gRPC calls completed on the " + who + ".",
              MetricType::Histogram);
   for (const Snapshot& s : snaps) {
-    ClientMetric metric;
-    metric.label = method_labels(*s.entry);
-    std::uint64_t cumulative = 0;
-    // The finite bounds; the serializer adds the +Inf bucket, whose count is the sample count.
-    for (std::size_t b = 0; b < bounds.size(); ++b) {
-      cumulative += s.buckets[b];
-      metric.histogram.bucket.push_back({cumulative, bounds[b]});
-    }
-    metric.histogram.sample_count = cumulative + s.buckets[bounds.size()];
-    metric.histogram.sample_sum = static_cast<double>(s.sum_ns) / 1e9;
-    latency.metric.push_back(std::move(metric));
+    latency.metric.push_back(histogram(method_labels(*s.entry), bounds, s.buckets.data(),
+                                       static_cast<double>(s.sum_ns) / 1e9));
   }
   out.push_back(std::move(latency));
 
@@ -264,19 +272,12 @@ void append_runtime(std::vector<MetricFamily>& out, const RuntimeMetrics& rt) {
   MetricFamily poll_seconds =
       family("trellis_runtime_worker_poll_seconds", "Histogram of each worker's poll times.",
              MetricType::Histogram);
+  std::vector<double> poll_bounds;
+  for (auto bound : RuntimeMetrics::kPollTimeBounds) poll_bounds.push_back(seconds(bound));
   for (std::size_t i = 0; i < rt.workers.size(); ++i) {
     const Worker& w = rt.workers[i];
-    ClientMetric metric;
-    metric.label = {{"worker", std::to_string(i)}};
-    std::uint64_t cumulative = 0;
-    // The finite bounds; the serializer adds the +Inf bucket, whose count is the sample count.
-    for (std::size_t b = 0; b < RuntimeMetrics::kPollTimeBounds.size(); ++b) {
-      cumulative += w.poll_time_histogram[b];
-      metric.histogram.bucket.push_back({cumulative, seconds(RuntimeMetrics::kPollTimeBounds[b])});
-    }
-    metric.histogram.sample_count = cumulative + w.poll_time_histogram.back();
-    metric.histogram.sample_sum = seconds(w.busy_time);
-    poll_seconds.metric.push_back(std::move(metric));
+    poll_seconds.metric.push_back(histogram({{"worker", std::to_string(i)}}, poll_bounds,
+                                            w.poll_time_histogram.data(), seconds(w.busy_time)));
   }
   out.push_back(std::move(poll_seconds));
   per_worker("trellis_runtime_worker_poll_max_seconds",

@@ -141,6 +141,22 @@ HttpReply http_get(int port, const std::string& path) {
                        "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
 }
 
+// A name for this test's temporary files.
+std::string temp_stem() {
+  return "trellis-metrics-" + std::to_string(::getpid()) + "-" +
+         ::testing::UnitTest::GetInstance()->current_test_info()->name();
+}
+
+// Runs `command` with sh, bounded by `timeout`; its exit status and output (stdout and stderr).
+std::pair<int, std::string> run_shell(const std::string& command) {
+  auto output = std::filesystem::temp_directory_path() / (temp_stem() + ".out");
+  int rc = std::system(("timeout 60 " + command + " > '" + output.string() + "' 2>&1").c_str());
+  std::ifstream o(output);
+  std::string said((std::istreambuf_iterator<char>(o)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(output);
+  return {rc, said};
+}
+
 bool promtool_installed() { return std::system("command -v promtool >/dev/null 2>&1") == 0; }
 
 // Runs `promtool check metrics` on `exposition`; fails the test (never skips) when promtool is
@@ -151,23 +167,14 @@ bool promtool_installed() { return std::system("command -v promtool >/dev/null 2
            << "promtool is not installed: install the Debian package `prometheus` "
               "(scripts/install-deps.sh does)";
   }
-  auto dir = std::filesystem::temp_directory_path();
-  std::string stem = "trellis-metrics-" + std::to_string(::getpid()) + "-" +
-                     ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  auto input = dir / (stem + ".prom");
-  auto output = dir / (stem + ".out");
+  auto input = std::filesystem::temp_directory_path() / (temp_stem() + ".prom");
   {
     std::ofstream f(input, std::ios::binary);
     f << exposition;
   }
-  // promtool checks what it reads from stdin; `timeout` bounds the wait.
-  std::string command = "timeout 60 promtool check metrics < '" + input.string() + "' > '" +
-                        output.string() + "' 2>&1";
-  int rc = std::system(command.c_str());
-  std::ifstream o(output);
-  std::string said((std::istreambuf_iterator<char>(o)), std::istreambuf_iterator<char>());
+  // promtool checks what it reads from stdin.
+  auto [rc, said] = run_shell("promtool check metrics < '" + input.string() + "'");
   std::filesystem::remove(input);
-  std::filesystem::remove(output);
   if (rc != 0) {
     return ::testing::AssertionFailure() << "promtool check metrics failed (status " << rc << "):\n"
                                          << said << "\non:\n"
@@ -176,17 +183,9 @@ bool promtool_installed() { return std::system("command -v promtool >/dev/null 2
   return ::testing::AssertionSuccess();
 }
 
-// Runs scripts/runtime_report.py with `args` (bounded by `timeout`); its exit status and output.
+// Runs scripts/runtime_report.py with `args`; its exit status and output.
 std::pair<int, std::string> runtime_report(const std::string& args) {
-  auto dir = std::filesystem::temp_directory_path();
-  auto output = dir / ("trellis-runtime-report-" + std::to_string(::getpid()) + ".out");
-  std::string command = "timeout 60 /usr/bin/python3 '" TRELLIS_RUNTIME_REPORT "' " + args +
-                        " > '" + output.string() + "' 2>&1";
-  int rc = std::system(command.c_str());
-  std::ifstream o(output);
-  std::string said((std::istreambuf_iterator<char>(o)), std::istreambuf_iterator<char>());
-  std::filesystem::remove(output);
-  return {rc, said};
+  return run_shell("/usr/bin/python3 '" TRELLIS_RUNTIME_REPORT "' " + args);
 }
 
 using MetricsTest = MiddlewareTest;
