@@ -1,4 +1,4 @@
-// Unit tests of Replay (framework/src/replay.hpp), the part of a layered client-streaming call
+// Unit tests of Replay (framework/rpc/src/replay.hpp), the part of a layered client-streaming call
 // that keeps copies of the messages written so that a new attempt can be sent them again. Replay
 // talks to a fake attempt stream that records the operations it is given and is completed by the
 // test, and to a fake owner; it runs on a real runtime worker, because it completes the caller's

@@ -3,8 +3,8 @@
 #
 # Installed:
 #   include/trellis/...                 the public headers, config.hpp included
-#   lib/libtrellis*.a                   trellis::trellis, trellis::middleware, trellis::health,
-#                                       trellis::reflection
+#   lib/libtrellis*.a                   trellis::trellis (on trellis::layer and trellis::runtime),
+#                                       trellis::middleware, trellis::health, trellis::reflection
 #   bin/protoc-gen-trellis              the protoc plugin, trellis::protoc-gen-trellis
 #   lib/cmake/Trellis/                  TrellisConfig.cmake, its version file, the exported
 #                                       targets and TrellisGenerate.cmake (trellis_generate())
@@ -21,18 +21,23 @@ include(CMakePackageConfigHelpers)
 set(TRELLIS_CMAKE_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/Trellis")
 # The services' generated stubs are private archives, installed only because the static
 # trellis_health and trellis_reflection link them.
-set(TRELLIS_PACKAGE_TARGETS trellis trellis_middleware protoc-gen-trellis trellis_health
-    trellis_health_protos trellis_reflection trellis_reflection_protos)
+set(TRELLIS_PACKAGE_TARGETS trellis_runtime trellis_layer trellis trellis_middleware
+    protoc-gen-trellis trellis_health trellis_health_protos trellis_reflection
+    trellis_reflection_protos)
 
 install(TARGETS ${TRELLIS_PACKAGE_TARGETS}
   EXPORT TrellisTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/framework/include/ ${PROJECT_SOURCE_DIR}/middleware/include/
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/framework/runtime/include/
+                  ${PROJECT_SOURCE_DIR}/framework/layer/include/
+                  ${PROJECT_SOURCE_DIR}/framework/rpc/include/
+                  ${PROJECT_SOURCE_DIR}/framework/services/include/
+                  ${PROJECT_SOURCE_DIR}/middleware/include/
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.hpp")
-install(FILES ${PROJECT_BINARY_DIR}/framework/include/trellis/config.hpp
+install(FILES ${PROJECT_BINARY_DIR}/framework/runtime/include/trellis/config.hpp
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/trellis)
 install(EXPORT TrellisTargets
   NAMESPACE trellis::

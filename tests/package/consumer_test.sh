@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds tests/package/consumer (a proto, a server, a client, one call) against Trellis the ways
-# a user can, then runs it; the call must answer "Hello consumer".
+# a user can, then runs it; the call must answer "Hello consumer", and runtime_only (which links
+# trellis::runtime alone) must print "sum 4950".
 #
 #   consumer_test.sh install      BUILD_DIR WORK_DIR   cmake --install BUILD_DIR into a prefix,
 #                                                      find_package(Trellis) from it
@@ -24,6 +25,7 @@ configure_build_run() {
   cmake -S "$consumer" -B "$work/build" -G Ninja -DCMAKE_CXX_COMPILER="${CXX:-c++}" "$@"
   cmake --build "$work/build"
   check_reply "$work/build/greeter_roundtrip"
+  check_runtime_only "$work/build/runtime_only"
 }
 
 check_reply() {
@@ -31,6 +33,14 @@ check_reply() {
   reply=$("$1")
   echo "reply: $reply"
   [ "$reply" = "Hello consumer" ]
+}
+
+# runtime_only links trellis::runtime alone: the runtime needs no RPC code.
+check_runtime_only() {
+  local out
+  out=$("$1")
+  echo "runtime only: $out"
+  [ "$out" = "sum 4950" ]
 }
 
 case $mode in
@@ -57,7 +67,9 @@ case $mode in
                 ./usr/lib/cmake/Trellis/TrellisGenerate.cmake \
                 ./usr/lib/pkgconfig/trellis.pc ./usr/lib/libtrellis.a \
                 ./usr/lib/libtrellis_middleware.a ./usr/lib/libtrellis_health.a \
-                ./usr/lib/libtrellis_reflection.a; do
+                ./usr/lib/libtrellis_reflection.a ./usr/lib/libtrellis_layer.a \
+                ./usr/lib/libtrellis_runtime.a ./usr/include/trellis/runtime.hpp \
+                ./usr/include/trellis/layer.hpp ./usr/include/trellis/health.hpp; do
       grep -q " $path\$" "$work/contents" || { echo "$deb lacks $path" >&2; exit 1; }
     done
     dpkg-deb --field "$deb" Depends | grep -q "libgrpc++-dev"

@@ -20,14 +20,14 @@ namespace trellis {
 class Call;
 
 namespace detail {
-class StreamCore;
+class ObservedStream;
 struct ClientBinding;
 
 // The framework's access to what the innermost service of each side needs (a passkey: layers
 // cannot use it).
 struct CallAccess {
-  static StreamCore* stream(const Call& call);
-  static void set_stream(Call& call, StreamCore* stream);
+  static ObservedStream* stream(const Call& call);
+  static void set_stream(Call& call, ObservedStream* stream);
   static const ClientBinding* binding(const Call& call);
   static void set_binding(Call& call, const ClientBinding* binding);
 };
@@ -168,12 +168,12 @@ class Call {
   bool committed_ = false;
   std::optional<std::size_t> replay_limit_;
   Extensions extensions_;
-  detail::StreamCore* stream_ = nullptr;
+  detail::ObservedStream* stream_ = nullptr;
   const detail::ClientBinding* binding_ = nullptr;
 };
 
-inline detail::StreamCore* detail::CallAccess::stream(const Call& call) { return call.stream_; }
-inline void detail::CallAccess::set_stream(Call& call, StreamCore* stream) {
+inline detail::ObservedStream* detail::CallAccess::stream(const Call& call) { return call.stream_; }
+inline void detail::CallAccess::set_stream(Call& call, ObservedStream* stream) {
   call.stream_ = stream;
 }
 inline const detail::ClientBinding* detail::CallAccess::binding(const Call& call) {

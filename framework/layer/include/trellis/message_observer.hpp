@@ -131,6 +131,20 @@ class MessageObservers {
   bool server_ = false;
 };
 
+// What a Call knows of its stream: the layers' observers of its messages (Call::observe_messages).
+// The call machinery's streams derive from it (detail::StreamCore).
+class ObservedStream {
+ public:
+  // Changed on the stream's worker while the middleware stack runs, before the messages the
+  // observers are to see.
+  MessageObservers& observers() { return observers_; }
+
+ protected:
+  ObservedStream() = default;
+  ~ObservedStream() = default;
+  MessageObservers observers_;
+};
+
 }  // namespace detail
 
 inline MessageObserver::~MessageObserver() {

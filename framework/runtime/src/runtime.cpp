@@ -107,6 +107,13 @@ gpr_timespec to_gpr_deadline(std::chrono::steady_clock::time_point when) {
 
 Worker* current_worker() noexcept { return tl_worker; }
 
+Worker* worker_for(const boost::asio::any_io_executor& ex) noexcept {
+  if (const Executor* te = ex.target<Executor>(); te != nullptr && te->worker() != nullptr) {
+    return te->worker();
+  }
+  return current_worker();
+}
+
 // ---------------------------------------------------------------------------------- Worker
 
 Worker::Worker(RuntimeCore* core, std::size_t index,

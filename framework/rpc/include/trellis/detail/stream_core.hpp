@@ -55,7 +55,7 @@ using FinishOp = StreamOp<Status>;  // (the call's final status)
 // stream's worker, where their StreamOps complete; initiate_stream_op posts them there from any
 // other thread. bind(), cancel() and home_thread() may be called from any thread: cancel() comes
 // from cancellation handlers, which run on the awaiting task's executor.
-class StreamCore {
+class StreamCore : public ObservedStream {
  public:
   // Binds the stream to worker `w` unless it is bound already; returns the worker it is bound
   // to. Server streams are bound from the start; a client stream binds to the worker of its
@@ -82,13 +82,8 @@ class StreamCore {
   // operations skip the check of the awaiting task's executor. Any thread.
   const void* home_thread() const { return home_thread_.load(std::memory_order_relaxed); }
 
-  // The layers' observers of the stream's messages (Call::observe_messages). Changed on the
-  // stream's worker while the middleware stack runs, before the messages they are to see.
-  MessageObservers& observers() { return observers_; }
-
  protected:
   ~StreamCore() = default;
-  MessageObservers observers_;
   // Set and cleared on the stream's worker.
   std::atomic<const void*> home_thread_{nullptr};
 };
@@ -185,6 +180,9 @@ StreamOp<Args...>* make_stream_op(Handler h, Worker* w, StreamCore* core, Transf
 
 // Parses a received message and shows it to the stream's observers; false (the call failed with
 // INTERNAL, or with what an observer answered) if it does not parse or an observer rejects it.
+// The stream a streaming call was given (CallAccess::set_stream): always a StreamCore.
+inline StreamCore* stream_core(ObservedStream* stream) { return static_cast<StreamCore*>(stream); }
+
 inline bool parse_received(StreamCore* core, grpc::ByteBuffer* bytes,
                            google::protobuf::MessageLite* message) {
   Status s = parse(bytes, message, "message");

@@ -1,7 +1,5 @@
 #include "trellis/call.hpp"
 
-#include "trellis/detail/stream_core.hpp"
-
 namespace trellis {
 
 void Call::observe_messages(MessageObserver& observer) {

@@ -146,7 +146,7 @@ class TypedServerStreamingMethod final : public StreamMethod {
   }
 
   Task<Status> handle(Call& call) override {
-    ServerWriter<Resp> writer(CallAccess::stream(call));
+    ServerWriter<Resp> writer(stream_core(CallAccess::stream(call)));
     co_return co_await (service_->*handler_)(*call.server_context(),
                                              static_cast<const Req&>(*call.request()), writer);
   }
@@ -192,7 +192,7 @@ class TypedClientStreamingMethod final : public StreamMethod {
   }
 
   Task<Status> handle(Call& call) override {
-    ServerReader<Req> reader(CallAccess::stream(call));
+    ServerReader<Req> reader(stream_core(CallAccess::stream(call)));
     Result<Resp> result = co_await (service_->*handler_)(*call.server_context(), reader);
     if (!result.ok()) co_return result.status();
     static_cast<Resp&>(*call.response()) = std::move(*result);
@@ -219,8 +219,8 @@ class TypedBidiStreamingMethod final : public StreamMethod {
   }
 
   Task<Status> handle(Call& call) override {
-    ServerReader<Req> reader(CallAccess::stream(call));
-    ServerWriter<Resp> writer(CallAccess::stream(call));
+    ServerReader<Req> reader(stream_core(CallAccess::stream(call)));
+    ServerWriter<Resp> writer(stream_core(CallAccess::stream(call)));
     co_return co_await (service_->*handler_)(*call.server_context(), reader, writer);
   }
 

@@ -93,13 +93,6 @@ Task<Status> ChannelService::operator()(Call& call) const {
   co_return parse(response.get(), call.response(), "response");
 }
 
-Worker* worker_for(const boost::asio::any_io_executor& ex) noexcept {
-  if (const Executor* te = ex.target<Executor>(); te != nullptr && te->worker() != nullptr) {
-    return te->worker();
-  }
-  return current_worker();
-}
-
 Status client_layer_threw(const std::exception_ptr& error) {
   return Status::internal(absl::StrCat("a client layer threw: ", exception_text(error)));
 }

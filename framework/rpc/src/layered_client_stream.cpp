@@ -419,7 +419,7 @@ StreamCore* new_layered_client_stream(std::shared_ptr<const BoxService> stack,
 }
 
 Task<Status> run_layered_stream_inner(Call& call) {
-  auto* layered = dynamic_cast<LayeredClientStream*>(CallAccess::stream(call));
+  auto* layered = dynamic_cast<LayeredClientStream*>(stream_core(CallAccess::stream(call)));
   if (layered == nullptr) {
     co_return Status::internal("trellis: a streaming client call without its stream");
   }
