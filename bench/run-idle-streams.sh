@@ -6,7 +6,7 @@
 #   bench/run-idle-streams.sh [--build-dir DIR] [--streams N] [--connections C] [--repeats R]
 #                             [--threads LIST] [--servers LIST]
 #
-#   --build-dir DIR   a configured build directory with the bench targets [build/release]
+#   --build-dir DIR   build directory [build/release]; configured as Release if it has none
 #   --streams N       streams held [100000]
 #   --connections C   client connections [100]
 #   --repeats R       runs of each server and thread count [2]
@@ -33,34 +33,27 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 cd "$root"
-ninja -C "$build_dir" idle_streams stream_server baseline_stream_server >&2
+bench_name=run-idle-streams
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+build_bench bench_idle_streams bench_stream_server bench_baseline_stream_server >&2
 
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+server_log=$(mktemp)
+trap 'stop_server || true; rm -f "$results" "$server_log"' EXIT
 for ((rep = 1; rep <= repeats; rep++)); do
   for t in ${threads//,/ }; do
     for server in ${servers//,/ }; do
       case "$server" in
-        baseline) binary=$build_dir/bench/baseline_stream_server ;;
-        trellis) binary=$build_dir/bench/stream_server ;;
+        baseline) binary=$bench_bin/baseline_stream_server ;;
+        trellis) binary=$bench_bin/stream_server ;;
         *) echo "run-idle-streams.sh: unknown server $server" >&2; exit 2 ;;
       esac
-      log=$(mktemp)
-      taskset -c 0 "$binary" --port 0 --threads "$t" >"$log" 2>&1 &
-      pid=$!
-      port=
-      for _ in $(seq 100); do
-        port=$(grep -o 'listening on port [0-9]*' "$log" | grep -o '[0-9]*$' || true)
-        [ -n "$port" ] && break
-        sleep 0.1
-      done
-      if [ -z "$port" ]; then
-        echo "run-idle-streams.sh: $server did not start:" >&2; cat "$log" >&2; exit 1
-      fi
-      line=$(taskset -c 1 "$build_dir/bench/idle_streams" --target "127.0.0.1:$port" \
-        --streams "$streams" --connections "$connections" --server-pid "$pid")
-      kill -TERM "$pid"; wait "$pid" || true
-      rm -f "$log"
+      start_server "$server_log" 0 "$binary" --port 0 --threads "$t" ||
+        { cat "$server_log" >&2; exit 1; }
+      line=$(taskset -c 1 "$bench_bin/idle_streams" --target "127.0.0.1:$server_port" \
+        --streams "$streams" --connections "$connections" --server-pid "$server_pid")
+      stop_server || true
       line="{\"server\":\"$server\",\"threads\":$t,${line#\{}"
       echo "$line"
       echo "$line" >>"$results"

@@ -104,7 +104,9 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 
-log() { echo "run-stream: $*" >&2; }
+bench_name=run-stream
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # report RESULTS_JSONL TRELLIS_NOTE: per workload, the markdown tables (medians, ratios,
 # individual runs).
@@ -196,44 +198,9 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Build.
 # ---------------------------------------------------------------------------------------------
-# shellcheck disable=SC2206
-configure_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-})
-bench_bin=""
-if [ -n "${CMAKE_ARGS:-}" ] || { [ ! -f "$build_dir/build.ninja" ] &&
-  [ ! -f "$build_dir/Makefile" ]; }; then
-  log "configuring $build_dir"
-  cmake -S . -B "$build_dir" "${configure_args[@]}" >"/tmp/run-stream-configure.$$.log" 2>&1 ||
-    log "top-level configure failed (see /tmp/run-stream-configure.$$.log)"
-fi
-if [ -f "$build_dir/build.ninja" ] || [ -f "$build_dir/Makefile" ]; then
-  if cmake --build "$build_dir" --target bench_baseline_stream_server bench_stream_load; then
-    bench_bin="$build_dir/bench"
-  else
-    log "building the bench targets in the top-level project failed"
-  fi
-fi
-if [ -z "$bench_bin" ]; then
-  standalone="$build_dir/bench-standalone"
-  log "building bench/ on its own in $standalone"
-  if [ ! -f "$standalone/build.ninja" ]; then
-    cmake -S bench -B "$standalone" "${configure_args[@]}" >/dev/null
-  fi
-  cmake --build "$standalone" --target bench_baseline_stream_server bench_stream_load
-  bench_bin="$standalone"
-fi
-
+build_bench bench_baseline_stream_server bench_stream_load
 trellis_bin=${TRELLIS_SERVER:-$build_dir/bench/stream_server}
-trellis_note=""
-if [ -z "${TRELLIS_SERVER:-}" ] && [ "$bench_bin" = "$build_dir/bench" ]; then
-  # A failure only means the Trellis side is not ready: the baseline is still measured.
-  cmake --build "$build_dir" --target bench_stream_server \
-    >"/tmp/run-stream-trellis-build.$$.log" 2>&1 ||
-    trellis_note="build failed, see /tmp/run-stream-trellis-build.$$.log"
-fi
-if [ ! -x "$trellis_bin" ]; then
-  trellis_note="missing: $trellis_bin${trellis_note:+ ($trellis_note)}"
-  log "trellis server $trellis_note"
-fi
+build_trellis_target bench_stream_server "$trellis_bin"
 
 # ---------------------------------------------------------------------------------------------
 # Measure.
@@ -243,58 +210,10 @@ mkdir -p "$out_dir"
 results="$out_dir/results.jsonl"
 : >"$results"
 
-# Busy cores of the whole machine over one second (from /proc/stat).
-machine_busy() {
-  local a b
-  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    t = y[2] - x[2]; printf "%.3f", (t > 0 ? n * (y[1] - x[1]) / t : 0) }'
-}
-
-# Waits until the machine has been idle for $quiet_s consecutive seconds (bounded).
-wait_quiet() {
-  local waited=0 quiet=0 busy
-  while [ "$quiet" -lt "$quiet_s" ]; do
-    busy=$(machine_busy)
-    waited=$((waited + 1))
-    if awk -v b="$busy" -v m="$max_other_cpu" 'BEGIN { exit !(b < m) }'; then
-      quiet=$((quiet + 1))
-      continue
-    fi
-    quiet=0
-    if [ "$waited" -ge "$quiet_timeout_s" ]; then
-      log "machine still busy ($busy cores) after ${waited}s; measuring anyway"
-      return 0
-    fi
-    [ $((waited % 60)) -eq 1 ] && log "machine busy ($busy cores), waiting for it to be idle"
-  done
-}
-
-server_pid=""
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  local rc=0
-  kill -TERM "$server_pid" 2>/dev/null || true
-  for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$server_pid" 2>/dev/null; then
-    log "server $server_pid did not exit on SIGTERM within 10 s; killing it"
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  wait "$server_pid" 2>/dev/null || rc=$?
-  server_pid=""
-  return $rc
-}
-trap 'stop_server || true' EXIT
-
 # run_once WORKLOAD NAME REP ATTEMPT: one measurement; appends a JSON line to $results. Returns 1
 # if the run is to be redone (other load on the machine), 2 if it failed.
 run_once() {
-  local workload=$1 name=$2 rep=$3 attempt=$4 port="" json rc=0
+  local workload=$1 name=$2 rep=$3 attempt=$4 json rc=0
   local server_log="$out_dir/$workload-$name-$rep-$attempt.log"
   local cmd
   if [ "$name" = baseline ]; then
@@ -305,20 +224,8 @@ run_once() {
     cmd=("$trellis_bin" --port 0 --threads "$threads" ${TRELLIS_ARGS:-})
   fi
   wait_quiet
-  taskset -c "$server_cpus" "${cmd[@]}" >"$server_log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*listening on port[^0-9]*\([0-9][0-9]*\).*/\1/p' "$server_log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [ -z "$port" ]; then
-    log "$name printed no 'listening on port N' line within 10 s; log: $server_log"
-    stop_server || true
-    return 2
-  fi
-  json=$(taskset -c "$load_cpus" "$bench_bin/stream_load" --target "127.0.0.1:$port" \
+  start_server "$server_log" "$server_cpus" "${cmd[@]}" || return 2
+  json=$(taskset -c "$load_cpus" "$bench_bin/stream_load" --target "127.0.0.1:$server_port" \
     --workload "$workload" --payload "$payload" --window "$window" --streams "$streams" \
     --duration-s "$duration_s" --warmup-s "$warmup_s" --server-pid "$server_pid") || {
     log "$workload $name: load generator failed"
@@ -327,15 +234,8 @@ run_once() {
   }
   stop_server || rc=$?
   [ "$rc" -eq 0 ] || log "$name exited with status $rc on SIGTERM (log: $server_log)"
-  local other
-  other=$(sed -n 's/.*"other_cpu_util": \([0-9.]*\).*/\1/p' <<<"$json")
-  echo "${json%\}}, \"server\": \"$name\", \"rep\": $rep, \"attempt\": $attempt, \"server_exit\": $rc, \"discarded\": $(awk -v o="${other:-0}" -v m="$max_other_cpu" 'BEGIN { print (o > m) ? "true" : "false" }')}" >>"$results"
-  log "$workload $name rep $rep: $json"
-  if awk -v o="${other:-0}" -v m="$max_other_cpu" 'BEGIN { exit !(o > m) }'; then
-    log "$workload $name rep $rep: other processes used $other cores during the window; redoing"
-    return 1
-  fi
-  return 0
+  record_run "$json" "$workload $name rep $rep" \
+    "\"server\": \"$name\", \"rep\": $rep, \"attempt\": $attempt, \"server_exit\": $rc"
 }
 
 IFS=, read -r -a server_list <<<"$servers"
@@ -344,11 +244,7 @@ for rep in $(seq "$repeats"); do
   for workload in "${workload_list[@]}"; do
     for name in "${server_list[@]}"; do
       if [ "$name" = trellis ] && [ ! -x "$trellis_bin" ]; then continue; fi
-      for attempt in $(seq "$max_attempts"); do
-        st=0
-        run_once "$workload" "$name" "$rep" "$attempt" || st=$?
-        [ "$st" -eq 1 ] || break
-      done
+      with_attempts run_once "$workload" "$name" "$rep"
     done
   done
 done

@@ -106,7 +106,9 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 
-log() { echo "run-unary: $*" >&2; }
+bench_name=run-unary
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # report RESULTS_JSONL TRELLIS_NOTE [SERVERS]: the markdown tables (medians, ratios, individual
 # runs) of SERVERS (default: those in the file).
@@ -191,44 +193,10 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Build.
 # ---------------------------------------------------------------------------------------------
-# shellcheck disable=SC2206
-configure_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-})
-bench_bin=""
-if [ -n "${CMAKE_ARGS:-}" ] || { [ ! -f "$build_dir/build.ninja" ] &&
-  [ ! -f "$build_dir/Makefile" ]; }; then
-  log "configuring $build_dir"
-  cmake -S . -B "$build_dir" "${configure_args[@]}" >"/tmp/run-unary-configure.$$.log" 2>&1 ||
-    log "top-level configure failed (see /tmp/run-unary-configure.$$.log)"
-fi
-if [ -f "$build_dir/build.ninja" ] || [ -f "$build_dir/Makefile" ]; then
-  if cmake --build "$build_dir" --target bench_baseline_server bench_unary_load; then
-    bench_bin="$build_dir/bench"
-  else
-    log "building the bench targets in the top-level project failed"
-  fi
-fi
-if [ -z "$bench_bin" ]; then
-  standalone="$build_dir/bench-standalone"
-  log "building bench/ on its own in $standalone"
-  if [ ! -f "$standalone/build.ninja" ]; then
-    cmake -S bench -B "$standalone" "${configure_args[@]}" >/dev/null
-  fi
-  cmake --build "$standalone"
-  bench_bin="$standalone"
-fi
-
+build_bench bench_baseline_server bench_unary_load
 trellis_bin=${TRELLIS_SERVER:-$build_dir/examples/helloworld/greeter_server}
-trellis_note=""
-if [ -z "${TRELLIS_SERVER:-}" ] && [ "$bench_bin" = "$build_dir/bench" ]; then
-  # Ninja builds an output file named as a target; a failure only means Trellis is not ready.
-  cmake --build "$build_dir" --target examples/helloworld/greeter_server \
-    >"/tmp/run-unary-trellis-build.$$.log" 2>&1 ||
-    trellis_note="build failed, see /tmp/run-unary-trellis-build.$$.log"
-fi
-if [ ! -x "$trellis_bin" ]; then
-  trellis_note="missing: $trellis_bin${trellis_note:+ ($trellis_note)}"
-  log "trellis server $trellis_note"
-fi
+# Ninja builds an output file named as a target.
+build_trellis_target examples/helloworld/greeter_server "$trellis_bin"
 # Loopback only: pass --host 127.0.0.1 when the Trellis server has such a flag.
 if [ -n "${TRELLIS_ARGS+set}" ]; then
   trellis_args=$TRELLIS_ARGS
@@ -246,68 +214,18 @@ mkdir -p "$out_dir"
 results="$out_dir/results.jsonl"
 : >"$results"
 
-# Busy cores of the whole machine over one second (from /proc/stat).
-machine_busy() {
-  local a b
-  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    t = y[2] - x[2]; printf "%.3f", (t > 0 ? n * (y[1] - x[1]) / t : 0) }'
-}
-
-# Waits until the machine has been idle for $quiet_s consecutive seconds (bounded).
-wait_quiet() {
-  local waited=0 quiet=0 busy
-  while [ "$quiet" -lt "$quiet_s" ]; do
-    busy=$(machine_busy)
-    waited=$((waited + 1))
-    if awk -v b="$busy" -v m="$max_other_cpu" 'BEGIN { exit !(b < m) }'; then
-      quiet=$((quiet + 1))
-      continue
-    fi
-    quiet=0
-    if [ "$waited" -ge "$quiet_timeout_s" ]; then
-      log "machine still busy ($busy cores) after ${waited}s; measuring anyway"
-      return 0
-    fi
-    [ $((waited % 60)) -eq 1 ] && log "machine busy ($busy cores), waiting for it to be idle"
-  done
-}
-
-server_pid=""
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  local rc=0
-  kill -TERM "$server_pid" 2>/dev/null || true
-  for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$server_pid" 2>/dev/null; then
-    log "server $server_pid did not exit on SIGTERM within 10 s; killing it"
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  wait "$server_pid" 2>/dev/null || rc=$?
-  server_pid=""
-  return $rc
-}
-trap 'stop_server || true' EXIT
-
 # run_once NAME REP ATTEMPT: one measurement; appends a JSON line to $results. Returns 1 if the
-# run is to be redone (other load on the machine).
+# run is to be redone (other load on the machine), 2 if it failed.
 run_once() {
-  local name=$1 rep=$2 attempt=$3 bin port="" json rc=0
+  local name=$1 rep=$2 attempt=$3 json rc=0
   local server_log="$out_dir/$name-$rep-$attempt.log"
   local cmd
   if [ "$name" = baseline ]; then
-    bin="$bench_bin/baseline_server"
     # shellcheck disable=SC2206
-    cmd=("$bin" --port 0 --threads "$threads" ${BASELINE_ARGS:-})
+    cmd=("$bench_bin/baseline_server" --port 0 --threads "$threads" ${BASELINE_ARGS:-})
   else
-    bin="$trellis_bin"
     # shellcheck disable=SC2206
-    cmd=("$bin" --port 0 --threads "$threads" ${trellis_args})
+    cmd=("$trellis_bin" --port 0 --threads "$threads" ${trellis_args})
   fi
   # shellcheck disable=SC2206
   cmd+=(${server_args[$name]:-})
@@ -315,20 +233,8 @@ run_once() {
   # shellcheck disable=SC2206
   [ -z "${load_cmd[$name]:-}" ] || load=(${load_cmd[$name]})
   wait_quiet
-  taskset -c "$server_cpus" "${cmd[@]}" >"$server_log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*listening on port[^0-9]*\([0-9][0-9]*\).*/\1/p' "$server_log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [ -z "$port" ]; then
-    log "$name printed no 'listening on port N' line within 10 s; log: $server_log"
-    stop_server || true
-    return 2
-  fi
-  json=$(taskset -c "$load_cpus" "${load[@]}" --target "127.0.0.1:$port" \
+  start_server "$server_log" "$server_cpus" "${cmd[@]}" || return 2
+  json=$(taskset -c "$load_cpus" "${load[@]}" --target "127.0.0.1:$server_port" \
     --concurrency "$concurrency" --duration-s "$duration_s" --warmup-s "$warmup_s" \
     --channels "$channels" --payload "$payload" --server-pid "$server_pid") || {
     log "$name: load generator failed"
@@ -337,26 +243,15 @@ run_once() {
   }
   stop_server || rc=$?
   [ "$rc" -eq 0 ] || log "$name exited with status $rc on SIGTERM (log: $server_log)"
-  local other
-  other=$(sed -n 's/.*"other_cpu_util": \([0-9.]*\).*/\1/p' <<<"$json")
-  echo "${json%\}}, \"server\": \"$name\", \"rep\": $rep, \"attempt\": $attempt, \"server_exit\": $rc, \"discarded\": $(awk -v o="${other:-0}" -v m="$max_other_cpu" 'BEGIN { print (o > m) ? "true" : "false" }')}" >>"$results"
-  log "$name rep $rep: $json"
-  if awk -v o="${other:-0}" -v m="$max_other_cpu" 'BEGIN { exit !(o > m) }'; then
-    log "$name rep $rep: other processes used $other cores during the window; redoing"
-    return 1
-  fi
-  return 0
+  record_run "$json" "$name rep $rep" \
+    "\"server\": \"$name\", \"rep\": $rep, \"attempt\": $attempt, \"server_exit\": $rc"
 }
 
 IFS=, read -r -a server_list <<<"$servers"
 for rep in $(seq "$repeats"); do
   for name in "${server_list[@]}"; do
     if [ "$name" != baseline ] && [ ! -x "$trellis_bin" ]; then continue; fi
-    for attempt in $(seq "$max_attempts"); do
-      st=0
-      run_once "$name" "$rep" "$attempt" || st=$?
-      [ "$st" -eq 1 ] || break
-    done
+    with_attempts run_once "$name" "$rep"
   done
 done
 
