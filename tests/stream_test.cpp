@@ -324,6 +324,32 @@ TEST_F(StreamTest, HandlerExceptionMidStreamIsInternal) {
   EXPECT_EQ(status.message(), "internal error");
 }
 
+TEST_F(StreamTest, ServerStreamingHandlerExceptionIsInternal) {
+  Status status = run([](StreamerClient* c) -> Task<Status> {
+    EchoRequest boom;
+    boom.set_throw_exception(true);
+    auto stream = c->Split(boom);
+    co_await read_all(stream);
+    co_return co_await stream.finish();
+  }(client_.get()));
+  EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
+  EXPECT_EQ(status.message(), "internal error");
+}
+
+// A server-streaming method's request travels as the stream's first message; a client that
+// half-closes without one gets INTERNAL, before any handler runs.
+TEST_F(StreamTest, ServerStreamingCallWithoutItsRequestIsInternal) {
+  BidiStreamingClientMethod<EchoRequest, EchoResponse> split(channel_,
+                                                             "/trellis.testing.Streamer/Split");
+  Status status = run([](BidiStreamingClientMethod<EchoRequest, EchoResponse>* m) -> Task<Status> {
+    auto stream = (*m)();
+    co_await stream.writes_done();
+    co_return co_await stream.finish();
+  }(&split));
+  EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
+  EXPECT_EQ(status.message(), "the client sent no request message");
+}
+
 TEST_F(StreamTest, UnknownStreamingMethodIsUnimplemented) {
   BidiStreamingClientMethod<EchoRequest, EchoResponse> nope(channel_,
                                                             "/trellis.testing.Streamer/Nope");

@@ -55,6 +55,7 @@ class StreamerImpl final : public StreamerService {
   Task<Status> Split(ServerContext& ctx, const EchoRequest& req,
                      ServerWriter<EchoResponse>& writer) override {
     Witness witness(this, ctx);
+    if (req.throw_exception()) throw std::runtime_error("split handler exploded on purpose");
     if (req.echo_metadata()) {
       for (const auto& [k, v] : ctx.request_metadata()) {
         if (!k.starts_with("echo-")) continue;

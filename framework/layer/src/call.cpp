@@ -3,7 +3,7 @@
 namespace trellis {
 
 void Call::observe_messages(MessageObserver& observer) {
-  if (stream_ != nullptr) stream_->observers().add(&observer, is_server());
+  if (stream_ != nullptr) stream_->observe(observer, is_server());
 }
 
 }  // namespace trellis

@@ -31,7 +31,9 @@ void ServerContext::set_deadline(std::chrono::system_clock::time_point deadline)
 }
 
 const Metadata& ServerContext::request_metadata() const {
-  if (!request_metadata_) request_metadata_.emplace(detail::from_grpc(grpc_->client_metadata()));
+  if (!request_metadata_) {
+    request_metadata_ = std::make_unique<Metadata>(detail::from_grpc(grpc_->client_metadata()));
+  }
   return *request_metadata_;
 }
 

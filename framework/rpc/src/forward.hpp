@@ -1,6 +1,8 @@
 // Internal: a completion-queue tag that calls a member function of its owner.
 #pragma once
 
+#include <type_traits>
+
 #include "trellis/detail/runnable.hpp"
 #include "trellis/executor.hpp"
 
@@ -16,6 +18,23 @@ class Forward final : public Completion {
 
  private:
   Owner* owner_;
+};
+
+// A completion-queue tag that is a base class of its owner, which it finds by a static_cast
+// instead of a pointer: 8 bytes a tag instead of Forward's 16, for objects held by the hundred
+// thousand (a server stream). The owner derives publicly from OpTag<Owner, K> for each kind K of
+// gRPC operation it has in flight, and defines on_complete(OpKind<K>, bool) for each (befriending
+// OpTag if private).
+template <int K>
+using OpKind = std::integral_constant<int, K>;
+
+template <class Owner, int K>
+class OpTag : public Completion {
+ public:
+  void complete(bool ok) final { static_cast<Owner*>(this)->on_complete(OpKind<K>{}, ok); }
+
+ protected:
+  ~OpTag() = default;
 };
 
 // Completes `op` with `args` from worker `w`'s queue, not inline: for an operation that fails

@@ -251,11 +251,11 @@ class LayeredClientStream final : public ClientStreamCore, public ReplayOwner {
   // caller's message is gone: write() serialized it before the layers ran). False: an observer
   // rejected it (or it did not parse), and the call has failed with that status.
   bool observe_sent(Bytes& bytes) {
-    if (observers_.empty() || request_type_ == nullptr) return true;
+    if (!observed() || request_type_ == nullptr) return true;
     grpc::ByteBuffer copy(*bytes.get());  // parse() consumes its input; the slices are shared
     if (!sent_scratch_) sent_scratch_.reset(request_type_->New());
     Status status = parse(&copy, sent_scratch_.get(), "request");
-    if (status.ok()) status = observers_.sent(*sent_scratch_);
+    if (status.ok()) status = observers_->sent(*sent_scratch_);
     if (status.ok()) return true;
     fail(std::move(status));
     return false;

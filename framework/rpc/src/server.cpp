@@ -368,18 +368,26 @@ class UnknownMethodCall {
   Forward<UnknownMethodCall, &UnknownMethodCall::finished> on_finished_{this};
 };
 
+// The gRPC operations a StreamCall has in flight, one tag each.
+enum StreamOp { kAccept, kRead, kWrite, kDone, kFinish };
+
 // One incoming streaming call (any streaming kind), from request to the last completion. Lives
 // on one worker, where it is created and armed and where the handler's reads and writes run
 // (StreamCore's threading contract). It is freed when the handler has returned, the status has
 // been sent, gRPC has reported the call done, no read or write is in flight and no
 // run_cancel_with runnable is pending.
-class StreamCall final : public detail::StreamCore, public detail::ServerCall {
+class StreamCall final : public detail::ServerStreamCore,
+                         public detail::ServerCall,
+                         public detail::OpTag<StreamCall, kAccept>,
+                         public detail::OpTag<StreamCall, kRead>,
+                         public detail::OpTag<StreamCall, kWrite>,
+                         public detail::OpTag<StreamCall, kDone>,
+                         public detail::OpTag<StreamCall, kFinish> {
  public:
-  StreamCall(Server::State* server, Worker* worker, detail::GrpcService* service,
-             detail::StreamMethod* method, const BoxService* stack)
+  StreamCall(Server::State* server, Worker* worker, detail::StreamMethod* method,
+             const BoxService* stack)
       : server_(server),
         worker_(worker),
-        service_(service),
         method_(method),
         stack_(stack),
         stream_(&grpc_ctx_),
@@ -388,9 +396,9 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
   }
 
   void arm() {
-    grpc_ctx_.AsyncNotifyWhenDone(&on_done_);
-    service_->RequestAsyncBidiStreaming(method_->index(), &grpc_ctx_, &stream_, worker_->cq(),
-                                        worker_->cq(), &on_accepted_);
+    grpc_ctx_.AsyncNotifyWhenDone(tag<kDone>());
+    method_->grpc_service()->RequestAsyncBidiStreaming(
+        method_->index(), &grpc_ctx_, &stream_, worker_->cq(), worker_->cq(), tag<kAccept>());
   }
 
   Worker* bind(Worker*) override { return worker_; }
@@ -401,13 +409,13 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
       detail::complete_later(worker_, op, false, static_cast<grpc::ByteBuffer*>(nullptr));
       return;
     }
-    if (reads_ended_ || failure_ || status_sent_) {
+    if (reads_ended_ || failed_ || status_sent_) {
       detail::complete_later(worker_, op, false, static_cast<grpc::ByteBuffer*>(nullptr));
       return;
     }
     read_op_ = op;
     ++outstanding_;
-    stream_.Read(&read_buffer_, &on_read_);
+    stream_.Read(&read_buffer_, tag<kRead>());
   }
 
   void write(detail::Bytes message, bool, detail::WriteOp* op) override {
@@ -416,14 +424,14 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
       detail::complete_later(worker_, op, false);
       return;
     }
-    if (failure_ || handler_returned_) {
+    if (failed_ || handler_returned_) {
       detail::complete_later(worker_, op, false);
       return;
     }
     write_op_ = op;
     ++outstanding_;
     write_buffer_.take(std::move(message));
-    stream_.Write(write_buffer_, &on_written_);
+    stream_.Write(write_buffer_, tag<kWrite>());
   }
 
   // Client-side operations; the typed server API never starts them.
@@ -440,20 +448,22 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
   // cancellation slot may be signalled from another worker's task.
   void cancel() override {
     std::lock_guard lock(failure_mu_);
-    if (!failure_) {
+    if (!failed_) {
       grpc_ctx_.TryCancel();
       return;
     }
-    grpc_call_cancel_with_status(grpc_ctx_.c_call(),
-                                 static_cast<grpc_status_code>(failure_->code()),
-                                 failure_->message().c_str(), nullptr);
+    grpc_call_cancel_with_status(grpc_ctx_.c_call(), static_cast<grpc_status_code>(status_.code()),
+                                 status_.message().c_str(), nullptr);
   }
 
   // The call ends with `status` once the handler returns; reads and writes fail from now on.
-  // Worker thread (the only writer of failure_; cancel() reads it under the lock from anywhere).
+  // Worker thread (the only writer of status_ and failed_; cancel() reads them under the lock
+  // from anywhere, and status_ only once failed_, after which it never changes).
   void fail(Status status) override {
     std::lock_guard lock(failure_mu_);
-    if (!failure_) failure_ = std::move(status);
+    if (failed_) return;
+    status_ = std::move(status);
+    failed_ = true;
   }
 
   void cancel_with(Status status) override {
@@ -463,7 +473,7 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
   // ServerContext::cancel_with on the worker: the call fails with `status`, which the client
   // gets now, and the handler is cancelled.
   void cancel_now(Status status) {
-    if (handler_returned_ || failure_) return;
+    if (handler_returned_ || failed_) return;
     fail(std::move(status));
     cancel();
     cancel_handler(ctx_);
@@ -478,7 +488,19 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
 
  private:
   friend class detail::CallbackScope<StreamCall>;
+  template <class, int>
+  friend class detail::OpTag;
   using Scope = detail::CallbackScope<StreamCall>;
+
+  template <int K>
+  detail::Completion* tag() {
+    return static_cast<detail::OpTag<StreamCall, K>*>(this);
+  }
+  void on_complete(detail::OpKind<kAccept>, bool ok) { accepted(ok); }
+  void on_complete(detail::OpKind<kRead>, bool ok) { read_done(ok); }
+  void on_complete(detail::OpKind<kWrite>, bool ok) { written(ok); }
+  void on_complete(detail::OpKind<kDone>, bool ok) { done(ok); }
+  void on_complete(detail::OpKind<kFinish>, bool ok) { finished(ok); }
 
   void accepted(bool ok) {
     if (!ok) {
@@ -486,48 +508,35 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
       return;
     }
     Scope scope(this);
-    (new StreamCall(server_, worker_, service_, method_, stack_))->arm();
+    (new StreamCall(server_, worker_, method_, stack_))->arm();
     Worker::count_call(worker_->live_server_calls, 1);
     accepted_ = true;
     handler_running_ = true;
     boost::asio::cancellation_slot slot = detail::ServerContextAccess::signal(ctx_).slot();
 #if TRELLIS_ASIO_INTERNALS
-    // As in UnaryCall. The thread is also the stream's home thread: it runs on this worker's
-    // own executor, so its reads and writes skip the check of the awaiting task's executor.
-    detail::asio_internals::Launch thread(serve(this), Executor(worker_), slot);
+    // As in UnaryCall; the method's frame is the thread's bottom frame (StreamMethod::run). The
+    // thread is also the stream's home thread: it runs on this worker's own executor, so its
+    // reads and writes skip the check of the awaiting task's executor.
+    detail::asio_internals::Launch thread(method_->run(ctx_, *this, stack_), Executor(worker_),
+                                          slot);
     home_thread_.store(thread.id(), std::memory_order_relaxed);
     thread.launch();
 #else
     boost::asio::co_spawn(
         Executor(worker_), method_->invoke(ctx_, *this, stack_),
         boost::asio::bind_cancellation_slot(slot, [this](std::exception_ptr error, Status status) {
-          handler_done(std::move(error), std::move(status));
+          handler_returned(std::move(error), std::move(status));
         }));
 #endif
   }
 
-#if TRELLIS_ASIO_INTERNALS
-  // The bottom frame of the call's awaitable thread: runs the handler, then ends the call as the
-  // co_spawn completion handler does otherwise.
-  static detail::asio_internals::EntryPoint serve(StreamCall* self) {
-    std::exception_ptr error;
-    Status status;
-    try {
-      status = co_await self->method_->invoke(self->ctx_, *self, self->stack_);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    self->handler_done(std::move(error), std::move(status));
-  }
-#endif
-
-  void handler_done(std::exception_ptr error, Status status) {
+  void handler_returned(std::exception_ptr error, Status status) noexcept override {
     Scope scope(this);
     home_thread_.store(nullptr, std::memory_order_relaxed);  // the thread ends
     handler_running_ = false;
     handler_returned_ = true;
-    final_status_ = handler_outcome(std::move(error), std::move(status), ctx_);
-    if (failure_) final_status_ = *failure_;
+    Status outcome = handler_outcome(std::move(error), std::move(status), ctx_);
+    if (!failed_) status_ = std::move(outcome);
     // gRPC allows one write in flight: a write the handler left pending goes out first.
     if (write_op_ == nullptr) send_status();
   }
@@ -535,7 +544,7 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
   void send_status() {
     status_sent_ = true;
     ++outstanding_;
-    stream_.Finish(detail::to_grpc(final_status_), &on_finished_);
+    stream_.Finish(detail::to_grpc(status_), tag<kFinish>());
   }
 
   // A failed read is the client's half-close or a broken call (cancelled by the client, deadline,
@@ -586,7 +595,6 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
 
   Server::State* server_;
   Worker* worker_;
-  detail::GrpcService* service_;
   detail::StreamMethod* method_;
   const BoxService* stack_;  // the server's middleware for the method, or nullptr
 
@@ -597,9 +605,9 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
   grpc::ByteBuffer read_buffer_;
   detail::ReadOp* read_op_ = nullptr;
   detail::WriteOp* write_op_ = nullptr;
-  std::mutex failure_mu_;  // failure_ between fail() and cancel()
-  std::optional<Status> failure_;
-  Status final_status_;
+  // The call's final status: what fail() set (failed_), else the handler's outcome once it
+  // returned.
+  Status status_;
   int outstanding_ = 0;  // reads, writes and the status in flight in gRPC
   int callback_depth_ = 0;
   std::atomic<int> pending_posts_{0};  // run_cancel_with runnables not yet run
@@ -610,12 +618,8 @@ class StreamCall final : public detail::StreamCore, public detail::ServerCall {
   bool status_sent_ = false;
   bool done_ = false;
   bool finished_ = false;
-
-  Forward<StreamCall, &StreamCall::accepted> on_accepted_{this};
-  Forward<StreamCall, &StreamCall::read_done> on_read_{this};
-  Forward<StreamCall, &StreamCall::written> on_written_{this};
-  Forward<StreamCall, &StreamCall::done> on_done_{this};
-  Forward<StreamCall, &StreamCall::finished> on_finished_{this};
+  bool failed_ = false;
+  detail::TinyLock failure_mu_;  // status_ and failed_ between fail() and cancel()
 };
 
 // A method a server keeps calls requested for, on every worker.
@@ -643,7 +647,7 @@ class ArmWorker final : public detail::Runnable {
         if (m.unary != nullptr) {
           (new UnaryCall(server_, worker_, m.service, m.unary->index(), m.unary, m.stack))->arm();
         } else {
-          (new StreamCall(server_, worker_, m.service, m.stream, m.stack))->arm();
+          (new StreamCall(server_, worker_, m.stream, m.stack))->arm();
         }
       }
     }

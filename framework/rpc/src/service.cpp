@@ -25,12 +25,12 @@ void Service::on_server_shutdown() {}
 
 // grpc keeps the name pointer: the Method owns the string and never moves it.
 void Service::add(std::unique_ptr<detail::UnaryMethod> method) {
-  method->set_index(grpc_service_.add_raw(method->path(), false));
+  method->set_registration(&grpc_service_, grpc_service_.add_raw(method->path(), false));
   unary_methods_.push_back(std::move(method));
 }
 
 void Service::add(std::unique_ptr<detail::StreamMethod> method) {
-  method->set_index(grpc_service_.add_raw(method->path(), true));
+  method->set_registration(&grpc_service_, grpc_service_.add_raw(method->path(), true));
   stream_methods_.push_back(std::move(method));
 }
 

@@ -3,6 +3,8 @@
 
 #include <google/protobuf/message_lite.h>
 
+#include <memory>
+
 #include "trellis/status.hpp"
 
 namespace trellis {
@@ -135,14 +137,21 @@ class MessageObservers {
 // The call machinery's streams derive from it (detail::StreamCore).
 class ObservedStream {
  public:
-  // Changed on the stream's worker while the middleware stack runs, before the messages the
-  // observers are to see.
-  MessageObservers& observers() { return observers_; }
+  // Whether any observer is registered; the observers, or nullptr while none ever was.
+  bool observed() const { return observers_ != nullptr && !observers_->empty(); }
+  const MessageObservers* observers() const { return observers_.get(); }
+  // Registers `observer`. On the stream's worker while the middleware stack runs, before the
+  // messages it is to see.
+  void observe(MessageObserver& observer, bool server) {
+    // Made on first use: most streams are never observed, and a held stream is smaller without.
+    if (observers_ == nullptr) observers_ = std::make_unique<MessageObservers>();
+    observers_->add(&observer, server);
+  }
 
  protected:
   ObservedStream() = default;
   ~ObservedStream() = default;
-  MessageObservers observers_;
+  std::unique_ptr<MessageObservers> observers_;
 };
 
 }  // namespace detail

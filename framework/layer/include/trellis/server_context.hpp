@@ -5,6 +5,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -61,14 +62,15 @@ struct ServerContextAccess {
 // handler's task, or from tasks the handler awaits, never from two threads at once.
 class ServerContext {
  public:
-  ServerContext(grpc::ServerContext* grpc_context, std::string_view method,
+  // `method` (the full method name) must outlive the context.
+  ServerContext(grpc::ServerContext* grpc_context, const std::string& method,
                 detail::ServerCall* call)
-      : grpc_(grpc_context), method_(method), call_(call) {}
+      : grpc_(grpc_context), method_(&method), call_(call) {}
   ServerContext(const ServerContext&) = delete;
   ServerContext& operator=(const ServerContext&) = delete;
 
   // The full method name, "/package.Service/Method".
-  std::string_view method() const { return method_; }
+  std::string_view method() const { return *method_; }
   // The call's deadline: the client's, or an earlier one a layer set; time_point::max() when
   // there is none. Calls made with CallOptions::set_parent(*this) inherit it.
   std::chrono::system_clock::time_point deadline() const;
@@ -124,9 +126,10 @@ class ServerContext {
   friend struct detail::ServerContextAccess;
 
   grpc::ServerContext* grpc_;
-  std::string_view method_;
+  const std::string* method_;
   detail::ServerCall* call_;
-  mutable std::optional<Metadata> request_metadata_;
+  // Made on first use: most calls never ask, and a held stream's context is smaller without it.
+  mutable std::unique_ptr<Metadata> request_metadata_;
   std::atomic<bool> cancelled_{false};
   // set_deadline's deadline (system_clock ticks since the epoch); read from any thread.
   std::atomic<std::int64_t> local_deadline_{

@@ -26,6 +26,8 @@ class Server;
 
 namespace detail {
 
+class GrpcService;
+
 // A method of a service as the server sees it: its path, kind and idempotency level, and its
 // index among the grpc::Service's methods.
 class Method {
@@ -37,8 +39,13 @@ class Method {
   virtual ~Method() = default;
   const std::string& path() const { return path_; }
   const MethodInfo& info() const { return info_; }
+  // The grpc::Service the method is registered with, and its index among that service's methods.
+  GrpcService* grpc_service() const { return grpc_service_; }
   int index() const { return index_; }
-  void set_index(int index) { index_ = index; }
+  void set_registration(GrpcService* service, int index) {
+    grpc_service_ = service;
+    index_ = index;
+  }
 
   // The innermost service of a server's middleware stack: runs the handler on the call's
   // messages (call.request(), call.response(), CallAccess::stream(call)).
@@ -47,6 +54,7 @@ class Method {
  private:
   std::string path_;
   MethodInfo info_;  // views path_, which never moves: Method is neither copied nor moved
+  GrpcService* grpc_service_ = nullptr;
   int index_ = -1;
 };
 
@@ -88,6 +96,23 @@ class StreamMethod : public Method {
  public:
   using Method::Method;
   virtual Task<Status> invoke(ServerContext& ctx, StreamCore& stream, const BoxService* stack) = 0;
+
+#if TRELLIS_ASIO_INTERNALS
+  // The bottom frame of the call's awaitable thread (asio_internals::Launch): runs invoke() and
+  // tells `stream` how the handler ended. The server-streaming and bidi methods without
+  // middleware run the handler in this very frame instead: a held stream costs one frame less
+  // (docs/performance.md, "Idle streams").
+  virtual asio_internals::EntryPoint run(ServerContext& ctx, ServerStreamCore& stream,
+                                         const BoxService* stack) {
+    // handler_returned is noexcept: called from the try block, it cannot run twice. No local
+    // lives across the co_await (each would be in the frame of every held stream).
+    try {
+      stream.handler_returned(nullptr, co_await invoke(ctx, stream, stack));
+    } catch (...) {
+      stream.handler_returned(std::current_exception(), Status());
+    }
+  }
+#endif
 };
 
 template <class Svc, class Req, class Resp>
@@ -145,6 +170,14 @@ class TypedServerStreamingMethod final : public StreamMethod {
     return stack == nullptr ? serve(ctx, stream) : serve_layered(ctx, stream, *stack);
   }
 
+#if TRELLIS_ASIO_INTERNALS
+  asio_internals::EntryPoint run(ServerContext& ctx, ServerStreamCore& stream,
+                                 const BoxService* stack) override {
+    return stack == nullptr ? serve_from_bottom(ctx, stream)
+                            : StreamMethod::run(ctx, stream, stack);
+  }
+#endif
+
   Task<Status> handle(Call& call) override {
     ServerWriter<Resp> writer(stream_core(CallAccess::stream(call)));
     co_return co_await (service_->*handler_)(*call.server_context(),
@@ -152,16 +185,35 @@ class TypedServerStreamingMethod final : public StreamMethod {
   }
 
  private:
+#if TRELLIS_ASIO_INTERNALS
+  // serve() as the thread's bottom frame.
+  asio_internals::EntryPoint serve_from_bottom(ServerContext& ctx, ServerStreamCore& stream) {
+    try {
+      std::optional<Req> request = co_await async_read<Req>(&stream, use_task);
+      if (!request) {
+        stream.handler_returned(nullptr, no_request());
+        co_return;
+      }
+      ServerWriter<Resp> writer(&stream);
+      stream.handler_returned(nullptr, co_await (service_->*handler_)(ctx, *request, writer));
+    } catch (...) {
+      stream.handler_returned(std::current_exception(), Status());
+    }
+  }
+#endif
+
+  static Status no_request() { return Status::internal("the client sent no request message"); }
+
   Task<Status> serve(ServerContext& ctx, StreamCore& stream) {
     std::optional<Req> request = co_await async_read<Req>(&stream, use_task);
-    if (!request) co_return Status::internal("the client sent no request message");
+    if (!request) co_return no_request();
     ServerWriter<Resp> writer(&stream);
     co_return co_await (service_->*handler_)(ctx, *request, writer);
   }
 
   Task<Status> serve_layered(ServerContext& ctx, StreamCore& stream, const BoxService& stack) {
     std::optional<Req> request = co_await async_read<Req>(&stream, use_task);
-    if (!request) co_return Status::internal("the client sent no request message");
+    if (!request) co_return no_request();
     Call call(info(), ctx, &*request, nullptr);
     CallAccess::set_stream(call, &stream);
     co_return co_await stack(call);
@@ -218,6 +270,14 @@ class TypedBidiStreamingMethod final : public StreamMethod {
     return stack == nullptr ? serve(ctx, stream) : serve_layered(ctx, stream, *stack);
   }
 
+#if TRELLIS_ASIO_INTERNALS
+  asio_internals::EntryPoint run(ServerContext& ctx, ServerStreamCore& stream,
+                                 const BoxService* stack) override {
+    return stack == nullptr ? serve_from_bottom(ctx, stream)
+                            : StreamMethod::run(ctx, stream, stack);
+  }
+#endif
+
   Task<Status> handle(Call& call) override {
     ServerReader<Req> reader(stream_core(CallAccess::stream(call)));
     ServerWriter<Resp> writer(stream_core(CallAccess::stream(call)));
@@ -230,6 +290,19 @@ class TypedBidiStreamingMethod final : public StreamMethod {
     ServerWriter<Resp> writer(&stream);
     co_return co_await (service_->*handler_)(ctx, reader, writer);
   }
+
+#if TRELLIS_ASIO_INTERNALS
+  // serve() as the thread's bottom frame.
+  asio_internals::EntryPoint serve_from_bottom(ServerContext& ctx, ServerStreamCore& stream) {
+    try {
+      ServerReader<Req> reader(&stream);
+      ServerWriter<Resp> writer(&stream);
+      stream.handler_returned(nullptr, co_await (service_->*handler_)(ctx, reader, writer));
+    } catch (...) {
+      stream.handler_returned(std::current_exception(), Status());
+    }
+  }
+#endif
 
   Task<Status> serve_layered(ServerContext& ctx, StreamCore& stream, const BoxService& stack) {
     Call call(info(), ctx, nullptr, nullptr);

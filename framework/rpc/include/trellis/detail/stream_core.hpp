@@ -180,13 +180,24 @@ StreamOp<Args...>* make_stream_op(Handler h, Worker* w, StreamCore* core, Transf
 
 // Parses a received message and shows it to the stream's observers; false (the call failed with
 // INTERNAL, or with what an observer answered) if it does not parse or an observer rejects it.
+// A server's stream: told how the handler's task ended.
+class ServerStreamCore : public StreamCore {
+ public:
+  // The handler's task ended: with `error` if it threw, else with `status`. On the stream's
+  // worker. Called once.
+  virtual void handler_returned(std::exception_ptr error, Status status) noexcept = 0;
+
+ protected:
+  ~ServerStreamCore() = default;
+};
+
 // The stream a streaming call was given (CallAccess::set_stream): always a StreamCore.
 inline StreamCore* stream_core(ObservedStream* stream) { return static_cast<StreamCore*>(stream); }
 
 inline bool parse_received(StreamCore* core, grpc::ByteBuffer* bytes,
                            google::protobuf::MessageLite* message) {
   Status s = parse(bytes, message, "message");
-  if (s.ok() && !core->observers().empty()) s = core->observers().received(*message);
+  if (s.ok() && core->observed()) s = core->observers()->received(*message);
   if (s.ok()) return true;
   core->fail(std::move(s));
   return false;
@@ -453,8 +464,8 @@ inline Status serialize_for_write(const google::protobuf::MessageLite& message, 
 // layered_client_stream.cpp.)
 inline Status prepare_server_write(StreamCore* core, const google::protobuf::MessageLite& message,
                                    Bytes* out) {
-  if (!core->observers().empty()) {
-    if (Status s = core->observers().sent(message); !s.ok()) return s;
+  if (core->observed()) {
+    if (Status s = core->observers()->sent(message); !s.ok()) return s;
   }
   return serialize_for_write(message, out);
 }
