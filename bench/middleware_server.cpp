@@ -30,6 +30,7 @@
 #include "trellis/middleware/tracing.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
+#include "trellis/shutdown_signals.hpp"
 #include "trellis/stack.hpp"
 
 ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one");
@@ -62,6 +63,8 @@ int main(int argc, char** argv) {
     std::cerr << "middleware_server: --layers must be none or full, not " << layers << "\n";
     return 2;
   }
+  // From before the server listens: a SIGTERM that comes early drains the server too.
+  trellis::ShutdownSignals signals;
   auto runtime = trellis::Runtime::multi_thread()
                      .worker_threads(static_cast<std::size_t>(absl::GetFlag(FLAGS_threads)))
                      .build();
@@ -87,7 +90,7 @@ int main(int argc, char** argv) {
               layers.c_str());
   std::fflush(stdout);
 
-  int signo = trellis::wait_for_shutdown_signal();
+  int signo = signals.wait();
   std::fprintf(stderr, "middleware_server: signal %d, draining in-flight calls\n", signo);
   (*server)->shutdown(std::chrono::milliseconds(absl::GetFlag(FLAGS_grace_ms)));
   server.value().reset();  // servers go before their runtime

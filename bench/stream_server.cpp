@@ -24,6 +24,7 @@
 #include "stream.trellis.h"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
+#include "trellis/shutdown_signals.hpp"
 
 ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one");
 ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on");
@@ -68,6 +69,8 @@ class StreamBench final : public trellis::bench::StreamBenchService {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  // From before the server listens: a SIGTERM that comes early drains the server too.
+  trellis::ShutdownSignals signals;
   auto runtime = trellis::Runtime::multi_thread()
                      .worker_threads(static_cast<std::size_t>(absl::GetFlag(FLAGS_threads)))
                      .build();
@@ -84,7 +87,7 @@ int main(int argc, char** argv) {
   std::printf("stream_server listening on port %d\n", (*server)->port());
   std::fflush(stdout);
 
-  int signo = trellis::wait_for_shutdown_signal();
+  int signo = signals.wait();
   std::fprintf(stderr, "stream_server: signal %d, draining in-flight calls\n", signo);
   (*server)->shutdown(std::chrono::milliseconds(absl::GetFlag(FLAGS_grace_ms)));
   server.value().reset();  // servers go before their runtime

@@ -11,6 +11,7 @@
 #include "echo_service.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
+#include "trellis/shutdown_signals.hpp"
 
 int main(int argc, char** argv) {
   std::size_t min_open_files = 0;
@@ -20,6 +21,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s [--min-open-files N]\n", argv[0]);
     return 2;
   }
+  // From before the server listens: a SIGTERM that comes early drains the server too.
+  trellis::ShutdownSignals signals;
   auto runtime = trellis::Runtime::multi_thread().worker_threads(1).build();
   trellis::testing::EchoImpl echo;
   auto server = trellis::Server::Builder(*runtime)
@@ -33,7 +36,7 @@ int main(int argc, char** argv) {
   }
   std::printf("listening on port %d\n", (*server)->port());
   std::fflush(stdout);
-  trellis::wait_for_shutdown_signal();
+  signals.wait();
   (*server)->shutdown(std::chrono::seconds(5));
   server->reset();
   runtime->shutdown();

@@ -2,6 +2,7 @@
 #include "trellis/runtime.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -16,12 +17,15 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <csignal>
 #include <future>
+#include <set>
 #include <thread>
 #include <variant>
 #include <vector>
 
 #include "end_to_end.hpp"
+#include "trellis/shutdown_signals.hpp"
 #include "trellis/timer.hpp"
 
 namespace trellis {
@@ -589,6 +593,45 @@ TEST(RuntimeTest, MetricsCountOpenFilesAgainstTheLimit) {
   }
   // gRPC's own threads may open descriptors meanwhile, never close ours.
   EXPECT_GE(after.open_fds, before.open_fds + 10);
+}
+
+// ShutdownSignals::wait() on a thread of its own, bounded: if it does not return in time, one more
+// SIGTERM unblocks it and the test fails.
+int wait_bounded(ShutdownSignals& signals) {
+  auto received = std::async(std::launch::async, [&signals] { return signals.wait(); });
+  if (received.wait_for(kWaitBound) != std::future_status::ready) {
+    ADD_FAILURE() << "ShutdownSignals::wait() did not return";
+    std::raise(SIGTERM);
+  }
+  return received.get();
+}
+
+TEST(ShutdownSignalsTest, KeepsASignalThatArrivesBeforeWait) {
+  ShutdownSignals signals;
+  ASSERT_EQ(std::raise(SIGTERM), 0);  // would kill the test without `signals`
+  EXPECT_EQ(wait_bounded(signals), SIGTERM);
+}
+
+TEST(ShutdownSignalsTest, ReturnsEachSignalOnce) {
+  ShutdownSignals signals;
+  ASSERT_EQ(std::raise(SIGINT), 0);
+  ASSERT_EQ(std::raise(SIGTERM), 0);
+  std::set<int> received{wait_bounded(signals), wait_bounded(signals)};
+  EXPECT_EQ(received, (std::set<int>{SIGINT, SIGTERM}));
+}
+
+TEST(ShutdownSignalsTest, DestroyingItRestoresTheDefaultAction) {
+  auto handler = [] {
+    struct sigaction action {};
+    EXPECT_EQ(sigaction(SIGTERM, nullptr, &action), 0);
+    return action.sa_handler;
+  };
+  ASSERT_EQ(handler(), SIG_DFL);
+  {
+    ShutdownSignals signals;
+    EXPECT_NE(handler(), SIG_DFL);
+  }
+  EXPECT_EQ(handler(), SIG_DFL);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "trellis/reflection.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
+#include "trellis/shutdown_signals.hpp"
 #include "trellis/tls.hpp"
 
 ABSL_FLAG(int, port, 50051, "port to listen on; 0 picks a free one");
@@ -63,6 +64,8 @@ bool add_port(trellis::Server::Builder& builder) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  // From before the server listens: a SIGTERM that comes early drains the server too.
+  trellis::ShutdownSignals signals;
   auto runtime = trellis::Runtime::multi_thread()
                      .worker_threads(static_cast<std::size_t>(absl::GetFlag(FLAGS_threads)))
                      .build();
@@ -84,7 +87,7 @@ int main(int argc, char** argv) {
   std::printf("greeter_server listening on port %d\n", (*server)->port());
   std::fflush(stdout);
 
-  int signo = trellis::wait_for_shutdown_signal();
+  int signo = signals.wait();
   std::fprintf(stderr, "greeter_server: signal %d, draining in-flight calls\n", signo);
   (*server)->shutdown(std::chrono::milliseconds(absl::GetFlag(FLAGS_grace_ms)));
   server.value().reset();  // servers go before their runtime

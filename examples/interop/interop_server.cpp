@@ -28,6 +28,7 @@
 #include "grpc/testing/test.trellis.h"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
+#include "trellis/shutdown_signals.hpp"
 #include "trellis/timer.hpp"
 
 ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one");
@@ -218,6 +219,8 @@ int main(int argc, char** argv) {
     std::cerr << "interop_server: TLS is not supported; use --use_tls=false\n";
     return 2;
   }
+  // From before the server listens: a SIGTERM that comes early drains the server too.
+  trellis::ShutdownSignals signals;
   auto runtime = trellis::Runtime::multi_thread()
                      .worker_threads(static_cast<std::size_t>(absl::GetFlag(FLAGS_threads)))
                      .build();
@@ -234,7 +237,7 @@ int main(int argc, char** argv) {
   std::printf("interop_server listening on port %d\n", (*server)->port());
   std::fflush(stdout);  // a driver script waits for this line on a pipe
 
-  int signo = trellis::wait_for_shutdown_signal();
+  int signo = signals.wait();
   std::fprintf(stderr, "interop_server: signal %d, draining in-flight calls\n", signo);
   (*server)->shutdown(std::chrono::milliseconds(absl::GetFlag(FLAGS_grace_ms)));
   server.value().reset();  // servers go before their runtime

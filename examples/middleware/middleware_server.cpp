@@ -21,6 +21,7 @@
 #include "trellis/middleware/tracing.hpp"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
+#include "trellis/shutdown_signals.hpp"
 #include "trellis/stack.hpp"
 #include "trellis/timer.hpp"
 
@@ -59,6 +60,8 @@ class Greeter final : public helloworld::GreeterService {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  // From before the server listens: a SIGTERM that comes early drains the server too.
+  trellis::ShutdownSignals signals;
   auto runtime = trellis::Runtime::multi_thread()
                      .worker_threads(static_cast<std::size_t>(absl::GetFlag(FLAGS_threads)))
                      .build();
@@ -112,7 +115,7 @@ int main(int argc, char** argv) {
   std::printf("metrics on http://%s/metrics\n", (*metrics)->address().c_str());
   std::fflush(stdout);
 
-  int signo = trellis::wait_for_shutdown_signal();
+  int signo = signals.wait();
   std::fprintf(stderr, "middleware_server: signal %d, draining in-flight calls\n", signo);
   (*server)->shutdown(std::chrono::seconds(5));
   server.value().reset();

@@ -21,6 +21,7 @@
 #include "route_guide.trellis.h"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
+#include "trellis/shutdown_signals.hpp"
 
 ABSL_FLAG(int, port, 50051, "port to listen on; 0 picks a free one");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
@@ -171,6 +172,8 @@ class RouteGuideImpl final : public routeguide::RouteGuideService {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  // From before the server listens: a SIGTERM that comes early drains the server too.
+  trellis::ShutdownSignals signals;
   auto runtime = trellis::Runtime::multi_thread()
                      .worker_threads(static_cast<std::size_t>(absl::GetFlag(FLAGS_threads)))
                      .build();
@@ -187,7 +190,7 @@ int main(int argc, char** argv) {
   std::printf("route_guide_server listening on port %d\n", (*server)->port());
   std::fflush(stdout);
 
-  int signo = trellis::wait_for_shutdown_signal();
+  int signo = signals.wait();
   std::fprintf(stderr, "route_guide_server: signal %d, draining in-flight calls\n", signo);
   (*server)->shutdown(std::chrono::milliseconds(absl::GetFlag(FLAGS_grace_ms)));
   server.value().reset();  // servers go before their runtime

@@ -14,12 +14,9 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/version.hpp>
 #include <cassert>
 #include <condition_variable>
-#include <csignal>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -915,15 +912,6 @@ void Server::shutdown(std::chrono::milliseconds grace) {
   bool ok;
   while (state_->idle_cq->Next(&tag, &ok)) {
   }
-}
-
-int wait_for_shutdown_signal() {
-  boost::asio::io_context io;
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  int received = 0;
-  signals.async_wait([&](const boost::system::error_code&, int signo) { received = signo; });
-  io.run();
-  return received;
 }
 
 }  // namespace trellis

@@ -32,7 +32,7 @@ std::int64_t now_ns() {
 }
 
 // Runtime threads never take SIGINT/SIGTERM: those belong to the application's main thread
-// (wait_for_shutdown_signal), and a signal landing on a worker would kill the process.
+// (ShutdownSignals), and a signal landing on a worker would kill the process.
 void block_termination_signals() {
   sigset_t set;
   sigemptyset(&set);

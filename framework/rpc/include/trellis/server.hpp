@@ -11,6 +11,7 @@
 #include "trellis/keepalive.hpp"
 #include "trellis/layer.hpp"
 #include "trellis/result.hpp"
+#include "trellis/shutdown_signals.hpp"
 #include "trellis/stack.hpp"
 #include "trellis/tls.hpp"
 
@@ -123,9 +124,5 @@ class Server {
   explicit Server(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
-
-// Blocks the calling thread until the process receives SIGINT or SIGTERM and returns the signal
-// number. Trellis's own threads never take these signals, so the caller sees them.
-int wait_for_shutdown_signal();
 
 }  // namespace trellis
