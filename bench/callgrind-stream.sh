@@ -30,6 +30,12 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+bench_name=callgrind-stream
+# Under valgrind a server takes long to start and to stop; it is never killed before it has
+# written its callgrind file.
+server_start_s=120 server_stop_s=600
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 build_dir=${BUILD_DIR:-build/release}
 messages=${MESSAGES:-"5000 25000"}
@@ -113,20 +119,13 @@ measure() {
   local name=$1 workload=$2 n=$3
   local file="$out_dir/$workload-$name-$n.callgrind" log="$out_dir/$workload-$name-$n.log"
   # shellcheck disable=SC2086
-  valgrind --tool=callgrind --callgrind-out-file="$file" ${cmd[$name]} >"$log" 2>&1 &
-  local pid=$! port=""
-  for _ in $(seq 1200); do
-    port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$log" | head -1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.1
-  done
-  [ -n "$port" ] || { echo "$name did not start" >&2; kill "$pid"; exit 1; }
+  start_server "$log" "" valgrind --tool=callgrind --callgrind-out-file="$file" ${cmd[$name]} ||
+    { cat "$log" >&2; exit 1; }
+  local pid=$server_pid port=$server_port
   "$client" --target "127.0.0.1:$port" --workload "$workload" --messages "$n" \
     --warmup-s 0 --duration-s 3600 >>"$log"
   wait_idle "$pid"
-  kill -TERM "$pid"
-  wait "$pid"
+  stop_server || true
   count "$file"
 }
 

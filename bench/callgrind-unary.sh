@@ -24,6 +24,12 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+bench_name=callgrind-unary
+# Under valgrind a server takes long to start and to stop; it is never killed before it has
+# written its callgrind file.
+server_start_s=120 server_stop_s=600
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 build_dir=${BUILD_DIR:-build/release}
 calls=${CALLS:-"2000 10000"}
@@ -57,18 +63,11 @@ declare -A cmd=(
 measure() {
   local name=$1 n=$2 file="$out_dir/$1-$2.callgrind" log="$out_dir/$1-$2.log"
   # shellcheck disable=SC2086
-  valgrind --tool=callgrind --callgrind-out-file="$file" ${cmd[$name]} >"$log" 2>&1 &
-  local pid=$! port=""
-  for _ in $(seq 1200); do
-    port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$log" | head -1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.1
-  done
-  [ -n "$port" ] || { echo "$name did not start" >&2; kill "$pid"; exit 1; }
+  start_server "$log" "" valgrind --tool=callgrind --callgrind-out-file="$file" ${cmd[$name]} ||
+    { cat "$log" >&2; exit 1; }
+  local port=$server_port
   "$client" --target "127.0.0.1:$port" --calls "$n" >>"$log"
-  kill -TERM "$pid"
-  wait "$pid"
+  stop_server || true
   sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$file"
 }
 

@@ -8,6 +8,8 @@
 #   quiet_timeout_s  ... waiting at most this long
 #   results          the results.jsonl that record_run appends to
 #   out_dir          where server logs go
+#   server_start_s   start_server: how long a server may take to say it listens [10]
+#   server_stop_s    stop_server: how long it may take to exit on SIGTERM [10]
 
 log() { echo "$bench_name: $*" >&2; }
 
@@ -88,39 +90,45 @@ wait_quiet() {
 }
 
 # start_server LOG CPUS COMMAND...: starts COMMAND (which is given --port 0 and prints "listening
-# on port N") pinned to CPUS, its output in LOG. Sets server_pid and server_port; returns 1 if no
-# port was printed within 10 s (the server is then stopped).
+# on port N") pinned to CPUS (unpinned if empty), its output in LOG. Sets server_pid and
+# server_port; returns 1 if no port was printed within $server_start_s seconds (default 10; the
+# server is then stopped).
 server_pid=""
 server_port=""
 start_server() {
   local server_log=$1 cpus=$2
   shift 2
-  taskset -c "$cpus" "$@" >"$server_log" 2>&1 &
+  if [ -n "$cpus" ]; then
+    taskset -c "$cpus" "$@" >"$server_log" 2>&1 &
+  else
+    "$@" >"$server_log" 2>&1 &
+  fi
   server_pid=$!
   server_port=""
-  for _ in $(seq 100); do
+  for _ in $(seq "$((${server_start_s:-10} * 10))"); do
     server_port=$(sed -n 's/.*listening on port[^0-9]*\([0-9][0-9]*\).*/\1/p' "$server_log" |
       head -n 1)
     [ -n "$server_port" ] && return 0
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
   done
-  log "$1 printed no 'listening on port N' line within 10 s; log: $server_log"
+  log "$1 printed no 'listening on port N' line within ${server_start_s:-10} s; log: $server_log"
   stop_server || true
   return 1
 }
 
-# Stops the server with SIGTERM (SIGKILL after 10 s); returns its exit status.
+# Stops the server with SIGTERM (SIGKILL after $server_stop_s seconds, default 10); returns its
+# exit status.
 stop_server() {
   [ -n "$server_pid" ] || return 0
   local rc=0
   kill -TERM "$server_pid" 2>/dev/null || true
-  for _ in $(seq 100); do
+  for _ in $(seq "$((${server_stop_s:-10} * 10))"); do
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
   done
   if kill -0 "$server_pid" 2>/dev/null; then
-    log "server $server_pid did not exit on SIGTERM within 10 s; killing it"
+    log "server $server_pid did not exit on SIGTERM within ${server_stop_s:-10} s; killing it"
     kill -KILL "$server_pid" 2>/dev/null || true
   fi
   wait "$server_pid" 2>/dev/null || rc=$?
