@@ -67,10 +67,10 @@ struct HandlerService {
 // Runs a streaming call through `stack` when the server has middleware for the method, else
 // straight to the handler.
 //
-// The server-streaming and bidi methods skip this without middleware and call the
-// handler from one coroutine frame of their own, with no Call: a stream held open for long
-// (thousands of idle watchers) then costs one frame less, about 400 bytes (docs/performance.md,
-// "Idle streams").
+// The server-streaming and bidi methods skip this without middleware and call the handler from
+// one coroutine frame of their own, with no Call (with TRELLIS_ASIO_INTERNALS, the thread's bottom
+// frame: StreamMethod::run): a stream held open for long (thousands of idle watchers) then costs
+// two frames less (docs/performance.md, "Idle streams").
 inline Task<Status> run_stack(const BoxService* stack, Method& method, Call& call) {
   return stack != nullptr ? (*stack)(call) : method.handle(call);
 }
