@@ -208,12 +208,10 @@ class UnaryCall final : public detail::ServerCall {
   }
   static void operator delete(void* p) { BlockCache<sizeof(UnaryCall)>::for_this_thread().give(p); }
 
-  UnaryCall(Server::State* server, Worker* worker, detail::GrpcService* service, int index,
-            detail::UnaryMethod* method, const BoxService* stack)
+  UnaryCall(Server::State* server, Worker* worker, detail::UnaryMethod* method,
+            const BoxService* stack)
       : server_(server),
         worker_(worker),
-        service_(service),
-        index_(index),
         method_(method),
         stack_(stack),
         responder_(&grpc_ctx_),
@@ -224,8 +222,8 @@ class UnaryCall final : public detail::ServerCall {
   // Asks gRPC for the next call of this method on this worker's queue.
   void arm() {
     grpc_ctx_.AsyncNotifyWhenDone(&on_done_);
-    service_->RequestAsyncUnary(index_, &grpc_ctx_, &request_, &responder_, worker_->cq(),
-                                worker_->cq(), &on_accepted_);
+    method_->grpc_service()->RequestAsyncUnary(method_->index(), &grpc_ctx_, &request_, &responder_,
+                                               worker_->cq(), worker_->cq(), &on_accepted_);
   }
 
   void cancel_with(Status status) override {
@@ -252,7 +250,7 @@ class UnaryCall final : public detail::ServerCall {
       free();
       return;
     }
-    (new UnaryCall(server_, worker_, service_, index_, method_, stack_))->arm();
+    (new UnaryCall(server_, worker_, method_, stack_))->arm();
     Worker::count_call(worker_->live_server_calls, 1);
     accepted_ = true;
     handler_running_ = true;
@@ -308,8 +306,6 @@ class UnaryCall final : public detail::ServerCall {
 
   Server::State* server_;
   Worker* worker_;
-  detail::GrpcService* service_;
-  int index_;
   detail::UnaryMethod* method_;
   const BoxService* stack_;  // the server's middleware for the method, or nullptr
   bool accepted_ = false;
@@ -621,7 +617,6 @@ class StreamCall final : public detail::ServerStreamCore,
 
 // A method a server keeps calls requested for, on every worker.
 struct RequestedMethod {
-  detail::GrpcService* service;
   detail::UnaryMethod* unary;  // one of unary and stream is set
   detail::StreamMethod* stream;
   const BoxService* stack;  // the server's middleware for the method, or nullptr
@@ -642,7 +637,7 @@ class ArmWorker final : public detail::Runnable {
     for (const RequestedMethod& m : methods_) {
       for (int k = 0; k < per_method_; ++k) {
         if (m.unary != nullptr) {
-          (new UnaryCall(server_, worker_, m.service, m.unary->index(), m.unary, m.stack))->arm();
+          (new UnaryCall(server_, worker_, m.unary, m.stack))->arm();
         } else {
           (new StreamCall(server_, worker_, m.stream, m.stack))->arm();
         }
@@ -854,10 +849,10 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   for (std::size_t i = 0; i < services_.size(); ++i) {
     Service* s = services_[i];
     for (auto& m : s->unary_methods_) {
-      methods.push_back({&s->grpc_service_, m.get(), nullptr, stack_for(i, *m)});
+      methods.push_back({m.get(), nullptr, stack_for(i, *m)});
     }
     for (auto& m : s->stream_methods_) {
-      methods.push_back({&s->grpc_service_, nullptr, m.get(), stack_for(i, *m)});
+      methods.push_back({nullptr, m.get(), stack_for(i, *m)});
     }
   }
 
