@@ -91,11 +91,17 @@ void ByteCountingProxy::run() {
         int from = side == 0 ? p.client : p.server;
         int to = side == 0 ? p.server : p.client;
         ssize_t n = ::recv(from, buffer, sizeof buffer, 0);
-        if (n <= 0 || !write_all(to, buffer, static_cast<std::size_t>(n))) {
+        if (n <= 0) {
           open = false;
           break;
         }
+        // Counted before it is forwarded: once a peer has the bytes (and the test has seen its
+        // call end), the count already includes them.
         (side == 0 ? to_server_ : to_client_).fetch_add(n);
+        if (!write_all(to, buffer, static_cast<std::size_t>(n))) {
+          open = false;
+          break;
+        }
       }
       if (open) {
         alive.push_back(p);

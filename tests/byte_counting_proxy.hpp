@@ -18,7 +18,8 @@ class ByteCountingProxy {
   ByteCountingProxy& operator=(const ByteCountingProxy&) = delete;
 
   int port() const { return port_; }
-  // Bytes forwarded so far from clients to the target, and back.
+  // Bytes forwarded so far from clients to the target, and back. A chunk is counted before it is
+  // written on, so once a call has ended every byte it exchanged is counted.
   std::int64_t to_server() const { return to_server_.load(); }
   std::int64_t to_client() const { return to_client_.load(); }
 
