@@ -163,3 +163,16 @@ with_attempts() {
     [ "$st" -eq 1 ] || return 0
   done
 }
+
+# build_go: builds bench/grpc_go (a grpc-go load generator and server) into $bench_bin with
+# Debian's Go toolchain and grpc-go sources (GOPATH mode, nothing downloaded). Returns 1, saying
+# what to install, where they are missing.
+build_go() {
+  local gopath=/usr/share/gocode
+  if ! command -v go >/dev/null || [ ! -d "$gopath/src/google.golang.org/grpc" ]; then
+    log "grpc_go needs Go and grpc-go: apt-get install golang-go golang-google-grpc-dev"
+    return 1
+  fi
+  (cd bench/grpc_go && GO111MODULE=off GOPATH=$gopath GOCACHE="$(cd "$bench_bin" && pwd)/go-cache" \
+    go build -o "$(cd "$bench_bin" && pwd)/grpc_go" .)
+}
