@@ -11,7 +11,9 @@
 #   --connections C   client connections [100]
 #   --repeats R       runs of each server and thread count [2]
 #   --threads LIST    comma-separated worker (Trellis) / thread (baseline) counts [1]
-#   --servers LIST    comma-separated subset of baseline,trellis [baseline,trellis]
+#   --servers LIST    comma-separated subset of baseline,trellis,native [baseline,trellis];
+#                     native is the native-transport prototype (bench/native_server.cpp, one
+#                     thread only, needs libnghttp2-dev)
 #
 # Prints one JSON line per run (idle_streams' line with "server" and "threads" added), then a
 # markdown table of the medians per server and thread count.
@@ -37,6 +39,9 @@ bench_name=run-idle-streams
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 build_bench bench_idle_streams bench_stream_server bench_baseline_stream_server >&2
+if [[ ",$servers," == *,native,* ]]; then
+  cmake --build "$build_dir" --target bench_native_server >&2
+fi
 
 results=$(mktemp)
 server_log=$(mktemp)
@@ -47,6 +52,7 @@ for ((rep = 1; rep <= repeats; rep++)); do
       case "$server" in
         baseline) binary=$bench_bin/baseline_stream_server ;;
         trellis) binary=$bench_bin/stream_server ;;
+        native) binary=$bench_bin/native_server ;;
         *) echo "run-idle-streams.sh: unknown server $server" >&2; exit 2 ;;
       esac
       start_server "$server_log" 0 "$binary" --port 0 --threads "$t" ||
