@@ -1,0 +1,150 @@
+#include "grpc_wire.hpp"
+
+#include <limits>
+
+namespace trellis::transport {
+
+std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view value) {
+  if (value.size() < 2 || value.size() > 9) return std::nullopt;
+  std::int64_t amount = 0;
+  for (char c : value.substr(0, value.size() - 1)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    amount = amount * 10 + (c - '0');
+  }
+  std::int64_t unit_ns;
+  switch (value.back()) {
+    case 'H':
+      unit_ns = 3'600'000'000'000;
+      break;
+    case 'M':
+      unit_ns = 60'000'000'000;
+      break;
+    case 'S':
+      unit_ns = 1'000'000'000;
+      break;
+    case 'm':
+      unit_ns = 1'000'000;
+      break;
+    case 'u':
+      unit_ns = 1'000;
+      break;
+    case 'n':
+      unit_ns = 1;
+      break;
+    default:
+      return std::nullopt;
+  }
+  // 99,999,999 hours do not fit in 64-bit nanoseconds: such a deadline is as good as none.
+  constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+  if (amount > kMax / unit_ns) return std::chrono::nanoseconds(kMax);
+  return std::chrono::nanoseconds(amount * unit_ns);
+}
+
+bool is_grpc_content_type(std::string_view value) {
+  constexpr std::string_view kGrpc = "application/grpc";
+  if (value.substr(0, kGrpc.size()) != kGrpc) return false;
+  return value.size() == kGrpc.size() || value[kGrpc.size()] == '+' || value[kGrpc.size()] == ';';
+}
+
+std::string percent_encode(std::string_view message) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(message.size());
+  for (char c : message) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte <= 0x7E && byte != '%') {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[byte >> 4]);
+      out.push_back(kHex[byte & 0xF]);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+std::uint32_t read_length(const char* p) {
+  auto byte = [p](int i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(p[i])); };
+  return byte(0) << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
+}
+
+}  // namespace
+
+std::string percent_decode(std::string_view encoded) {
+  std::string out;
+  out.reserve(encoded.size());
+  for (std::size_t i = 0; i < encoded.size(); ++i) {
+    if (encoded[i] == '%' && i + 2 < encoded.size() && hex_value(encoded[i + 1]) >= 0 &&
+        hex_value(encoded[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex_value(encoded[i + 1]) * 16 + hex_value(encoded[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(encoded[i]);
+    }
+  }
+  return out;
+}
+
+void append_message_prefix(std::string& out, bool compressed, std::uint32_t length) {
+  char prefix[kMessagePrefixSize] = {
+      static_cast<char>(compressed ? 1 : 0), static_cast<char>(length >> 24),
+      static_cast<char>(length >> 16), static_cast<char>(length >> 8), static_cast<char>(length)};
+  out.append(prefix, kMessagePrefixSize);
+}
+
+Status MessageReader::feed(std::string_view data) {
+  if (failed_) return Status::internal("the stream's messages failed earlier");
+  // Handed-out messages are dropped once they are at least half of the buffer: amortized O(1)
+  // per byte, and a stream of small messages keeps a small buffer.
+  if (consumed_ > 0 && consumed_ * 2 >= buffer_.size()) {
+    buffer_.erase(0, consumed_);
+    complete_ -= consumed_;
+    consumed_ = 0;
+  }
+  buffer_.append(data);
+  while (buffer_.size() - complete_ >= kMessagePrefixSize) {
+    auto flag = static_cast<unsigned char>(buffer_[complete_]);
+    std::uint32_t length = read_length(buffer_.data() + complete_ + 1);
+    if (flag > 1) {
+      failed_ = true;
+      return Status::internal("invalid message prefix: compressed flag " + std::to_string(flag));
+    }
+    if (length > max_message_size_) {
+      failed_ = true;
+      return Status::resource_exhausted("received message larger than max (" +
+                                        std::to_string(length) + " vs. " +
+                                        std::to_string(max_message_size_) + ")");
+    }
+    if (buffer_.size() - complete_ - kMessagePrefixSize < length) break;
+    complete_ += kMessagePrefixSize + length;
+  }
+  return {};
+}
+
+std::optional<MessageReader::Message> MessageReader::next() {
+  if (failed_ || consumed_ == complete_) return std::nullopt;
+  const char* p = buffer_.data() + consumed_;
+  std::uint32_t length = read_length(p + 1);
+  Message message{p[0] == 1, std::string(p + kMessagePrefixSize, length)};
+  consumed_ += kMessagePrefixSize + length;
+  return message;
+}
+
+Status MessageReader::finish() const {
+  if (!failed_ && buffer_.size() > complete_) {
+    return Status::internal("the stream ended inside a message (" +
+                            std::to_string(buffer_.size() - complete_) + " bytes of it)");
+  }
+  return {};
+}
+
+}  // namespace trellis::transport

@@ -1,0 +1,112 @@
+// One server connection of the native transport, without I/O: bytes read from the socket go in
+// (receive), calls come out to a listener, responses go in (send_message, finish), and the bytes
+// to write come out (take_output). HTTP/2 is nghttp2's; what is gRPC's (request checks, message
+// framing, status trailers) and the guards against hostile peers are this class's. The socket,
+// the worker it runs on and the handlers belong to whoever drives it; so does time, which comes
+// in with each receive.
+//
+// Not thread-safe: one connection is driven by one thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "trellis/metadata.hpp"
+#include "trellis/status.hpp"
+
+namespace trellis::transport {
+
+using StreamId = std::int32_t;
+
+// What a request carried, once its headers passed every check.
+struct RequestHead {
+  std::string method;  // :path, "/package.Service/Method"
+  std::string authority;
+  std::optional<std::chrono::nanoseconds> timeout;
+  Metadata metadata;  // the application's headers; -bin values decoded
+};
+
+// Receives the calls of a session. Its functions run inside ServerSession::receive (or close),
+// and may call the session back (send_message, finish, ...).
+class ServerSessionListener {
+ public:
+  // A request's headers passed every check: a call begins.
+  virtual void on_call(StreamId stream, RequestHead head) = 0;
+  // One whole message of the call, uncompressed.
+  virtual void on_message(StreamId stream, std::string message) = 0;
+  // The client has sent all its messages.
+  virtual void on_half_close(StreamId stream) = 0;
+  // The call ended before the server finished it: the client reset it, one of its messages
+  // broke a rule (the session has then answered it with `why` itself), or the connection
+  // closed. No other call for `stream` follows.
+  virtual void on_abort(StreamId stream, const Status& why) = 0;
+
+ protected:
+  ~ServerSessionListener() = default;
+};
+
+struct ServerSessionOptions {
+  // A larger message is refused with RESOURCE_EXHAUSTED before it is buffered.
+  std::size_t max_receive_message_size = 4 << 20;
+  // Advertised as SETTINGS_MAX_HEADER_LIST_SIZE; a request whose headers exceed it (counted as
+  // HTTP/2 counts them: name, value and 32 bytes per entry) is answered RESOURCE_EXHAUSTED.
+  std::uint32_t max_header_list_size = 16 << 10;
+  // The flow-control window offered to each stream and to the connection.
+  std::int32_t initial_window_size = 1 << 20;
+  // Streams reset by the client: at most `reset_burst` at once, refilled at `resets_per_second`.
+  // Past that, the connection ends with GOAWAY ENHANCE_YOUR_CALM (the rapid-reset attack,
+  // CVE-2023-44487).
+  std::uint32_t reset_burst = 1000;
+  std::uint32_t resets_per_second = 100;
+};
+
+class ServerSession {
+ public:
+  explicit ServerSession(ServerSessionListener& listener, ServerSessionOptions options = {});
+  ~ServerSession();
+  ServerSession(const ServerSession&) = delete;
+  ServerSession& operator=(const ServerSession&) = delete;
+
+  // Hands the session bytes read from the connection at time `now`. An error means the
+  // connection cannot go on (a protocol error, a flood, not HTTP/2 at all): write what
+  // take_output still gives (a GOAWAY, where there is one), then close, then call close().
+  Status receive(std::string_view bytes,
+                 std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  // Appends to `out` what the session has to send. Returns false if there was nothing.
+  bool take_output(std::string& out);
+  // False once the session has nothing more to read or write (both sides have said GOAWAY, or
+  // it failed): the connection can be closed.
+  bool alive() const;
+
+  // The response side of a call begun by on_call. Each is ignored for a stream that has ended.
+  //
+  // Sends the response headers (`metadata` with them) now rather than with the first message.
+  void send_initial_metadata(StreamId stream, const Metadata& metadata);
+  // Queues one serialized message. It leaves with the next take_output, within flow control.
+  void send_message(StreamId stream, std::string_view message);
+  // The bytes queued on `stream` that flow control has not let out yet: the caller's
+  // backpressure.
+  std::size_t queued_bytes(StreamId stream) const;
+  // Ends the call with `status` and `trailers`, after the queued messages.
+  void finish(StreamId stream, const Status& status, const Metadata& trailers = {});
+  // Resets the stream (RST_STREAM CANCEL): the call is abandoned.
+  void cancel(StreamId stream);
+
+  // Graceful shutdown: a GOAWAY naming the last stream the session has seen refuses newer ones
+  // (their clients retry them elsewhere, as REFUSED_STREAM allows); the calls already begun go
+  // on.
+  void shutdown();
+  // The connection is gone: every call not finished is aborted with `why`.
+  void close(const Status& why);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trellis::transport

@@ -1,0 +1,611 @@
+// The native transport's building blocks (issue 13), without sockets: the gRPC wire rules
+// (framework/transport/src/grpc_wire.hpp) and the server session
+// (h2_server_session.hpp), driven by an nghttp2 client session in the same thread. The bytes
+// between them are what a socket would carry, so every check here is about what a client sees
+// on the wire: HTTP status, grpc-status, GOAWAY codes.
+#include <gtest/gtest.h>
+#include <nghttp2/nghttp2.h>
+
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "grpc_wire.hpp"
+#include "h2_server_session.hpp"
+
+namespace trellis::transport {
+namespace {
+
+using namespace std::chrono_literals;
+
+// ------------------------------------------------------------------------ the wire rules
+
+TEST(GrpcWireTest, ParsesEveryTimeoutUnit) {
+  EXPECT_EQ(parse_grpc_timeout("2H"), std::chrono::hours(2));
+  EXPECT_EQ(parse_grpc_timeout("3M"), std::chrono::minutes(3));
+  EXPECT_EQ(parse_grpc_timeout("4S"), std::chrono::seconds(4));
+  EXPECT_EQ(parse_grpc_timeout("500m"), std::chrono::milliseconds(500));
+  EXPECT_EQ(parse_grpc_timeout("12345678u"), std::chrono::microseconds(12345678));
+  EXPECT_EQ(parse_grpc_timeout("0n"), std::chrono::nanoseconds(0));
+}
+
+TEST(GrpcWireTest, RefusesMalformedTimeouts) {
+  for (const char* bad : {"", "S", "1", "1x", "123456789S", "-1S", " 1S", "1 S", "1.5S", "1s"}) {
+    EXPECT_FALSE(parse_grpc_timeout(bad).has_value()) << '"' << bad << '"';
+  }
+}
+
+TEST(GrpcWireTest, ATimeoutTooLongForNanosecondsIsClamped) {
+  EXPECT_EQ(parse_grpc_timeout("99999999H"), std::chrono::nanoseconds::max());
+}
+
+TEST(GrpcWireTest, RecognisesGrpcContentTypes) {
+  EXPECT_TRUE(is_grpc_content_type("application/grpc"));
+  EXPECT_TRUE(is_grpc_content_type("application/grpc+proto"));
+  EXPECT_TRUE(is_grpc_content_type("application/grpc;charset=utf-8"));
+  EXPECT_FALSE(is_grpc_content_type("application/grpcx"));
+  EXPECT_FALSE(is_grpc_content_type("application/json"));
+  EXPECT_FALSE(is_grpc_content_type("text/plain"));
+  EXPECT_FALSE(is_grpc_content_type(""));
+}
+
+TEST(GrpcWireTest, PercentEncodingRoundTripsAnyBytes) {
+  std::string message = "50% done\n\xc3\xa9t\xc3\xa9 \x01";
+  std::string encoded = percent_encode(message);
+  EXPECT_EQ(encoded, "50%25 done%0A%C3%A9t%C3%A9 %01");
+  EXPECT_EQ(percent_decode(encoded), message);
+}
+
+TEST(GrpcWireTest, PercentDecodingKeepsMalformedEscapes) {
+  EXPECT_EQ(percent_decode("100%"), "100%");
+  EXPECT_EQ(percent_decode("%zz%4"), "%zz%4");
+  EXPECT_EQ(percent_decode("%41%4a"), "AJ");
+}
+
+std::string framed(std::string_view body, bool compressed = false) {
+  std::string out;
+  append_message_prefix(out, compressed, static_cast<std::uint32_t>(body.size()));
+  out.append(body);
+  return out;
+}
+
+TEST(MessageReaderTest, ReassemblesMessagesSplitAcrossChunks) {
+  MessageReader reader(100);
+  std::string bytes = framed("hello") + framed("") + framed("world");
+  for (char c : bytes) ASSERT_TRUE(reader.feed(std::string_view(&c, 1)).ok());
+  std::vector<std::string> got;
+  while (auto m = reader.next()) {
+    EXPECT_FALSE(m->compressed);
+    got.push_back(m->bytes);
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"hello", "", "world"}));
+  EXPECT_TRUE(reader.finish().ok());
+}
+
+TEST(MessageReaderTest, RefusesAnOversizedMessageFromItsPrefix) {
+  MessageReader reader(10);
+  std::string prefix;
+  append_message_prefix(prefix, false, 11);
+  Status fed = reader.feed(prefix);  // the body has not arrived: refused from the length alone
+  EXPECT_EQ(fed.code(), StatusCode::kResourceExhausted) << fed;
+  EXPECT_FALSE(reader.next().has_value());
+  EXPECT_FALSE(reader.feed("more").ok());
+}
+
+TEST(MessageReaderTest, RefusesAnInvalidFlag) {
+  MessageReader reader(10);
+  std::string bytes = framed("x");
+  bytes[0] = 2;
+  EXPECT_EQ(reader.feed(bytes).code(), StatusCode::kInternal);
+}
+
+TEST(MessageReaderTest, AStreamEndingInsideAMessageIsInternal) {
+  MessageReader reader(100);
+  ASSERT_TRUE(reader.feed(framed("complete") + framed("cut short").substr(0, 8)).ok());
+  ASSERT_TRUE(reader.next().has_value());
+  EXPECT_EQ(reader.finish().code(), StatusCode::kInternal);
+}
+
+// ------------------------------------------------------------------ a client, and a server
+
+// What a client saw of one stream.
+struct Response {
+  std::multimap<std::string, std::string> headers;
+  std::multimap<std::string, std::string> trailers;
+  std::string data;
+  bool closed = false;
+  std::uint32_t reset_code = 0;  // RST_STREAM's error code, if the stream was reset
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+  std::string trailer(const std::string& name) const {
+    auto it = trailers.find(name);
+    return it == trailers.end() ? "" : it->second;
+  }
+  // grpc-status, from the trailers or a trailers-only response.
+  std::string grpc_status() const {
+    std::string s = trailer("grpc-status");
+    return s.empty() ? header("grpc-status") : s;
+  }
+  // The messages in `data`.
+  std::vector<std::string> messages() const {
+    MessageReader reader(1 << 20);
+    EXPECT_TRUE(reader.feed(data).ok());
+    std::vector<std::string> out;
+    while (auto m = reader.next()) out.push_back(m->bytes);
+    return out;
+  }
+};
+
+// An nghttp2 client session, driven by hand.
+class TestClient {
+ public:
+  TestClient() {
+    nghttp2_session_callbacks* callbacks;
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, &on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, &on_data);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, &on_frame);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &on_close);
+    nghttp2_session_client_new(&session_, callbacks, this);
+    nghttp2_session_callbacks_del(callbacks);
+    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
+  }
+  ~TestClient() { nghttp2_session_del(session_); }
+
+  // Starts a request with the usual gRPC headers, `extra` added (or replacing one of them when
+  // its name is the same), and `body` as its DATA; ends the stream if `end`.
+  std::int32_t request(const std::string& path,
+                       const std::vector<std::pair<std::string, std::string>>& extra = {},
+                       std::string body = "", bool end = true) {
+    std::vector<std::pair<std::string, std::string>> fields = {{":method", "POST"},
+                                                               {":scheme", "http"},
+                                                               {":path", path},
+                                                               {":authority", "localhost"},
+                                                               {"content-type", "application/grpc"},
+                                                               {"te", "trailers"}};
+    for (const auto& [name, value] : extra) {
+      bool replaced = false;
+      for (auto& field : fields) {
+        if (field.first == name) {
+          field.second = value;
+          replaced = true;
+        }
+      }
+      if (value.empty() && replaced) {
+        std::erase_if(fields, [&](const auto& f) { return f.first == name; });
+      } else if (!replaced) {
+        fields.emplace_back(name, value);
+      }
+    }
+    std::vector<nghttp2_nv> nva;
+    for (auto& [name, value] : fields) {
+      nva.push_back({reinterpret_cast<std::uint8_t*>(name.data()),
+                     reinterpret_cast<std::uint8_t*>(value.data()), name.size(), value.size(),
+                     NGHTTP2_NV_FLAG_NONE});
+    }
+    auto* source = new Body{std::move(body), end};
+    nghttp2_data_provider provider;
+    provider.source.ptr = source;
+    provider.read_callback = &read_body;
+    std::int32_t id =
+        nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(), &provider, source);
+    bodies_[id] = std::unique_ptr<Body>(source);
+    return id;
+  }
+  // Sends more DATA on a stream started with end = false; ends it if `end`.
+  void send(std::int32_t id, std::string bytes, bool end) {
+    Body& body = *bodies_.at(id);
+    body.bytes += bytes;
+    body.end = end;
+    nghttp2_session_resume_data(session_, id);
+  }
+  void reset(std::int32_t id) {
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+  }
+  std::string output() {
+    std::string out;
+    for (;;) {
+      const std::uint8_t* data;
+      ssize_t n = nghttp2_session_mem_send(session_, &data);
+      if (n <= 0) break;
+      out.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(n));
+    }
+    return out;
+  }
+  void input(const std::string& bytes) {
+    ASSERT_GE(nghttp2_session_mem_recv(
+                  session_, reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()),
+              0);
+  }
+
+  std::map<std::int32_t, Response> responses;
+  std::optional<std::uint32_t> goaway_code;
+  std::int32_t goaway_last_stream = -1;
+
+ private:
+  struct Body {
+    std::string bytes;
+    bool end;
+  };
+  static TestClient& of(void* user) { return *static_cast<TestClient*>(user); }
+  static ssize_t read_body(nghttp2_session*, std::int32_t, std::uint8_t* buf, std::size_t length,
+                           std::uint32_t* flags, nghttp2_data_source* source, void*) {
+    auto& body = *static_cast<Body*>(source->ptr);
+    std::size_t n = std::min(length, body.bytes.size());
+    std::memcpy(buf, body.bytes.data(), n);
+    body.bytes.erase(0, n);
+    if (body.bytes.empty()) {
+      if (!body.end) return n > 0 ? static_cast<ssize_t>(n) : ssize_t{NGHTTP2_ERR_DEFERRED};
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    }
+    return static_cast<ssize_t>(n);
+  }
+  static int on_header(nghttp2_session*, const nghttp2_frame* frame, const std::uint8_t* name,
+                       std::size_t namelen, const std::uint8_t* value, std::size_t valuelen,
+                       std::uint8_t, void* user) {
+    Response& r = of(user).responses[frame->hd.stream_id];
+    auto& target = frame->headers.cat == NGHTTP2_HCAT_HEADERS ? r.trailers : r.headers;
+    target.emplace(std::string(reinterpret_cast<const char*>(name), namelen),
+                   std::string(reinterpret_cast<const char*>(value), valuelen));
+    return 0;
+  }
+  static int on_data(nghttp2_session*, std::uint8_t, std::int32_t id, const std::uint8_t* data,
+                     std::size_t len, void* user) {
+    of(user).responses[id].data.append(reinterpret_cast<const char*>(data), len);
+    return 0;
+  }
+  static int on_frame(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+      of(user).goaway_code = frame->goaway.error_code;
+      of(user).goaway_last_stream = frame->goaway.last_stream_id;
+    }
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+      of(user).responses[frame->hd.stream_id].reset_code = frame->rst_stream.error_code;
+    }
+    return 0;
+  }
+  static int on_close(nghttp2_session*, std::int32_t id, std::uint32_t error_code, void* user) {
+    Response& r = of(user).responses[id];
+    r.closed = true;
+    if (error_code != 0 && r.reset_code == 0) r.reset_code = error_code;
+    return 0;
+  }
+
+  nghttp2_session* session_ = nullptr;
+  std::map<std::int32_t, std::unique_ptr<Body>> bodies_;
+};
+
+// A listener that records the calls and answers as a test tells it to.
+class Recorder final : public ServerSessionListener {
+ public:
+  struct Call {
+    RequestHead head;
+    std::vector<std::string> messages;
+    bool half_closed = false;
+    std::optional<Status> aborted;
+  };
+
+  void on_call(StreamId stream, RequestHead head) override {
+    calls[stream].head = std::move(head);
+    if (on_call_hook) on_call_hook(stream);
+  }
+  void on_message(StreamId stream, std::string message) override {
+    calls[stream].messages.push_back(message);
+    if (echo) session->send_message(stream, message);
+  }
+  void on_half_close(StreamId stream) override {
+    calls[stream].half_closed = true;
+    if (echo) session->finish(stream, Status(), {{"trailer-key", "trailer value"}});
+  }
+  void on_abort(StreamId stream, const Status& why) override { calls[stream].aborted = why; }
+
+  ServerSession* session = nullptr;
+  bool echo = true;
+  std::function<void(StreamId)> on_call_hook;
+  std::map<StreamId, Call> calls;
+};
+
+class ServerSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override { make_session({}); }
+  void make_session(ServerSessionOptions options) {
+    session_ = std::make_unique<ServerSession>(recorder_, options);
+    recorder_.session = session_.get();
+  }
+  // Moves bytes both ways until neither side has anything to send. Returns the status of the
+  // server's last receive.
+  Status exchange() {
+    Status last;
+    for (int round = 0; round < 100; ++round) {
+      std::string to_server = client_.output();
+      if (!to_server.empty()) last = session_->receive(to_server, now_);
+      std::string to_client;
+      session_->take_output(to_client);
+      if (!to_client.empty()) client_.input(to_client);
+      if (to_server.empty() && to_client.empty()) break;
+    }
+    return last;
+  }
+
+  Recorder recorder_;
+  std::unique_ptr<ServerSession> session_;
+  TestClient client_;
+  std::chrono::steady_clock::time_point now_ = std::chrono::steady_clock::now();
+};
+
+TEST_F(ServerSessionTest, AnswersAUnaryCallWithItsMetadataAndTrailers) {
+  auto id = client_.request(
+      "/pkg.Svc/Echo", {{"grpc-timeout", "250m"}, {"x-text", "value"}, {"x-blob-bin", "AAEC/w=="}},
+      framed("ping"));
+  ASSERT_TRUE(exchange().ok());
+
+  const Recorder::Call& call = recorder_.calls.at(id);
+  EXPECT_EQ(call.head.method, "/pkg.Svc/Echo");
+  EXPECT_EQ(call.head.authority, "localhost");
+  EXPECT_EQ(call.head.timeout, std::chrono::milliseconds(250));
+  EXPECT_EQ(call.head.metadata.get("x-text"), "value");
+  EXPECT_EQ(call.head.metadata.get("x-blob-bin"), std::string("\x00\x01\x02\xff", 4));
+  EXPECT_FALSE(call.head.metadata.contains("content-type"));
+  EXPECT_FALSE(call.head.metadata.contains("grpc-timeout"));
+  EXPECT_EQ(call.messages, std::vector<std::string>{"ping"});
+  EXPECT_TRUE(call.half_closed);
+
+  const Response& r = client_.responses.at(id);
+  EXPECT_EQ(r.header(":status"), "200");
+  EXPECT_EQ(r.header("content-type"), "application/grpc");
+  EXPECT_EQ(r.messages(), std::vector<std::string>{"ping"});
+  EXPECT_EQ(r.trailer("grpc-status"), "0");
+  EXPECT_EQ(r.trailer("trailer-key"), "trailer value");
+  EXPECT_TRUE(r.closed);
+}
+
+TEST_F(ServerSessionTest, AnErrorStatusTravelsEncodedWithItsDetails) {
+  recorder_.echo = false;
+  recorder_.on_call_hook = [this](StreamId stream) {
+    session_->finish(stream, Status(StatusCode::kNotFound, "no such thing: 100%\n", "\x08\x05"),
+                     {{"why-bin", std::string("\x00\xff", 2)}});
+  };
+  auto id = client_.request("/pkg.Svc/Get", {}, framed("x"));
+  ASSERT_TRUE(exchange().ok());
+  const Response& r = client_.responses.at(id);
+  // Finished before any message: a trailers-only response.
+  EXPECT_EQ(r.header("grpc-status"), "5");
+  EXPECT_EQ(r.header("grpc-message"), "no such thing: 100%25%0A");
+  EXPECT_EQ(r.header("grpc-status-details-bin"), "CAU=");
+  EXPECT_EQ(r.header("why-bin"), "AP8=");
+  EXPECT_TRUE(r.data.empty());
+}
+
+TEST_F(ServerSessionTest, ResponsesToOneReadLeaveInOneWrite) {
+  // Bidi: 50 requests arrive in one read; their echoes leave together, in one output.
+  std::string body;
+  for (int i = 0; i < 50; ++i) body += framed("message " + std::to_string(i));
+  auto id = client_.request("/pkg.Svc/Chat", {}, body, /*end=*/false);
+  std::string to_server = client_.output();
+  ASSERT_TRUE(session_->receive(to_server, now_).ok());
+  std::string to_client;
+  ASSERT_TRUE(session_->take_output(to_client));
+  client_.input(to_client);
+  EXPECT_EQ(client_.responses[id].messages().size(), 50u);
+  EXPECT_FALSE(session_->take_output(to_client));  // nothing was left for a second write
+
+  client_.send(id, "", /*end=*/true);
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses[id].trailer("grpc-status"), "0");
+}
+
+TEST_F(ServerSessionTest, QueuedBytesShowWhatFlowControlHolds) {
+  ServerSessionOptions options;
+  make_session(options);
+  recorder_.echo = false;
+  StreamId stream = 0;
+  recorder_.on_call_hook = [&](StreamId s) { stream = s; };
+  client_.request("/pkg.Svc/Download", {}, framed("go"));
+  ASSERT_TRUE(exchange().ok());
+  // The client's window is HTTP/2's default 64 KB: 200 KB stays queued on the server.
+  session_->send_message(stream, std::string(200'000, 'z'));
+  std::string out;
+  session_->take_output(out);
+  EXPECT_GT(session_->queued_bytes(stream), 100'000u);
+}
+
+// ------------------------------------------------------------------ strict request checks
+
+TEST_F(ServerSessionTest, ANonGrpcContentTypeIsAnswered415) {
+  auto id = client_.request("/pkg.Svc/Echo", {{"content-type", "application/json"}}, "{}");
+  ASSERT_TRUE(exchange().ok());
+  const Response& r = client_.responses.at(id);
+  EXPECT_EQ(r.header(":status"), "415");
+  EXPECT_EQ(r.header("grpc-status"), "13");
+  EXPECT_TRUE(recorder_.calls.empty());
+}
+
+TEST_F(ServerSessionTest, AMissingContentTypeIsAnswered415) {
+  auto id = client_.request("/pkg.Svc/Echo", {{"content-type", ""}}, framed("x"));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(id).header(":status"), "415");
+  EXPECT_TRUE(recorder_.calls.empty());
+}
+
+TEST_F(ServerSessionTest, AMethodOtherThanPostIsAnswered405) {
+  auto id = client_.request("/pkg.Svc/Echo", {{":method", "PUT"}}, framed("x"));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(id).header(":status"), "405");
+  EXPECT_TRUE(recorder_.calls.empty());
+}
+
+TEST_F(ServerSessionTest, AMalformedTimeoutIsInternal) {
+  auto id = client_.request("/pkg.Svc/Echo", {{"grpc-timeout", "soon"}}, framed("x"));
+  ASSERT_TRUE(exchange().ok());
+  const Response& r = client_.responses.at(id);
+  EXPECT_EQ(r.header(":status"), "200");
+  EXPECT_EQ(r.grpc_status(), "13");
+  EXPECT_NE(r.header("grpc-message").find("grpc-timeout"), std::string::npos);
+  EXPECT_TRUE(recorder_.calls.empty());
+}
+
+TEST_F(ServerSessionTest, AnUnknownEncodingIsUnimplementedAndListsWhatIsAccepted) {
+  auto id = client_.request("/pkg.Svc/Echo", {{"grpc-encoding", "br"}}, framed("x", true));
+  ASSERT_TRUE(exchange().ok());
+  const Response& r = client_.responses.at(id);
+  EXPECT_EQ(r.grpc_status(), "12");
+  EXPECT_EQ(r.header("grpc-accept-encoding"), "identity");
+  EXPECT_TRUE(recorder_.calls.empty());
+}
+
+TEST_F(ServerSessionTest, ACompressedMessageWithoutEncodingIsInternal) {
+  auto id = client_.request("/pkg.Svc/Echo", {}, framed("x", /*compressed=*/true));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(id).grpc_status(), "13");
+  ASSERT_TRUE(recorder_.calls.at(id).aborted.has_value());
+  EXPECT_EQ(recorder_.calls.at(id).aborted->code(), StatusCode::kInternal);
+  EXPECT_TRUE(recorder_.calls.at(id).messages.empty());
+}
+
+TEST_F(ServerSessionTest, AnOversizedMessageIsResourceExhausted) {
+  ServerSessionOptions options;
+  options.max_receive_message_size = 1000;
+  make_session(options);
+  auto id = client_.request("/pkg.Svc/Echo", {}, framed(std::string(1001, 'x')));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(id).grpc_status(), "8");
+  EXPECT_EQ(recorder_.calls.at(id).aborted->code(), StatusCode::kResourceExhausted);
+}
+
+TEST_F(ServerSessionTest, OversizedHeadersAreResourceExhausted) {
+  ServerSessionOptions options;
+  options.max_header_list_size = 1024;
+  make_session(options);
+  auto id = client_.request("/pkg.Svc/Echo", {{"x-big", std::string(2000, 'h')}}, framed("x"));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(id).grpc_status(), "8");
+  EXPECT_TRUE(recorder_.calls.empty());
+}
+
+TEST_F(ServerSessionTest, InvalidBase64InABinaryHeaderIsInternal) {
+  auto id = client_.request("/pkg.Svc/Echo", {{"x-blob-bin", "not base64!"}}, framed("x"));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(id).grpc_status(), "13");
+  EXPECT_TRUE(recorder_.calls.empty());
+}
+
+TEST_F(ServerSessionTest, AStreamEndingInsideAMessageIsInternal) {
+  auto id = client_.request("/pkg.Svc/Echo", {}, framed("truncated").substr(0, 7));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(id).grpc_status(), "13");
+  EXPECT_EQ(recorder_.calls.at(id).aborted->code(), StatusCode::kInternal);
+  EXPECT_FALSE(recorder_.calls.at(id).half_closed);
+}
+
+// ------------------------------------------------------------ cancellation and shutdown
+
+TEST_F(ServerSessionTest, AClientResetAbortsTheCall) {
+  recorder_.echo = false;
+  auto id = client_.request("/pkg.Svc/Chat", {}, framed("hello"), /*end=*/false);
+  ASSERT_TRUE(exchange().ok());
+  ASSERT_FALSE(recorder_.calls.at(id).aborted.has_value());
+  client_.reset(id);
+  ASSERT_TRUE(exchange().ok());
+  ASSERT_TRUE(recorder_.calls.at(id).aborted.has_value());
+  EXPECT_EQ(recorder_.calls.at(id).aborted->code(), StatusCode::kCancelled);
+  // The call is gone: what the server still does with it is ignored.
+  session_->send_message(id, "late");
+  session_->finish(id, Status());
+  std::string out;
+  EXPECT_FALSE(session_->take_output(out));
+}
+
+TEST_F(ServerSessionTest, ClosingAbortsEveryOpenCall) {
+  recorder_.echo = false;
+  auto a = client_.request("/pkg.Svc/Chat", {}, "", /*end=*/false);
+  auto b = client_.request("/pkg.Svc/Chat", {}, "", /*end=*/false);
+  ASSERT_TRUE(exchange().ok());
+  session_->close(Status::unavailable("connection lost"));
+  EXPECT_EQ(recorder_.calls.at(a).aborted->code(), StatusCode::kUnavailable);
+  EXPECT_EQ(recorder_.calls.at(b).aborted->code(), StatusCode::kUnavailable);
+}
+
+TEST_F(ServerSessionTest, ShutdownRefusesNewStreamsAndLetsOpenCallsFinish) {
+  recorder_.echo = false;
+  auto open = client_.request("/pkg.Svc/Chat", {}, "", /*end=*/false);
+  ASSERT_TRUE(exchange().ok());
+  session_->shutdown();
+  ASSERT_TRUE(exchange().ok());
+  ASSERT_TRUE(client_.goaway_code.has_value());
+  EXPECT_EQ(*client_.goaway_code, static_cast<std::uint32_t>(NGHTTP2_NO_ERROR));
+  EXPECT_EQ(client_.goaway_last_stream, open);
+
+  session_->finish(open, Status());
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(open).grpc_status(), "0");
+}
+
+// ------------------------------------------------------------------------ hostile peers
+
+TEST_F(ServerSessionTest, HttpOneIsRefused) {
+  Status status = session_->receive("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", now_);
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status;
+  EXPECT_NE(status.message().find("preface"), std::string::npos) << status;
+  EXPECT_FALSE(session_->receive("more", now_).ok());
+}
+
+TEST_F(ServerSessionTest, ARapidResetFloodEndsTheConnectionWithEnhanceYourCalm) {
+  ServerSessionOptions options;
+  options.reset_burst = 100;
+  options.resets_per_second = 10;
+  make_session(options);
+  recorder_.echo = false;
+  // 10,000 HEADERS + RST_STREAM pairs, as fast as the client can write them (time stands still).
+  Status status;
+  int sent = 0;
+  while (sent < 10'000 && status.ok()) {
+    std::string burst;
+    for (int i = 0; i < 100; ++i, ++sent) {
+      // The HEADERS must leave before the reset: nghttp2 drops a stream reset before it is sent.
+      auto id = client_.request("/pkg.Svc/Chat", {}, "", /*end=*/false);
+      burst += client_.output();
+      client_.reset(id);
+      burst += client_.output();
+    }
+    status = session_->receive(burst, now_);
+    std::string out;
+    session_->take_output(out);
+    client_.input(out);
+  }
+  EXPECT_EQ(status.code(), StatusCode::kResourceExhausted) << status;
+  ASSERT_TRUE(client_.goaway_code.has_value());
+  EXPECT_EQ(*client_.goaway_code, static_cast<std::uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  // The work done is bounded by the burst, not by what the client sent.
+  EXPECT_LE(recorder_.calls.size(), 101u);
+  EXPECT_LT(sent, 10'000);
+  EXPECT_FALSE(session_->alive());
+}
+
+TEST_F(ServerSessionTest, ResetsWithinTheRateAreServed) {
+  ServerSessionOptions options;
+  options.reset_burst = 10;
+  options.resets_per_second = 10;
+  make_session(options);
+  recorder_.echo = false;
+  // 100 resets, one every 200 ms of (simulated) time: twice under the rate.
+  for (int i = 0; i < 100; ++i) {
+    auto id = client_.request("/pkg.Svc/Chat", {}, "", /*end=*/false);
+    ASSERT_TRUE(exchange().ok());
+    client_.reset(id);
+    now_ += 200ms;
+    ASSERT_TRUE(exchange().ok()) << i;
+  }
+  EXPECT_FALSE(client_.goaway_code.has_value());
+  EXPECT_TRUE(session_->alive());
+  EXPECT_EQ(recorder_.calls.size(), 100u);
+  for (const auto& [id, call] : recorder_.calls) EXPECT_TRUE(call.aborted.has_value()) << id;
+}
+
+}  // namespace
+}  // namespace trellis::transport
