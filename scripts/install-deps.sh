@@ -18,7 +18,7 @@ else
   packages+=(
     libgtest-dev libgmock-dev libbenchmark-dev
     python3 python3-grpcio python3-protobuf python3-yaml prometheus
-    clang-14 llvm-14 openssl
+    clang-14 llvm-14 libclang-rt-14-dev openssl
   )
 fi
 

@@ -2,7 +2,8 @@
 # Builds everything and runs every test: a normal build that takes the portable paths
 # (TRELLIS_ASIO_INTERNALS=OFF), one with AddressSanitizer and UndefinedBehaviorSanitizer and the
 # default Boost.Asio fast paths, then the framework suite under ThreadSanitizer
-# (scripts/tsan.sh --framework). Installs the Debian packages it needs first.
+# (scripts/tsan.sh --framework), then a minute of fuzzing the native transport's input path
+# (scripts/fuzz.sh). Installs the Debian packages it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -28,3 +29,5 @@ echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
 )
 echo "== framework tests (ThreadSanitizer)"
 scripts/tsan.sh --framework
+echo "== fuzzing the native transport's input path (60 s)"
+scripts/fuzz.sh --seconds 60

@@ -32,6 +32,11 @@ bool is_reserved_header(std::string_view name) {
 // A header list under construction for nghttp2, which copies names and values when submitted.
 class Headers {
  public:
+  // `name` and `value` must live until the list is submitted; add_owned keeps a copy of a value
+  // that does not.
+  void add_owned(std::string_view name, std::string value) {
+    add(name, storage_.emplace_back(std::move(value)));
+  }
   void add(std::string_view name, std::string_view value) {
     entries_.push_back({reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
                         reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
@@ -41,7 +46,7 @@ class Headers {
   void add(const Metadata& metadata) {
     for (const auto& [key, value] : metadata) {
       if (ends_with(key, "-bin")) {
-        add(key, storage_.emplace_back(absl::Base64Escape(value)));
+        add_owned(key, absl::Base64Escape(value));
       } else {
         add(key, value);
       }
@@ -49,12 +54,12 @@ class Headers {
   }
   // Adds grpc-status, grpc-message and grpc-status-details-bin for `status`.
   void add_status(const Status& status) {
-    add("grpc-status", storage_.emplace_back(std::to_string(static_cast<int>(status.code()))));
+    add_owned("grpc-status", std::to_string(static_cast<int>(status.code())));
     if (!status.message().empty()) {
-      add("grpc-message", storage_.emplace_back(percent_encode(status.message())));
+      add_owned("grpc-message", percent_encode(status.message()));
     }
     if (!status.details().empty()) {
-      add("grpc-status-details-bin", storage_.emplace_back(absl::Base64Escape(status.details())));
+      add_owned("grpc-status-details-bin", absl::Base64Escape(status.details()));
     }
   }
   const nghttp2_nv* data() const { return entries_.data(); }
@@ -241,7 +246,7 @@ struct ServerSession::Impl {
     if (stream.rejection) {
       stream.call_ended = true;
       Headers headers;
-      headers.add(":status", std::to_string(stream.rejection_http_status));
+      headers.add_owned(":status", std::to_string(stream.rejection_http_status));
       headers.add("content-type", "application/grpc");
       if (stream.rejection->code() == StatusCode::kUnimplemented) {
         headers.add("grpc-accept-encoding", "identity");
