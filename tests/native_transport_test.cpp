@@ -320,6 +320,7 @@ class Recorder final : public ServerSessionListener {
   }
   void on_message(StreamId stream, std::string message) override {
     calls[stream].messages.push_back(message);
+    if (release) session->release(stream, message.size());
     if (echo) session->send_message(stream, message);
   }
   void on_half_close(StreamId stream) override {
@@ -330,6 +331,7 @@ class Recorder final : public ServerSessionListener {
 
   ServerSession* session = nullptr;
   bool echo = true;
+  bool release = true;  // release every message at once
   std::function<void(StreamId)> on_call_hook;
   std::map<StreamId, Call> calls;
 };
@@ -630,6 +632,263 @@ TEST_F(ServerSessionTest, ResetsWithinTheRateAreServed) {
   for (const auto& [id, call] : recorder_.calls) EXPECT_TRUE(call.aborted.has_value()) << id;
 }
 
+// ------------------------------------------------------------ raw frames from a hostile peer
+
+// Frames written by hand, for what no well-behaved client library sends.
+std::string raw_frame(std::uint8_t type, std::uint8_t flags, std::uint32_t stream,
+                      std::string_view payload) {
+  std::string out;
+  auto size = static_cast<std::uint32_t>(payload.size());
+  out += {static_cast<char>(size >> 16),   static_cast<char>(size >> 8),
+          static_cast<char>(size),         static_cast<char>(type),
+          static_cast<char>(flags),        static_cast<char>(stream >> 24),
+          static_cast<char>(stream >> 16), static_cast<char>(stream >> 8),
+          static_cast<char>(stream)};
+  out += payload;
+  return out;
+}
+
+// An HPACK integer with an N-bit prefix, its first byte or-ed with `first`.
+std::string hpack_integer(std::uint8_t first, int prefix_bits, std::size_t value) {
+  std::string out;
+  std::size_t max = (1u << prefix_bits) - 1;
+  if (value < max) return std::string(1, static_cast<char>(first | value));
+  out += static_cast<char>(first | max);
+  value -= max;
+  while (value >= 128) {
+    out += static_cast<char>(0x80 | (value & 0x7f));
+    value >>= 7;
+  }
+  out += static_cast<char>(value);
+  return out;
+}
+
+// HPACK literals, new name: without indexing (0x00) or with incremental indexing (0x40).
+std::string hpack_literal(std::string_view name, std::string_view value, bool index = false) {
+  std::string out(1, static_cast<char>(index ? 0x40 : 0x00));
+  out += hpack_integer(0, 7, name.size());
+  out += name;
+  out += hpack_integer(0, 7, value.size());
+  out += value;
+  return out;
+}
+
+std::string grpc_request_headers(std::string_view path = "/pkg.Svc/Echo") {
+  return hpack_literal(":method", "POST") + hpack_literal(":scheme", "http") +
+         hpack_literal(":path", path) + hpack_literal(":authority", "localhost") +
+         hpack_literal("content-type", "application/grpc") + hpack_literal("te", "trailers");
+}
+
+constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+constexpr std::uint8_t kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kGoaway = 7,
+                       kWindowUpdate = 8;
+constexpr std::uint8_t kEndStream = 1, kEndHeaders = 4;
+
+// What the server wrote, frame by frame, header blocks decoded.
+struct ServerFrame {
+  std::uint8_t type;
+  std::uint8_t flags;
+  std::uint32_t stream;
+  std::string payload;
+  std::map<std::string, std::string> headers;
+  // The error code of a RST_STREAM or GOAWAY (after its last-stream id); the increment of a
+  // WINDOW_UPDATE.
+  std::uint32_t word() const {
+    std::size_t at = type == kGoaway ? 4 : 0;
+    auto byte = [&](std::size_t i) {
+      return static_cast<std::uint32_t>(static_cast<unsigned char>(payload[at + i]));
+    };
+    return byte(0) << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
+  }
+};
+
+class FrameReader {
+ public:
+  FrameReader() { nghttp2_hd_inflate_new(&inflater_); }
+  ~FrameReader() { nghttp2_hd_inflate_del(inflater_); }
+  std::vector<ServerFrame> read(std::string_view bytes) {
+    std::vector<ServerFrame> frames;
+    while (bytes.size() >= 9) {
+      auto u = [&](std::size_t i) {
+        return static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i]));
+      };
+      std::uint32_t length = u(0) << 16 | u(1) << 8 | u(2);
+      ServerFrame frame{static_cast<std::uint8_t>(bytes[3]),
+                        static_cast<std::uint8_t>(bytes[4]),
+                        (u(5) & 0x7f) << 24 | u(6) << 16 | u(7) << 8 | u(8),
+                        std::string(bytes.substr(9, length)),
+                        {}};
+      if (frame.type == kHeaders) decode(frame);
+      frames.push_back(std::move(frame));
+      bytes.remove_prefix(9 + length);
+    }
+    return frames;
+  }
+
+ private:
+  void decode(ServerFrame& frame) {
+    auto* in = reinterpret_cast<const std::uint8_t*>(frame.payload.data());
+    std::size_t left = frame.payload.size();
+    for (;;) {
+      nghttp2_nv nv;
+      int flags = 0;
+      ssize_t used = nghttp2_hd_inflate_hd2(inflater_, &nv, &flags, in, left, 1);
+      ASSERT_GE(used, 0);
+      in += used;
+      left -= static_cast<std::size_t>(used);
+      if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+        frame.headers[std::string(reinterpret_cast<char*>(nv.name), nv.namelen)] =
+            std::string(reinterpret_cast<char*>(nv.value), nv.valuelen);
+      }
+      if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+        nghttp2_hd_inflate_end_headers(inflater_);
+        return;
+      }
+      if (used == 0 && left == 0) return;
+    }
+  }
+  nghttp2_hd_inflater* inflater_ = nullptr;
+};
+
+class HostilePeerTest : public ::testing::Test {
+ protected:
+  // Sends `bytes` after the preface and an empty SETTINGS; returns the server's frames.
+  std::vector<ServerFrame> send(std::string_view bytes) {
+    std::string all;
+    if (!started_) {
+      all = std::string(kPreface) + raw_frame(kSettings, 0, 0, "");
+      started_ = true;
+    }
+    all += bytes;
+    last_status_ = session_.receive(all);
+    std::string out;
+    session_.take_output(out);
+    return reader_.read(out);
+  }
+  static const ServerFrame* find(const std::vector<ServerFrame>& frames, std::uint8_t type,
+                                 std::uint32_t stream) {
+    for (const auto& f : frames) {
+      if (f.type == type && f.stream == stream) return &f;
+    }
+    return nullptr;
+  }
+
+  Recorder recorder_;
+  ServerSession session_{recorder_, [] {
+                           ServerSessionOptions options;
+                           options.max_header_list_size = 8192;
+                           options.initial_window_size = 65535;  // HTTP/2's default
+                           return options;
+                         }()};
+  FrameReader reader_;
+  bool started_ = false;
+  Status last_status_;
+};
+
+TEST_F(HostilePeerTest, AnHpackBombIsRefusedAndTheConnectionServesOn) {
+  recorder_.session = &session_;
+  // One 4,000-byte header put in the decoder's table, then referenced 3,000 times: 12 MB of
+  // headers from a 7 KB block.
+  std::string block =
+      grpc_request_headers() + hpack_literal("x-bomb", std::string(4000, 'b'), true);
+  for (int i = 0; i < 3000; ++i) block += static_cast<char>(0x80 | 62);  // indexed: the new entry
+  auto frames = send(raw_frame(kHeaders, kEndHeaders | kEndStream, 1, block));
+  ASSERT_TRUE(last_status_.ok()) << last_status_;
+  const ServerFrame* answer = find(frames, kHeaders, 1);
+  ASSERT_NE(answer, nullptr);
+  EXPECT_EQ(answer->headers.at("grpc-status"), "8");
+  EXPECT_TRUE(recorder_.calls.empty());
+
+  // The connection goes on: the next request is served.
+  std::string body;
+  append_message_prefix(body, false, 2);
+  body += "hi";
+  frames = send(raw_frame(kHeaders, kEndHeaders, 3, grpc_request_headers()) +
+                raw_frame(kData, kEndStream, 3, body));
+  ASSERT_TRUE(last_status_.ok()) << last_status_;
+  EXPECT_EQ(recorder_.calls.at(3).messages, std::vector<std::string>{"hi"});
+}
+
+TEST_F(HostilePeerTest, MessagesNobodyReadsCloseTheWindowAndSendingPastItIsAnError) {
+  recorder_.session = &session_;
+  recorder_.echo = false;
+  recorder_.release = false;  // the handler reads nothing
+  // 16,000-byte DATA frames, each one whole message, never acknowledged by a release: once a
+  // window's worth (65,535 bytes, as HTTP/2's default) is held, the window stops reopening,
+  // and the client, which ignores it, overruns it.
+  std::string message;
+  append_message_prefix(message, false, 15995);
+  message += std::string(15995, 'd');
+  std::string data;
+  for (int i = 0; i < 12; ++i) data += raw_frame(kData, 0, 1, message);
+  auto frames = send(raw_frame(kHeaders, kEndHeaders, 1, grpc_request_headers()) + data);
+  const ServerFrame* reset = find(frames, kRstStream, 1);
+  const ServerFrame* goaway = find(frames, kGoaway, 0);
+  ASSERT_TRUE(reset != nullptr || goaway != nullptr) << frames.size() << " frames";
+  EXPECT_EQ((reset != nullptr ? reset : goaway)->word(),
+            static_cast<std::uint32_t>(NGHTTP2_FLOW_CONTROL_ERROR));
+  // Fewer messages than were sent reached the listener: the rest were refused, not buffered.
+  EXPECT_LT(recorder_.calls.at(1).messages.size(), 12u);
+}
+
+TEST_F(HostilePeerTest, ReleasedMessagesKeepTheWindowOpen) {
+  recorder_.session = &session_;
+  recorder_.echo = false;
+  std::string message;
+  append_message_prefix(message, false, 15995);
+  message += std::string(15995, 'd');
+  auto frames = send(raw_frame(kHeaders, kEndHeaders, 1, grpc_request_headers()));
+  std::uint64_t granted = 65535;  // the client's view of the stream's window
+  int sent = 0;
+  // The client sends only what the window allows, reading the WINDOW_UPDATEs the server sends.
+  for (int round = 0; round < 100 && sent < 40; ++round) {
+    std::string data;
+    while (granted >= 16000 && sent < 40) {
+      data += raw_frame(kData, 0, 1, message);
+      granted -= 16000;
+      ++sent;
+    }
+    frames = send(data);
+    ASSERT_TRUE(last_status_.ok()) << last_status_;
+    for (const auto& f : frames) {
+      ASSERT_NE(f.type, kRstStream);
+      ASSERT_NE(f.type, kGoaway);
+      if (f.type == kWindowUpdate && f.stream == 1) granted += f.word();
+    }
+  }
+  EXPECT_EQ(sent, 40);
+  EXPECT_EQ(recorder_.calls.at(1).messages.size(), 40u);
+}
+
+TEST_F(HostilePeerTest, AnOversizedFrameEndsTheConnection) {
+  auto frames = send(raw_frame(kHeaders, kEndHeaders, 1, grpc_request_headers()) +
+                     raw_frame(kData, 0, 1, std::string(20000, 'x')));  // max frame: 16,384
+  const ServerFrame* goaway = find(frames, kGoaway, 0);
+  ASSERT_NE(goaway, nullptr);
+  EXPECT_EQ(goaway->word(), static_cast<std::uint32_t>(NGHTTP2_FRAME_SIZE_ERROR));
+  EXPECT_FALSE(session_.alive());
+}
+
+TEST_F(HostilePeerTest, AFrameCutShortByTheConnectionAbortsItsCall) {
+  recorder_.session = &session_;
+  recorder_.echo = false;
+  std::string message;
+  append_message_prefix(message, false, 995);
+  message += std::string(995, 'x');
+  std::string data = raw_frame(kData, 0, 1, message);
+  send(raw_frame(kHeaders, kEndHeaders, 1, grpc_request_headers()) + data.substr(0, 100));
+  ASSERT_TRUE(last_status_.ok()) << last_status_;
+  ASSERT_FALSE(recorder_.calls.at(1).aborted.has_value());
+  session_.close(Status::unavailable("the peer went away"));
+  ASSERT_TRUE(recorder_.calls.at(1).aborted.has_value());
+  EXPECT_EQ(recorder_.calls.at(1).aborted->code(), StatusCode::kUnavailable);
+}
+
+TEST_F(HostilePeerTest, GarbageInsteadOfThePrefaceIsRefused) {
+  Status status = session_.receive(std::string(64, '\xff'));
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status;
+}
+
 // ----------------------------------------------------- over sockets, against stock clients
 
 // trellis.testing.Echo/Echo, IdempotentEcho and trellis.testing.Streamer/Chat, written on the
@@ -652,6 +911,7 @@ class EchoOverSession final : public ServerSessionListener {
   }
   void on_message(StreamId stream, std::string message) override {
     Call& call = calls_.at(stream);
+    session().release(stream, message.size());
     EchoRequest request;
     if (!request.ParseFromString(message)) {
       session().finish(stream, Status::internal("unparsable request"));

@@ -2,7 +2,8 @@
 // sends the HTTP/2 connection preface itself, so the fuzzer spends its time on frames; the first
 // input byte picks how the rest is cut into reads (1 to 256 bytes each), since a frame split
 // across reads takes other paths than a whole one. Calls are answered as a handler would:
-// echoed, finished early with an error, or cancelled, chosen by each message's first byte.
+// echoed, finished early with an error, or cancelled, and released or held, chosen by each
+// message's first byte.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,6 +29,8 @@ class Handler final : public ServerSessionListener {
       session->send_initial_metadata(stream, head.metadata);
   }
   void on_message(StreamId stream, std::string message) override {
+    // 'h'eld messages are never released: their stream's window closes.
+    if (message.empty() || message[0] != 'h') session->release(stream, message.size());
     if (!message.empty() && message[0] == 'c') {
       session->cancel(stream);
     } else if (!message.empty() && message[0] == 'f') {

@@ -92,6 +92,10 @@ struct Stream {
   std::size_t out_taken = 0;
   std::optional<Status> final_status;
   Metadata trailers;
+  // Flow control: the bytes of messages handed to the listener and not yet released, and the
+  // bytes received while those were over the window, whose WINDOW_UPDATE waits for a release.
+  std::size_t unreleased = 0;
+  std::size_t deferred = 0;
   Stream* prev = nullptr;
   Stream* next = nullptr;
 };
@@ -108,6 +112,9 @@ struct ServerSession::Impl {
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &on_stream_close);
     nghttp2_option* nghttp2_options;
     nghttp2_option_new(&nghttp2_options);
+    // A stream's window reopens as the listener releases its messages (release()), so a client
+    // cannot make the server buffer more than a window of messages nobody reads.
+    nghttp2_option_set_no_auto_window_update(nghttp2_options, 1);
     // nghttp2's own reset limit (Debian's backport of the rapid-reset fix) stays as a backstop
     // far above ours, which ends the connection with the error code the rapid-reset guidance
     // asks for, ENHANCE_YOUR_CALM, and counts in the time the driver gives it.
@@ -262,8 +269,18 @@ struct ServerSession::Impl {
   static int on_data_chunk(nghttp2_session*, std::uint8_t, std::int32_t id,
                            const std::uint8_t* data, std::size_t size, void* user) {
     Impl& self = of(user);
+    nghttp2_session_consume_connection(self.session, size);
     Stream* stream = self.stream_of(id);
-    if (stream == nullptr || !stream->call_started || stream->call_ended) return 0;
+    if (stream == nullptr) return 0;
+    if (!stream->call_started || stream->call_ended) {
+      nghttp2_session_consume_stream(self.session, id, size);  // read by nobody: dropped
+      return 0;
+    }
+    if (stream->unreleased <= static_cast<std::size_t>(self.options.initial_window_size)) {
+      nghttp2_session_consume_stream(self.session, id, size);
+    } else {
+      stream->deferred += size;
+    }
     if (Status fed = stream->reader.feed(view(data, size)); !fed.ok()) {
       self.fail_call(*stream, fed);
       return 0;
@@ -274,6 +291,7 @@ struct ServerSession::Impl {
                                                  "grpc-encoding"));
         return 0;
       }
+      stream->unreleased += kMessagePrefixSize + message->bytes.size();
       self.listener.on_message(id, std::move(message->bytes));
       // The listener may have ended the call, or the stream may be gone.
       stream = self.stream_of(id);
@@ -444,6 +462,17 @@ void ServerSession::send_message(StreamId stream, std::string_view message) {
   append_message_prefix(s->out, false, static_cast<std::uint32_t>(message.size()));
   s->out.append(message);
   nghttp2_session_resume_data(impl_->session, stream);
+}
+
+void ServerSession::release(StreamId stream, std::size_t message_size) {
+  Stream* s = impl_->stream_of(stream);
+  if (s == nullptr) return;
+  s->unreleased -= std::min(s->unreleased, kMessagePrefixSize + message_size);
+  if (s->deferred > 0 &&
+      s->unreleased <= static_cast<std::size_t>(impl_->options.initial_window_size)) {
+    nghttp2_session_consume_stream(impl_->session, stream, s->deferred);
+    s->deferred = 0;
+  }
 }
 
 std::size_t ServerSession::queued_bytes(StreamId stream) const {

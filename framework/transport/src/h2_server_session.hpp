@@ -37,7 +37,9 @@ class ServerSessionListener {
  public:
   // A request's headers passed every check: a call begins.
   virtual void on_call(StreamId stream, RequestHead head) = 0;
-  // One whole message of the call, uncompressed.
+  // One whole message of the call, uncompressed. Once the call's reader has taken it, the
+  // listener calls ServerSession::release for it: until then its bytes hold the stream's
+  // flow-control window shut.
   virtual void on_message(StreamId stream, std::string message) = 0;
   // The client has sent all its messages.
   virtual void on_half_close(StreamId stream) = 0;
@@ -56,7 +58,9 @@ struct ServerSessionOptions {
   // Advertised as SETTINGS_MAX_HEADER_LIST_SIZE; a request whose headers exceed it (counted as
   // HTTP/2 counts them: name, value and 32 bytes per entry) is answered RESOURCE_EXHAUSTED.
   std::uint32_t max_header_list_size = 16 << 10;
-  // The flow-control window offered to each stream and to the connection.
+  // The flow-control window offered to each stream and to the connection; also how many bytes
+  // of messages a stream may hold unreleased before its window stops reopening. A client that
+  // sends past its window is answered FLOW_CONTROL_ERROR.
   std::int32_t initial_window_size = 1 << 20;
   // Streams reset by the client: at most `reset_burst` at once, refilled at `resets_per_second`.
   // Past that, the connection ends with GOAWAY ENHANCE_YOUR_CALM (the rapid-reset attack,
@@ -89,6 +93,9 @@ class ServerSession {
   void send_initial_metadata(StreamId stream, const Metadata& metadata);
   // Queues one serialized message. It leaves with the next take_output, within flow control.
   void send_message(StreamId stream, std::string_view message);
+  // The listener's reader has taken a message of `message_size` bytes (see on_message): its
+  // bytes count towards the stream's window again.
+  void release(StreamId stream, std::size_t message_size);
   // The bytes queued on `stream` that flow control has not let out yet: the caller's
   // backpressure.
   std::size_t queued_bytes(StreamId stream) const;
