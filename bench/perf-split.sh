@@ -2,8 +2,8 @@
 # Where a server's CPU goes: per unary call and per bidi message, the server's CPU time split
 # across the kernel, grpc core, grpc++, protobuf, the allocator and C/C++ runtime, Abseil and the
 # server program itself (Trellis and Asio; for the baseline its own loop), for Trellis's servers,
-# the plain grpc++ baselines, the native-transport prototype (bench/native_server.cpp) and a
-# grpc-go server (bench/grpc_go), measured in the same run.
+# the plain grpc++ baselines, the native transport's session on its own
+# (bench/native_server.cpp) and a grpc-go server (bench/grpc_go), measured in the same run.
 #
 #   bench/perf-split.sh [options]
 #
@@ -85,8 +85,8 @@ report() {
   python3 - "$1" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-categories = ["kernel", "grpc core", "grpc++", "nghttp2", "protobuf",
-              "allocator, libc, libstdc++", "abseil", "server program", "other"]
+categories = ["kernel", "grpc core", "grpc++", "nghttp2", "native transport (Trellis)",
+              "protobuf", "allocator, libc, libstdc++", "abseil", "server program", "other"]
 for workload in dict.fromkeys(r["workload"] for r in rows):
     runs = {}
     for r in rows:
@@ -186,6 +186,8 @@ for line in sys.stdin:
         add("allocator, libc, libstdc++", percent)
     elif dso.startswith("lib") or dso.startswith("["):
         add("other", percent)
+    elif sym.startswith("trellis::transport::"):
+        add("native transport (Trellis)", percent)
     elif sym.startswith(("grpc::", "grpc_impl::")):
         add("grpc++", percent)
     elif "google::protobuf" in sym or generated.match(sym):

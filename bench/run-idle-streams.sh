@@ -12,7 +12,7 @@
 #   --repeats R       runs of each server and thread count [2]
 #   --threads LIST    comma-separated worker (Trellis) / thread (baseline) counts [1]
 #   --servers LIST    comma-separated subset of baseline,trellis,native [baseline,trellis];
-#                     native is the native-transport prototype (bench/native_server.cpp, one
+#                     native is the native transport's session alone (bench/native_server.cpp, one
 #                     thread only, needs libnghttp2-dev)
 #
 # Prints one JSON line per run (idle_streams' line with "server" and "threads" added), then a
