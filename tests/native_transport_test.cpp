@@ -8,7 +8,12 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -899,6 +904,7 @@ class EchoOverSession final : public ServerSessionListener {
   void attach(std::shared_ptr<AsioServerConnection> connection) { connection_ = connection; }
 
   void on_call(StreamId stream, RequestHead head) override {
+    ++calls_started;
     Call& call = calls_[stream];
     call.head = std::move(head);
     call.seen = std::chrono::steady_clock::now();
@@ -951,6 +957,7 @@ class EchoOverSession final : public ServerSessionListener {
     calls_.erase(stream);  // its timer, if any, is cancelled with it
   }
 
+  int calls_started = 0;
   int chat_messages = 0;
   int aborted = 0;
 
@@ -1006,7 +1013,8 @@ class EchoOverSession final : public ServerSessionListener {
 // EchoOverSession driven by an AsioServerConnection.
 class NativeEchoServer {
  public:
-  NativeEchoServer() : acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+  explicit NativeEchoServer(ConnectionOptions options = {})
+      : options_(options), acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
     accept();
     thread_ = std::thread([this] { io_.run(); });
   }
@@ -1030,6 +1038,13 @@ class NativeEchoServer {
       return n;
     });
   }
+  int calls_started() {
+    return on_server([this] {
+      int n = 0;
+      for (auto& h : handlers_) n += h->calls_started;
+      return n;
+    });
+  }
 
  private:
   template <typename F>
@@ -1043,7 +1058,8 @@ class NativeEchoServer {
         [this](const boost::system::error_code& error, boost::asio::ip::tcp::socket socket) {
           if (error) return;
           auto& handler = handlers_.emplace_back(std::make_unique<EchoOverSession>(io_));
-          auto connection = std::make_shared<AsioServerConnection>(std::move(socket), *handler);
+          auto connection =
+              std::make_shared<AsioServerConnection>(std::move(socket), *handler, options_);
           handler->attach(connection);
           connections_.push_back(connection);
           connection->start();
@@ -1051,6 +1067,7 @@ class NativeEchoServer {
         });
   }
 
+  ConnectionOptions options_;
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
   // Kept until the io_context is gone: a connection's callbacks use its handler.
@@ -1060,6 +1077,46 @@ class NativeEchoServer {
 };
 
 constexpr auto kPeerBound = std::chrono::seconds(120);
+
+// A blocking TCP connection to 127.0.0.1:`port`, or -1.
+int connect_loopback(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+struct Received {
+  std::string bytes;
+  bool closed = false;  // the server closed the connection (end of file, or a reset)
+};
+
+// Reads what the server sends until it closes the connection or `deadline` passes.
+Received read_until_closed(int fd, std::chrono::steady_clock::time_point deadline) {
+  Received received;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd pfd{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) {
+      return received;
+    }
+    char buffer[16384];
+    ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) {
+      received.closed = true;
+      return received;
+    }
+    received.bytes.append(buffer, static_cast<std::size_t>(n));
+  }
+}
 
 TEST(NativeSessionInteropTest, PythonGrpcioBatteryPasses) {
   NativeEchoServer server;
@@ -1155,6 +1212,102 @@ TEST(NativeSessionInteropTest, AStockClientsCancellationAbortsTheCall) {
     std::this_thread::yield();
   }
   EXPECT_EQ(server.aborted(), 1);
+}
+
+// A slowloris: 1,000 connections that never send the preface. Each is closed once the handshake
+// timeout passes, and a real client is served meanwhile.
+TEST(NativeSessionInteropTest, SilentConnectionsAreClosedAndOthersServed) {
+  constexpr int kSilent = 1000;
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  if (files.rlim_cur < 2 * kSilent + 200) {
+    files.rlim_cur = std::min<rlim_t>(files.rlim_max, 2 * kSilent + 200);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);
+  }
+  if (files.rlim_cur < 2 * kSilent + 200) {
+    GTEST_SKIP() << "RLIMIT_NOFILE's hard limit (" << files.rlim_max << ") is below the "
+                 << 2 * kSilent + 200 << " descriptors this test needs";
+  }
+  ConnectionOptions options;
+  options.handshake_timeout = std::chrono::seconds(2);
+  NativeEchoServer server(options);
+
+  std::vector<int> silent;
+  for (int i = 0; i < kSilent; ++i) {
+    int fd = connect_loopback(server.port());
+    ASSERT_GE(fd, 0) << i;
+    silent.push_back(fd);
+  }
+
+  // A client that does speak HTTP/2 is served while they hang on (it waits for a connection if
+  // a loaded machine makes it miss the handshake deadline once).
+  auto echo = Echo::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server.port()),
+                                                grpc::InsecureChannelCredentials()));
+  auto ctx = bounded_context();
+  ctx->set_wait_for_ready(true);
+  EchoRequest request;
+  request.set_message("still served");
+  EchoResponse response;
+  grpc::Status status = echo->Echo(ctx.get(), request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.message(), "still served");
+
+  // Every silent connection is closed by the server: it reads as end-of-file (the server may
+  // have written its SETTINGS first).
+  auto deadline = std::chrono::steady_clock::now() + kPeerBound;
+  int closed = 0;
+  for (int fd : silent) {
+    if (read_until_closed(fd, deadline).closed) ++closed;
+    ::close(fd);
+  }
+  EXPECT_EQ(closed, kSilent);
+}
+
+TEST(NativeSessionInteropTest, HttpOneOnThePortIsClosed) {
+  NativeEchoServer server;
+  int fd = connect_loopback(server.port());
+  ASSERT_GE(fd, 0);
+  std::string request = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  EXPECT_TRUE(read_until_closed(fd, std::chrono::steady_clock::now() + kPeerBound).closed);
+  ::close(fd);
+  EXPECT_EQ(server.calls_started(), 0);
+}
+
+// The CVE-2023-44487 pattern over a real socket: 10,000 HEADERS + RST_STREAM pairs. The
+// connection ends with GOAWAY ENHANCE_YOUR_CALM, and the calls the server began are bounded by
+// the reset burst (1,000 by default), not by what the client sent.
+TEST(NativeSessionInteropTest, ARapidResetFloodOverASocketEndsWithEnhanceYourCalm) {
+  NativeEchoServer server;
+  int fd = connect_loopback(server.port());
+  ASSERT_GE(fd, 0);
+  std::string flood = std::string(kPreface) + raw_frame(kSettings, 0, 0, "");
+  std::string headers = grpc_request_headers("/trellis.testing.Streamer/Chat");
+  std::string cancel("\0\0\0\x08", 4);
+  for (std::uint32_t i = 0; i < 10'000; ++i) {
+    flood += raw_frame(kHeaders, kEndHeaders, 2 * i + 1, headers);
+    flood += raw_frame(kRstStream, 0, 2 * i + 1, cancel);
+  }
+  // Written until the server stops reading (it closes after its GOAWAY and a linger).
+  for (std::size_t sent = 0; sent < flood.size();) {
+    ssize_t n = ::send(fd, flood.data() + sent, flood.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  Received received = read_until_closed(fd, std::chrono::steady_clock::now() + kPeerBound);
+  ::close(fd);
+  EXPECT_TRUE(received.closed);
+  FrameReader reader;
+  const ServerFrame* goaway = nullptr;
+  auto frames = reader.read(received.bytes);
+  for (const auto& frame : frames) {
+    if (frame.type == kGoaway) goaway = &frame;
+  }
+  ASSERT_NE(goaway, nullptr) << frames.size() << " frames, no GOAWAY";
+  EXPECT_EQ(goaway->word(), static_cast<std::uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  EXPECT_LE(server.calls_started(), 1001);
+  EXPECT_GE(server.calls_started(), 1);
 }
 
 }  // namespace

@@ -5,10 +5,19 @@
 //
 // Everything runs on the socket's executor: start, flush and close must be called there (or
 // before the executor runs). The listener outlives the connection.
+//
+// A client that has not sent the HTTP/2 preface and its SETTINGS within the handshake timeout
+// is disconnected: silent connections (a slowloris) cost a socket for that long, not forever.
+// When the session ends the connection (a GOAWAY after a protocol error or a flood), the
+// connection shuts its sending side down after the last bytes and reads until the client closes
+// or the linger timeout passes: closing with unread input would make the kernel answer with a
+// reset, which can destroy the GOAWAY before the client reads it.
 #pragma once
 
 #include <array>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -16,10 +25,16 @@
 
 namespace trellis::transport {
 
+struct ConnectionOptions {
+  ServerSessionOptions session;
+  std::chrono::steady_clock::duration handshake_timeout = std::chrono::seconds(10);
+  std::chrono::steady_clock::duration linger_timeout = std::chrono::seconds(2);
+};
+
 class AsioServerConnection : public std::enable_shared_from_this<AsioServerConnection> {
  public:
   AsioServerConnection(boost::asio::ip::tcp::socket socket, ServerSessionListener& listener,
-                       ServerSessionOptions options = {});
+                       ConnectionOptions options = {});
 
   // Sends the server's SETTINGS and starts reading. The connection keeps itself alive while
   // its socket is open.
@@ -35,14 +50,21 @@ class AsioServerConnection : public std::enable_shared_from_this<AsioServerConne
 
  private:
   void read();
+  void linger_then_close();
+  void drain();
 
   boost::asio::ip::tcp::socket socket_;
   boost::asio::ip::tcp::endpoint peer_;
   ServerSession session_;
+  boost::asio::steady_timer timer_;  // the handshake timeout, then the linger timeout
+  std::chrono::steady_clock::duration handshake_timeout_;
+  std::chrono::steady_clock::duration linger_timeout_;
   std::array<char, 64 * 1024> input_;
   std::string output_;
+  bool reading_ = false;  // one read (or drain) at a time
   bool writing_ = false;
   bool closing_ = false;  // the session failed: close once its last bytes (a GOAWAY) are out
+  bool lingering_ = false;
   bool closed_ = false;
 };
 

@@ -228,6 +228,9 @@ struct ServerSession::Impl {
   static int on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void* user) {
     Impl& self = of(user);
     if (frame->hd.type == NGHTTP2_RST_STREAM) return self.count_reset();
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+      self.handshake_done = true;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
     Stream* stream = self.stream_of(frame->hd.stream_id);
     if (stream == nullptr) return 0;
@@ -406,6 +409,7 @@ struct ServerSession::Impl {
   double reset_tokens;
   bool flooded = false;
   bool failed = false;
+  bool handshake_done = false;
 };
 
 ServerSession::ServerSession(ServerSessionListener& listener, ServerSessionOptions options)
@@ -444,6 +448,8 @@ bool ServerSession::take_output(std::string& out) {
   }
   return out.size() > before;
 }
+
+bool ServerSession::handshake_done() const { return impl_->handshake_done; }
 
 bool ServerSession::alive() const {
   return nghttp2_session_want_read(impl_->session) || nghttp2_session_want_write(impl_->session);

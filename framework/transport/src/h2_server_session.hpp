@@ -83,6 +83,9 @@ class ServerSession {
                  std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
   // Appends to `out` what the session has to send. Returns false if there was nothing.
   bool take_output(std::string& out);
+  // Whether the client has sent the connection preface and its first SETTINGS: until then it
+  // has not shown that it speaks HTTP/2 at all.
+  bool handshake_done() const;
   // False once the session has nothing more to read or write (both sides have said GOAWAY, or
   // it failed): the connection can be closed.
   bool alive() const;
