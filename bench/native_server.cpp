@@ -49,7 +49,7 @@ class Handlers final : public ServerSessionListener {
     }
   }
   void on_message(StreamId stream, std::string message) override {
-    session_->release(stream, message.size());
+    session_->release(stream);
     auto it = echo_streams_.find(stream);
     if (it == echo_streams_.end()) return;
     if (it->second) {

@@ -94,6 +94,51 @@ TEST(GrpcWireTest, PercentDecodingKeepsMalformedEscapes) {
   EXPECT_EQ(percent_decode("%41%4a"), "AJ");
 }
 
+TEST(GrpcWireTest, CompressionRoundTripsWithBothAlgorithms) {
+  std::string message(10'000, 'a');
+  for (Compression c : {Compression::kDeflate, Compression::kGzip}) {
+    std::string packed = compress(c, message);
+    EXPECT_LT(packed.size(), 200u) << compression_name(c);
+    std::string unpacked;
+    ASSERT_TRUE(decompress(c, packed, 1 << 20, &unpacked).ok()) << compression_name(c);
+    EXPECT_EQ(unpacked, message);
+  }
+  // gzip and deflate are different formats: one does not decompress as the other.
+  std::string unpacked;
+  EXPECT_EQ(
+      decompress(Compression::kDeflate, compress(Compression::kGzip, message), 1 << 20, &unpacked)
+          .code(),
+      StatusCode::kInternal);
+}
+
+TEST(GrpcWireTest, CorruptOrTruncatedCompressedMessagesAreInternal) {
+  std::string packed = compress(Compression::kGzip, std::string(1000, 'z'));
+  std::string out;
+  EXPECT_EQ(
+      decompress(Compression::kGzip, packed.substr(0, packed.size() / 2), 1 << 20, &out).code(),
+      StatusCode::kInternal);
+  EXPECT_EQ(decompress(Compression::kGzip, "not gzip at all", 1 << 20, &out).code(),
+            StatusCode::kInternal);
+}
+
+TEST(GrpcWireTest, AZipBombStopsAtTheLimit) {
+  // 100 MB of zeros compress to about 100 KB; the limit is 1 MB.
+  std::string bomb = compress(Compression::kDeflate, std::string(100 << 20, '\0'));
+  ASSERT_LT(bomb.size(), 200'000u);
+  std::string out;
+  Status status = decompress(Compression::kDeflate, bomb, 1 << 20, &out);
+  EXPECT_EQ(status.code(), StatusCode::kResourceExhausted) << status;
+  EXPECT_LE(out.size(), 1u << 20);
+}
+
+TEST(GrpcWireTest, ParsesTheThreeEncodings) {
+  EXPECT_EQ(parse_grpc_encoding("identity"), Compression::kNone);
+  EXPECT_EQ(parse_grpc_encoding("deflate"), Compression::kDeflate);
+  EXPECT_EQ(parse_grpc_encoding("gzip"), Compression::kGzip);
+  EXPECT_FALSE(parse_grpc_encoding("br").has_value());
+  EXPECT_FALSE(parse_grpc_encoding("GZIP").has_value());
+}
+
 std::string framed(std::string_view body, bool compressed = false) {
   std::string out;
   append_message_prefix(out, compressed, static_cast<std::uint32_t>(body.size()));
@@ -325,7 +370,7 @@ class Recorder final : public ServerSessionListener {
   }
   void on_message(StreamId stream, std::string message) override {
     calls[stream].messages.push_back(message);
-    if (release) session->release(stream, message.size());
+    if (release) session->release(stream);
     if (echo) session->send_message(stream, message);
   }
   void on_half_close(StreamId stream) override {
@@ -485,8 +530,51 @@ TEST_F(ServerSessionTest, AnUnknownEncodingIsUnimplementedAndListsWhatIsAccepted
   ASSERT_TRUE(exchange().ok());
   const Response& r = client_.responses.at(id);
   EXPECT_EQ(r.grpc_status(), "12");
-  EXPECT_EQ(r.header("grpc-accept-encoding"), "identity");
+  EXPECT_EQ(r.header("grpc-accept-encoding"), "identity,deflate,gzip");
   EXPECT_TRUE(recorder_.calls.empty());
+}
+
+TEST_F(ServerSessionTest, CompressedRequestsAndResponsesInBothDirections) {
+  recorder_.echo = false;
+  recorder_.on_call_hook = [this](StreamId stream) {
+    session_->set_response_compression(stream, Compression::kGzip);
+  };
+  std::string big(5000, 'q');
+  auto id = client_.request("/pkg.Svc/Echo", {{"grpc-encoding", "deflate"}},
+                            framed(compress(Compression::kDeflate, big), /*compressed=*/true) +
+                                framed("small, sent plain"));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(recorder_.calls.at(id).messages, (std::vector<std::string>{big, "small, sent plain"}));
+  session_->send_message(id, big);
+  session_->send_message(id, "tiny");  // gzip would make it larger: sent plain
+  session_->finish(id, Status());
+  ASSERT_TRUE(exchange().ok());
+  const Response& r = client_.responses.at(id);
+  EXPECT_EQ(r.header("grpc-encoding"), "gzip");
+  MessageReader reader(1 << 20);
+  ASSERT_TRUE(reader.feed(r.data).ok());
+  auto first = reader.next();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_TRUE(first->compressed);
+  std::string unpacked;
+  ASSERT_TRUE(decompress(Compression::kGzip, first->bytes, 1 << 20, &unpacked).ok());
+  EXPECT_EQ(unpacked, big);
+  auto second = reader.next();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_FALSE(second->compressed);
+  EXPECT_EQ(second->bytes, "tiny");
+}
+
+TEST_F(ServerSessionTest, AMessageThatInflatesPastTheLimitIsResourceExhausted) {
+  ServerSessionOptions options;
+  options.max_receive_message_size = 4096;
+  make_session(options);
+  auto id = client_.request(
+      "/pkg.Svc/Echo", {{"grpc-encoding", "gzip"}},
+      framed(compress(Compression::kGzip, std::string(1 << 20, 'x')), /*compressed=*/true));
+  ASSERT_TRUE(exchange().ok());
+  EXPECT_EQ(client_.responses.at(id).grpc_status(), "8");
+  EXPECT_EQ(recorder_.calls.at(id).aborted->code(), StatusCode::kResourceExhausted);
 }
 
 TEST_F(ServerSessionTest, ACompressedMessageWithoutEncodingIsInternal) {
@@ -907,6 +995,9 @@ class EchoOverSession final : public ServerSessionListener {
     ++calls_started;
     Call& call = calls_[stream];
     call.head = std::move(head);
+    if (call.head.metadata.get("x-compress-response") == "gzip") {
+      session().set_response_compression(stream, Compression::kGzip);
+    }
     call.seen = std::chrono::steady_clock::now();
     const std::string& m = call.head.method;
     if (m != "/trellis.testing.Echo/Echo" && m != "/trellis.testing.Echo/IdempotentEcho" &&
@@ -917,7 +1008,7 @@ class EchoOverSession final : public ServerSessionListener {
   }
   void on_message(StreamId stream, std::string message) override {
     Call& call = calls_.at(stream);
-    session().release(stream, message.size());
+    session().release(stream);
     EchoRequest request;
     if (!request.ParseFromString(message)) {
       session().finish(stream, Status::internal("unparsable request"));
@@ -1167,6 +1258,18 @@ TEST(NativeSessionInteropTest, StockGrpcCppClientCallsUnaryAndBidi) {
     EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_EQ(status.error_message(), "not now: 100%");
     EXPECT_EQ(status.error_details(), "\x08\x09");
+  }
+  {
+    // gzip both ways: grpc++ compresses the request; the server answers compressed.
+    auto ctx = bounded_context();
+    ctx->set_compression_algorithm(GRPC_COMPRESS_GZIP);
+    ctx->AddMetadata("x-compress-response", "gzip");
+    EchoRequest request;
+    request.set_message(std::string(20'000, 'g'));
+    EchoResponse response;
+    grpc::Status status = echo->Echo(ctx.get(), request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.message(), request.message());
   }
   {
     auto ctx = bounded_context();

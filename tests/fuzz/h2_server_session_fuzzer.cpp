@@ -30,7 +30,7 @@ class Handler final : public ServerSessionListener {
   }
   void on_message(StreamId stream, std::string message) override {
     // 'h'eld messages are never released: their stream's window closes.
-    if (message.empty() || message[0] != 'h') session->release(stream, message.size());
+    if (message.empty() || message[0] != 'h') session->release(stream);
     if (!message.empty() && message[0] == 'c') {
       session->cancel(stream);
     } else if (!message.empty() && message[0] == 'f') {

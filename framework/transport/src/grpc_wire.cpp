@@ -1,5 +1,7 @@
 #include "grpc_wire.hpp"
 
+#include <zlib.h>
+
 #include <limits>
 
 namespace trellis::transport {
@@ -92,6 +94,73 @@ std::string percent_decode(std::string_view encoded) {
     }
   }
   return out;
+}
+
+std::optional<Compression> parse_grpc_encoding(std::string_view value) {
+  if (value == "identity") return Compression::kNone;
+  if (value == "deflate") return Compression::kDeflate;
+  if (value == "gzip") return Compression::kGzip;
+  return std::nullopt;
+}
+
+namespace {
+
+// zlib's window bits: 15 for the zlib format, +16 for gzip's.
+int window_bits(Compression compression) { return compression == Compression::kGzip ? 31 : 15; }
+
+}  // namespace
+
+std::string compress(Compression compression, std::string_view message) {
+  if (compression == Compression::kNone) return std::string(message);
+  z_stream z{};
+  deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, window_bits(compression), 8,
+               Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&z, message.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(message.data()));
+  z.avail_in = static_cast<uInt>(message.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);  // deflateBound leaves room for all of it
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+Status decompress(Compression compression, std::string_view message, std::size_t max_size,
+                  std::string* out) {
+  out->clear();
+  if (compression == Compression::kNone) {
+    if (message.size() > max_size) return Status::resource_exhausted("message too large");
+    out->assign(message);
+    return {};
+  }
+  z_stream z{};
+  if (inflateInit2(&z, window_bits(compression)) != Z_OK) {
+    return Status::internal("zlib failed to start");
+  }
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(message.data()));
+  z.avail_in = static_cast<uInt>(message.size());
+  char chunk[16384];
+  int result = Z_OK;
+  while (result == Z_OK) {
+    z.next_out = reinterpret_cast<Bytef*>(chunk);
+    z.avail_out = sizeof chunk;
+    result = inflate(&z, Z_NO_FLUSH);
+    std::size_t produced = sizeof chunk - z.avail_out;
+    if (out->size() + produced > max_size) {
+      inflateEnd(&z);
+      return Status::resource_exhausted("received message larger than max (over " +
+                                        std::to_string(max_size) + " bytes decompressed)");
+    }
+    out->append(chunk, produced);
+    if (result == Z_BUF_ERROR && z.avail_in == 0) break;  // input ended before the stream did
+  }
+  inflateEnd(&z);
+  if (result != Z_STREAM_END || z.avail_in != 0) {
+    return Status::internal(std::string("the message does not decompress with ") +
+                            std::string(compression_name(compression)));
+  }
+  return {};
 }
 
 void append_message_prefix(std::string& out, bool compressed, std::uint32_t length) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "trellis/compression.hpp"
 #include "trellis/status.hpp"
 
 namespace trellis::transport {
@@ -29,6 +30,21 @@ bool is_grpc_content_type(std::string_view value);
 // %XX. Decoding keeps a malformed escape as it is, as the specification asks.
 std::string percent_encode(std::string_view message);
 std::string percent_decode(std::string_view encoded);
+
+// The encoding a grpc-encoding value names: identity, deflate or gzip; nullopt for anything
+// else, which the server answers UNIMPLEMENTED with the list it accepts.
+std::optional<Compression> parse_grpc_encoding(std::string_view value);
+// What a server accepts, as it says in grpc-accept-encoding.
+inline constexpr std::string_view kAcceptedEncodings = "identity,deflate,gzip";
+
+// Compresses one message with `compression` (deflate: zlib format; gzip: gzip format, as gRPC
+// means them).
+std::string compress(Compression compression, std::string_view message);
+// Decompresses one message, refusing to produce more than `max_size` bytes: a small message
+// that inflates past the limit (a zip bomb) is RESOURCE_EXHAUSTED once the limit is reached,
+// not after. A message that does not decompress is INTERNAL.
+Status decompress(Compression compression, std::string_view message, std::size_t max_size,
+                  std::string* out);
 
 // The five-byte prefix of a message on the wire: the compressed flag, then the length
 // (big-endian).

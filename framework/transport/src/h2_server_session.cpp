@@ -84,9 +84,11 @@ struct Stream {
   std::optional<Status> rejection;  // set while the headers arrive: answered instead of a call
   int rejection_http_status = 200;
   MessageReader reader;
+  Compression request_encoding = Compression::kNone;
   bool call_started = false;  // on_call ran; the listener owns the call until it ends
   bool call_ended = false;    // finish, cancel or on_abort happened
   // The response.
+  Compression response_encoding = Compression::kNone;
   bool response_started = false;
   std::string out;
   std::size_t out_taken = 0;
@@ -96,6 +98,9 @@ struct Stream {
   // bytes received while those were over the window, whose WINDOW_UPDATE waits for a release.
   std::size_t unreleased = 0;
   std::size_t deferred = 0;
+  // The wire sizes of the messages handed over and not yet released, oldest at `released`.
+  std::vector<std::uint32_t> held;
+  std::size_t released = 0;
   Stream* prev = nullptr;
   Stream* next = nullptr;
 };
@@ -206,10 +211,14 @@ struct ServerSession::Impl {
             Status::internal("malformed grpc-timeout \"" + std::string(value) + "\"");
       }
     } else if (name == "grpc-encoding") {
-      if (value != "identity") {
+      if (auto encoding = parse_grpc_encoding(value)) {
+        stream->request_encoding = *encoding;
+      } else {
         stream->rejection =
             Status::unimplemented("unsupported grpc-encoding \"" + std::string(value) + "\"");
       }
+    } else if (name == "grpc-accept-encoding") {
+      head.accept_encoding = value;
     } else if (!is_reserved_header(name)) {
       if (ends_with(name, "-bin")) {
         std::string decoded;
@@ -259,7 +268,7 @@ struct ServerSession::Impl {
       headers.add_owned(":status", std::to_string(stream.rejection_http_status));
       headers.add("content-type", "application/grpc");
       if (stream.rejection->code() == StatusCode::kUnimplemented) {
-        headers.add("grpc-accept-encoding", "identity");
+        headers.add("grpc-accept-encoding", kAcceptedEncodings);
       }
       headers.add_status(*stream.rejection);
       nghttp2_submit_response(session, stream.id, headers.data(), headers.size(), nullptr);
@@ -289,12 +298,24 @@ struct ServerSession::Impl {
       return 0;
     }
     while (auto message = stream->reader.next()) {
+      auto wire_size = static_cast<std::uint32_t>(kMessagePrefixSize + message->bytes.size());
       if (message->compressed) {
-        self.fail_call(*stream, Status::internal("a compressed message on a call without "
-                                                 "grpc-encoding"));
-        return 0;
+        if (stream->request_encoding == Compression::kNone) {
+          self.fail_call(*stream, Status::internal("a compressed message on a call without "
+                                                   "grpc-encoding"));
+          return 0;
+        }
+        std::string plain;
+        if (Status inflated = decompress(stream->request_encoding, message->bytes,
+                                         self.options.max_receive_message_size, &plain);
+            !inflated.ok()) {
+          self.fail_call(*stream, inflated);
+          return 0;
+        }
+        message->bytes = std::move(plain);
       }
-      stream->unreleased += kMessagePrefixSize + message->bytes.size();
+      stream->unreleased += wire_size;
+      stream->held.push_back(wire_size);
       self.listener.on_message(id, std::move(message->bytes));
       // The listener may have ended the call, or the stream may be gone.
       stream = self.stream_of(id);
@@ -348,6 +369,10 @@ struct ServerSession::Impl {
     Headers headers;
     headers.add(":status", "200");
     headers.add("content-type", "application/grpc");
+    if (stream.response_encoding != Compression::kNone) {
+      headers.add("grpc-encoding", compression_name(stream.response_encoding));
+    }
+    headers.add("grpc-accept-encoding", kAcceptedEncodings);
     headers.add(metadata);
     nghttp2_data_provider provider;
     provider.source.ptr = &stream;
@@ -455,6 +480,12 @@ bool ServerSession::alive() const {
   return nghttp2_session_want_read(impl_->session) || nghttp2_session_want_write(impl_->session);
 }
 
+void ServerSession::set_response_compression(StreamId stream, Compression compression) {
+  Stream* s = impl_->stream_of(stream);
+  if (s == nullptr || s->response_started) return;
+  s->response_encoding = compression;
+}
+
 void ServerSession::send_initial_metadata(StreamId stream, const Metadata& metadata) {
   Stream* s = impl_->stream_of(stream);
   if (s == nullptr || s->call_ended) return;
@@ -465,15 +496,28 @@ void ServerSession::send_message(StreamId stream, std::string_view message) {
   Stream* s = impl_->stream_of(stream);
   if (s == nullptr || s->call_ended) return;
   impl_->start_response(*s, {});
+  if (s->response_encoding != Compression::kNone) {
+    std::string compressed = compress(s->response_encoding, message);
+    if (compressed.size() < message.size()) {
+      append_message_prefix(s->out, true, static_cast<std::uint32_t>(compressed.size()));
+      s->out.append(compressed);
+      nghttp2_session_resume_data(impl_->session, stream);
+      return;
+    }
+  }
   append_message_prefix(s->out, false, static_cast<std::uint32_t>(message.size()));
   s->out.append(message);
   nghttp2_session_resume_data(impl_->session, stream);
 }
 
-void ServerSession::release(StreamId stream, std::size_t message_size) {
+void ServerSession::release(StreamId stream) {
   Stream* s = impl_->stream_of(stream);
-  if (s == nullptr) return;
-  s->unreleased -= std::min(s->unreleased, kMessagePrefixSize + message_size);
+  if (s == nullptr || s->released == s->held.size()) return;
+  s->unreleased -= s->held[s->released++];
+  if (s->released == s->held.size()) {
+    s->held.clear();
+    s->released = 0;
+  }
   if (s->deferred > 0 &&
       s->unreleased <= static_cast<std::size_t>(impl_->options.initial_window_size)) {
     nghttp2_session_consume_stream(impl_->session, stream, s->deferred);

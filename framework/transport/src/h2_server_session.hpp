@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "trellis/compression.hpp"
 #include "trellis/metadata.hpp"
 #include "trellis/status.hpp"
 
@@ -28,7 +29,8 @@ struct RequestHead {
   std::string method;  // :path, "/package.Service/Method"
   std::string authority;
   std::optional<std::chrono::nanoseconds> timeout;
-  Metadata metadata;  // the application's headers; -bin values decoded
+  std::string accept_encoding;  // grpc-accept-encoding: what the client decompresses
+  Metadata metadata;            // the application's headers; -bin values decoded
 };
 
 // Receives the calls of a session. Its functions run inside ServerSession::receive (or close),
@@ -37,9 +39,9 @@ class ServerSessionListener {
  public:
   // A request's headers passed every check: a call begins.
   virtual void on_call(StreamId stream, RequestHead head) = 0;
-  // One whole message of the call, uncompressed. Once the call's reader has taken it, the
-  // listener calls ServerSession::release for it: until then its bytes hold the stream's
-  // flow-control window shut.
+  // One whole message of the call, decompressed. Once the call's reader has taken it, the
+  // listener calls ServerSession::release: until then its bytes hold the stream's flow-control
+  // window shut.
   virtual void on_message(StreamId stream, std::string message) = 0;
   // The client has sent all its messages.
   virtual void on_half_close(StreamId stream) = 0;
@@ -92,13 +94,17 @@ class ServerSession {
 
   // The response side of a call begun by on_call. Each is ignored for a stream that has ended.
   //
+  // Compresses the response's messages with `compression` (each one that compression makes
+  // smaller). Only before the response has started; the caller checks that the client accepts
+  // it (RequestHead::accept_encoding).
+  void set_response_compression(StreamId stream, Compression compression);
   // Sends the response headers (`metadata` with them) now rather than with the first message.
   void send_initial_metadata(StreamId stream, const Metadata& metadata);
   // Queues one serialized message. It leaves with the next take_output, within flow control.
   void send_message(StreamId stream, std::string_view message);
-  // The listener's reader has taken a message of `message_size` bytes (see on_message): its
-  // bytes count towards the stream's window again.
-  void release(StreamId stream, std::size_t message_size);
+  // The listener's reader has taken the oldest message on_message handed over and not yet
+  // released: its bytes count towards the stream's window again.
+  void release(StreamId stream);
   // The bytes queued on `stream` that flow control has not let out yet: the caller's
   // backpressure.
   std::size_t queued_bytes(StreamId stream) const;
