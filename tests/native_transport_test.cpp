@@ -251,7 +251,8 @@ class TestClient {
         }
       }
       if (value.empty() && replaced) {
-        std::erase_if(fields, [&](const auto& f) { return f.first == name; });
+        const std::string& key = name;  // clang 14 cannot capture a structured binding
+        std::erase_if(fields, [&key](const auto& f) { return f.first == key; });
       } else if (!replaced) {
         fields.emplace_back(name, value);
       }
@@ -773,8 +774,8 @@ std::string grpc_request_headers(std::string_view path = "/pkg.Svc/Echo") {
 }
 
 constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-constexpr std::uint8_t kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kGoaway = 7,
-                       kWindowUpdate = 8;
+constexpr std::uint8_t kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kPing = 6,
+                       kGoaway = 7, kWindowUpdate = 8;
 constexpr std::uint8_t kEndStream = 1, kEndHeaders = 4;
 
 // What the server wrote, frame by frame, header blocks decoded.
@@ -846,14 +847,15 @@ class FrameReader {
 class HostilePeerTest : public ::testing::Test {
  protected:
   // Sends `bytes` after the preface and an empty SETTINGS; returns the server's frames.
-  std::vector<ServerFrame> send(std::string_view bytes) {
+  std::vector<ServerFrame> send(std::string_view bytes, std::chrono::steady_clock::time_point now =
+                                                            std::chrono::steady_clock::now()) {
     std::string all;
     if (!started_) {
       all = std::string(kPreface) + raw_frame(kSettings, 0, 0, "");
       started_ = true;
     }
     all += bytes;
-    last_status_ = session_.receive(all);
+    last_status_ = session_.receive(all, now);
     std::string out;
     session_.take_output(out);
     return reader_.read(out);
@@ -975,6 +977,34 @@ TEST_F(HostilePeerTest, AFrameCutShortByTheConnectionAbortsItsCall) {
   session_.close(Status::unavailable("the peer went away"));
   ASSERT_TRUE(recorder_.calls.at(1).aborted.has_value());
   EXPECT_EQ(recorder_.calls.at(1).aborted->code(), StatusCode::kUnavailable);
+}
+
+TEST_F(HostilePeerTest, PingsWithoutCallsEndTheConnectionAfterTwoStrikes) {
+  std::string ping = raw_frame(kPing, 0, 0, "12345678");
+  auto frames = send(ping + ping);
+  ASSERT_TRUE(last_status_.ok()) << last_status_;
+  int acks = 0;
+  for (const auto& f : frames) acks += f.type == kPing && (f.flags & 1);
+  EXPECT_EQ(acks, 2);
+  frames = send(ping);
+  EXPECT_EQ(last_status_.code(), StatusCode::kResourceExhausted) << last_status_;
+  const ServerFrame* goaway = find(frames, kGoaway, 0);
+  ASSERT_NE(goaway, nullptr);
+  EXPECT_EQ(goaway->word(), static_cast<std::uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  EXPECT_EQ(goaway->payload.substr(8), "too_many_pings");
+}
+
+TEST_F(HostilePeerTest, PingsWithinThePolicyAreAnswered) {
+  recorder_.session = &session_;
+  recorder_.echo = false;
+  auto now = std::chrono::steady_clock::now();
+  send(raw_frame(kHeaders, kEndHeaders, 1, grpc_request_headers()), now);  // a call is open
+  for (int i = 0; i < 10; ++i) {
+    now += std::chrono::minutes(5);  // the default minimum interval
+    auto frames = send(raw_frame(kPing, 0, 0, "abcdefgh"), now);
+    ASSERT_TRUE(last_status_.ok()) << i << ": " << last_status_;
+    EXPECT_EQ(find(frames, kGoaway, 0), nullptr);
+  }
 }
 
 TEST_F(HostilePeerTest, GarbageInsteadOfThePrefaceIsRefused) {
@@ -1126,6 +1156,13 @@ class NativeEchoServer {
     return on_server([this] {
       int n = 0;
       for (auto& h : handlers_) n += h->aborted;
+      return n;
+    });
+  }
+  int pings_sent() {
+    return on_server([this] {
+      int n = 0;
+      for (auto& c : connections_) n += c->session().pings_sent();
       return n;
     });
   }
@@ -1411,6 +1448,62 @@ TEST(NativeSessionInteropTest, ARapidResetFloodOverASocketEndsWithEnhanceYourCal
   EXPECT_EQ(goaway->word(), static_cast<std::uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
   EXPECT_LE(server.calls_started(), 1001);
   EXPECT_GE(server.calls_started(), 1);
+}
+
+// Keepalive: a client that keeps a call open but never answers the server's pings is
+// disconnected, and its call aborted.
+TEST(NativeSessionInteropTest, AClientThatDoesNotAnswerPingsIsDisconnected) {
+  ConnectionOptions options;
+  options.keepalive_time = std::chrono::milliseconds(200);
+  options.keepalive_timeout = std::chrono::milliseconds(200);
+  NativeEchoServer server(options);
+  int fd = connect_loopback(server.port());
+  ASSERT_GE(fd, 0);
+  std::string hello =
+      std::string(kPreface) + raw_frame(kSettings, 0, 0, "") +
+      raw_frame(kHeaders, kEndHeaders, 1, grpc_request_headers("/trellis.testing.Streamer/Chat"));
+  ASSERT_EQ(::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(hello.size()));
+  Received received = read_until_closed(fd, std::chrono::steady_clock::now() + kPeerBound);
+  ::close(fd);
+  EXPECT_TRUE(received.closed);
+  FrameReader reader;
+  int pings = 0;
+  for (const auto& frame : reader.read(received.bytes)) pings += frame.type == kPing;
+  EXPECT_GE(pings, 1);
+  EXPECT_EQ(server.calls_started(), 1);
+  EXPECT_EQ(server.aborted(), 1);
+}
+
+// A stock grpc++ client answers the pings: its stream outlives keepalive rounds. (grpc 1.51's
+// client answers a ping about 5 s late when it has nothing else to send: a second ping, sent
+// only once the first is answered, takes that long; the timeout must exceed it.)
+TEST(NativeSessionInteropTest, AStockClientAnswersKeepalivePings) {
+  ConnectionOptions options;
+  options.keepalive_time = std::chrono::milliseconds(100);
+  options.keepalive_timeout = std::chrono::seconds(10);
+  NativeEchoServer server(options);
+  auto streamer = Streamer::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(server.port()), grpc::InsecureChannelCredentials()));
+  auto ctx = bounded_context();
+  auto chat = streamer->Chat(ctx.get());
+  EchoRequest request;
+  request.set_message("before");
+  ASSERT_TRUE(chat->Write(request));
+  EchoResponse response;
+  ASSERT_TRUE(chat->Read(&response));
+  auto deadline = std::chrono::steady_clock::now() + kPeerBound;
+  while (server.pings_sent() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_GE(server.pings_sent(), 2);
+  request.set_message("after the pings");
+  ASSERT_TRUE(chat->Write(request));
+  ASSERT_TRUE(chat->Read(&response));
+  EXPECT_EQ(response.message(), "after the pings");
+  ASSERT_TRUE(chat->WritesDone());
+  EXPECT_TRUE(chat->Finish().ok());
+  EXPECT_EQ(server.aborted(), 0);
 }
 
 }  // namespace

@@ -11,21 +11,52 @@ AsioServerConnection::AsioServerConnection(boost::asio::ip::tcp::socket socket,
     : socket_(std::move(socket)),
       session_(listener, options.session),
       timer_(socket_.get_executor()),
-      handshake_timeout_(options.handshake_timeout),
-      linger_timeout_(options.linger_timeout) {
+      keepalive_timer_(socket_.get_executor()),
+      options_(options),
+      last_read_(std::chrono::steady_clock::now()) {
   boost::system::error_code ignored;
   peer_ = socket_.remote_endpoint(ignored);
   socket_.set_option(boost::asio::ip::tcp::no_delay(true), ignored);
 }
 
 void AsioServerConnection::start() {
-  timer_.expires_after(handshake_timeout_);
+  timer_.expires_after(options_.handshake_timeout);
   timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
     if (error || self->session_.handshake_done()) return;
     self->close(Status::deadline_exceeded("the client sent no HTTP/2 preface in time"));
   });
+  keepalive_after(options_.keepalive_time);
   flush();
   read();
+}
+
+void AsioServerConnection::keepalive_after(std::chrono::steady_clock::duration delay) {
+  keepalive_timer_.expires_after(delay);
+  keepalive_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+    if (!error) self->on_keepalive_timer();
+  });
+}
+
+void AsioServerConnection::on_keepalive_timer() {
+  if (closed_ || lingering_) return;
+  if (awaiting_ping_ack_) {
+    if (session_.pings_unacknowledged() > 0) {
+      close(Status::unavailable("the client did not answer a keepalive ping in time"));
+      return;
+    }
+    awaiting_ping_ack_ = false;
+  }
+  auto quiet = std::chrono::steady_clock::now() - last_read_;
+  if (quiet < options_.keepalive_time) {
+    keepalive_after(options_.keepalive_time - quiet);
+  } else if (session_.open_calls() == 0 && !options_.keepalive_without_calls) {
+    keepalive_after(options_.keepalive_time);
+  } else {
+    session_.send_ping();
+    flush();
+    awaiting_ping_ack_ = true;
+    keepalive_after(options_.keepalive_timeout);
+  }
 }
 
 void AsioServerConnection::read() {
@@ -39,12 +70,17 @@ void AsioServerConnection::read() {
           self->close(Status::unavailable("the connection closed: " + error.message()));
           return;
         }
+        self->last_read_ = std::chrono::steady_clock::now();
         if (self->lingering_) {  // the session has ended: what still arrives is dropped
           self->drain();
           return;
         }
         Status received = self->session_.receive(std::string_view(self->input_.data(), n));
         if (!received.ok()) self->closing_ = true;
+        if (self->awaiting_ping_ack_ && self->session_.pings_unacknowledged() == 0) {
+          self->awaiting_ping_ack_ = false;  // answered: the next ping is due a keepalive_time on
+          self->keepalive_after(self->options_.keepalive_time);
+        }
         self->flush();
         if (self->lingering_) {
           if (!self->reading_) self->drain();
@@ -77,10 +113,11 @@ void AsioServerConnection::flush() {
 void AsioServerConnection::linger_then_close() {
   if (lingering_ || closed_) return;
   lingering_ = true;
+  keepalive_timer_.cancel();
   session_.close(Status::unavailable("the connection ended"));
   boost::system::error_code ignored;
   socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
-  timer_.expires_after(linger_timeout_);
+  timer_.expires_after(options_.linger_timeout);
   timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
     if (!error) self->close(Status::unavailable("the connection ended"));
   });
@@ -106,6 +143,7 @@ void AsioServerConnection::close(const Status& why) {
   if (closed_) return;
   closed_ = true;
   timer_.cancel();
+  keepalive_timer_.cancel();
   boost::system::error_code ignored;
   socket_.close(ignored);
   session_.close(why);

@@ -29,6 +29,13 @@ struct ConnectionOptions {
   ServerSessionOptions session;
   std::chrono::steady_clock::duration handshake_timeout = std::chrono::seconds(10);
   std::chrono::steady_clock::duration linger_timeout = std::chrono::seconds(2);
+  // Keepalive: after `keepalive_time` without a byte from the client, while the connection
+  // carries a call (or always, with `keepalive_without_calls`), the server pings; a ping not
+  // acknowledged within `keepalive_timeout` closes the connection and aborts its calls.
+  // grpc core's server defaults: 2 hours and 20 seconds.
+  std::chrono::steady_clock::duration keepalive_time = std::chrono::hours(2);
+  std::chrono::steady_clock::duration keepalive_timeout = std::chrono::seconds(20);
+  bool keepalive_without_calls = false;
 };
 
 class AsioServerConnection : public std::enable_shared_from_this<AsioServerConnection> {
@@ -52,13 +59,17 @@ class AsioServerConnection : public std::enable_shared_from_this<AsioServerConne
   void read();
   void linger_then_close();
   void drain();
+  void keepalive_after(std::chrono::steady_clock::duration delay);
+  void on_keepalive_timer();
 
   boost::asio::ip::tcp::socket socket_;
   boost::asio::ip::tcp::endpoint peer_;
   ServerSession session_;
   boost::asio::steady_timer timer_;  // the handshake timeout, then the linger timeout
-  std::chrono::steady_clock::duration handshake_timeout_;
-  std::chrono::steady_clock::duration linger_timeout_;
+  boost::asio::steady_timer keepalive_timer_;
+  ConnectionOptions options_;
+  std::chrono::steady_clock::time_point last_read_;
+  bool awaiting_ping_ack_ = false;
   std::array<char, 64 * 1024> input_;
   std::string output_;
   bool reading_ = false;  // one read (or drain) at a time

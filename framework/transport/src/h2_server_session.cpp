@@ -237,6 +237,16 @@ struct ServerSession::Impl {
   static int on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void* user) {
     Impl& self = of(user);
     if (frame->hd.type == NGHTTP2_RST_STREAM) return self.count_reset();
+    if (frame->hd.type == NGHTTP2_PING) {
+      if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
+        self.pings_unacknowledged = std::max(0, self.pings_unacknowledged - 1);
+        return 0;
+      }
+      return self.police_ping();
+    }
+    if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) {
+      self.ping_strikes = 0;  // a client that sends calls may ping to keep them alive
+    }
     if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
       self.handshake_done = true;
     }
@@ -275,6 +285,7 @@ struct ServerSession::Impl {
       return;
     }
     stream.call_started = true;
+    ++open_calls;
     listener.on_call(stream.id, std::move(stream.head));
   }
 
@@ -337,13 +348,30 @@ struct ServerSession::Impl {
     if (stream == nullptr) return 0;
     nghttp2_session_set_stream_user_data(self.session, id, nullptr);
     if (stream->call_started && !stream->call_ended) {
-      stream->call_ended = true;
+      self.end_call(*stream);
       self.listener.on_abort(id, error_code == NGHTTP2_NO_ERROR
                                      ? Status::cancelled("the stream closed")
                                      : Status::cancelled("the client cancelled the call"));
     }
     self.unlink_and_delete(stream);
     return 0;
+  }
+
+  // A client's PING: within the policy, or a strike; past the strikes, the connection ends.
+  int police_ping() {
+    bool too_soon = last_client_ping != std::chrono::steady_clock::time_point{} &&
+                    now - last_client_ping < options.min_ping_interval;
+    bool idle = open_calls == 0 && !options.permit_pings_without_calls;
+    last_client_ping = now;
+    if (!too_soon && !idle) return 0;
+    if (++ping_strikes <= options.max_ping_strikes) return 0;
+    flood = "the client pinged too often (too_many_pings)";
+    static constexpr std::string_view kDebug = "too_many_pings";
+    nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(session),
+                          NGHTTP2_ENHANCE_YOUR_CALM,
+                          reinterpret_cast<const std::uint8_t*>(kDebug.data()), kDebug.size());
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
 
   // A token bucket over the streams the client resets.
@@ -356,7 +384,8 @@ struct ServerSession::Impl {
       reset_tokens -= 1;
       return 0;
     }
-    flooded = true;
+    flood =
+        "the client reset more than " + std::to_string(options.reset_burst) + " streams in a burst";
     nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
@@ -380,9 +409,15 @@ struct ServerSession::Impl {
     nghttp2_submit_response(session, stream.id, headers.data(), headers.size(), &provider);
   }
 
+  // Marks the call ended (finished, cancelled or aborted).
+  void end_call(Stream& stream) {
+    if (stream.call_started && !stream.call_ended) --open_calls;
+    stream.call_ended = true;
+  }
+
   void finish(Stream& stream, const Status& status, const Metadata& trailers) {
     if (stream.call_ended) return;
-    stream.call_ended = true;
+    end_call(stream);
     if (!stream.response_started) {
       // Trailers-only: one HEADERS frame ends the stream.
       stream.response_started = true;
@@ -432,9 +467,14 @@ struct ServerSession::Impl {
   std::chrono::steady_clock::time_point now{};
   std::chrono::steady_clock::time_point last_refill{};
   double reset_tokens;
-  bool flooded = false;
+  std::string flood;  // why the client was cut off for flooding, if it was
   bool failed = false;
   bool handshake_done = false;
+  std::size_t open_calls = 0;
+  std::chrono::steady_clock::time_point last_client_ping{};
+  int ping_strikes = 0;
+  int pings_sent = 0;
+  int pings_unacknowledged = 0;
 };
 
 ServerSession::ServerSession(ServerSessionListener& listener, ServerSessionOptions options)
@@ -451,11 +491,7 @@ Status ServerSession::receive(std::string_view bytes, std::chrono::steady_clock:
       impl.session, reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
   if (used >= 0) return {};
   impl.failed = true;
-  if (impl.flooded) {
-    return Status::resource_exhausted("the client reset more than " +
-                                      std::to_string(impl.options.reset_burst) +
-                                      " streams in a burst");
-  }
+  if (!impl.flood.empty()) return Status::resource_exhausted(impl.flood);
   if (used == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
     return Status::unavailable("the client did not start with the HTTP/2 connection preface");
   }
@@ -475,6 +511,19 @@ bool ServerSession::take_output(std::string& out) {
 }
 
 bool ServerSession::handshake_done() const { return impl_->handshake_done; }
+
+std::size_t ServerSession::open_calls() const { return impl_->open_calls; }
+
+void ServerSession::send_ping() {
+  if (nghttp2_submit_ping(impl_->session, NGHTTP2_FLAG_NONE, nullptr) == 0) {
+    ++impl_->pings_sent;
+    ++impl_->pings_unacknowledged;
+  }
+}
+
+int ServerSession::pings_sent() const { return impl_->pings_sent; }
+
+int ServerSession::pings_unacknowledged() const { return impl_->pings_unacknowledged; }
 
 bool ServerSession::alive() const {
   return nghttp2_session_want_read(impl_->session) || nghttp2_session_want_write(impl_->session);
@@ -537,7 +586,7 @@ void ServerSession::finish(StreamId stream, const Status& status, const Metadata
 void ServerSession::cancel(StreamId stream) {
   Stream* s = impl_->stream_of(stream);
   if (s == nullptr || s->call_ended) return;
-  s->call_ended = true;
+  impl_->end_call(*s);
   nghttp2_submit_rst_stream(impl_->session, NGHTTP2_FLAG_NONE, stream, NGHTTP2_CANCEL);
 }
 
@@ -553,7 +602,7 @@ void ServerSession::close(const Status& why) {
   std::vector<StreamId> aborted;
   for (Stream* s = impl_->streams; s != nullptr; s = s->next) {
     if (s->call_started && !s->call_ended) {
-      s->call_ended = true;
+      impl_->end_call(*s);
       aborted.push_back(s->id);
     }
   }

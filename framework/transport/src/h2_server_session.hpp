@@ -69,6 +69,13 @@ struct ServerSessionOptions {
   // CVE-2023-44487).
   std::uint32_t reset_burst = 1000;
   std::uint32_t resets_per_second = 100;
+  // Client pings: at most one per `min_ping_interval`, and none while the connection carries no
+  // call unless `permit_pings_without_calls`; past `max_ping_strikes` violations (reset by any
+  // request data) the connection ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", as grpc
+  // core ends it. Trellis's Server::Builder::min_ping_interval and Keepalive mean the same.
+  std::chrono::milliseconds min_ping_interval = std::chrono::minutes(5);
+  bool permit_pings_without_calls = false;
+  int max_ping_strikes = 2;
 };
 
 class ServerSession {
@@ -88,6 +95,12 @@ class ServerSession {
   // Whether the client has sent the connection preface and its first SETTINGS: until then it
   // has not shown that it speaks HTTP/2 at all.
   bool handshake_done() const;
+  // Calls begun and not yet ended.
+  std::size_t open_calls() const;
+  // Keepalive: sends a PING; pings_unacknowledged() counts those the client has not answered.
+  void send_ping();
+  int pings_sent() const;
+  int pings_unacknowledged() const;
   // False once the session has nothing more to read or write (both sides have said GOAWAY, or
   // it failed): the connection can be closed.
   bool alive() const;
