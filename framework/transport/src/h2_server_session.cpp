@@ -4,9 +4,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <deque>
+#include <forward_list>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/escaping.h"
 #include "grpc_wire.hpp"
 
@@ -30,19 +31,22 @@ bool is_reserved_header(std::string_view name) {
 }
 
 // A header list under construction for nghttp2, which copies names and values when submitted.
+// A response's lists are built on every call, so the common ones allocate nothing: the entries
+// live inline, and only values made for the list (base64, percent-encoding) are stored.
 class Headers {
  public:
   // `name` and `value` must live until the list is submitted; add_owned keeps a copy of a value
   // that does not.
   void add_owned(std::string_view name, std::string value) {
-    add(name, storage_.emplace_back(std::move(value)));
+    storage_.push_front(std::move(value));  // a list: adding one moves none of the others
+    add(name, storage_.front());
   }
   void add(std::string_view name, std::string_view value) {
     entries_.push_back({reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
                         reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
                         name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
   }
-  // Adds the application's metadata, base64-encoding -bin values (kept alive in `storage_`).
+  // Adds the application's metadata, base64-encoding -bin values.
   void add(const Metadata& metadata) {
     for (const auto& [key, value] : metadata) {
       if (ends_with(key, "-bin")) {
@@ -54,7 +58,14 @@ class Headers {
   }
   // Adds grpc-status, grpc-message and grpc-status-details-bin for `status`.
   void add_status(const Status& status) {
-    add_owned("grpc-status", std::to_string(static_cast<int>(status.code())));
+    static constexpr std::string_view kCodes[] = {"0", "1",  "2",  "3",  "4",  "5",  "6",  "7", "8",
+                                                  "9", "10", "11", "12", "13", "14", "15", "16"};
+    int code = static_cast<int>(status.code());
+    if (code >= 0 && code < static_cast<int>(std::size(kCodes))) {
+      add("grpc-status", kCodes[code]);
+    } else {
+      add_owned("grpc-status", std::to_string(code));
+    }
     if (!status.message().empty()) {
       add_owned("grpc-message", percent_encode(status.message()));
     }
@@ -66,8 +77,8 @@ class Headers {
   std::size_t size() const { return entries_.size(); }
 
  private:
-  std::vector<nghttp2_nv> entries_;
-  std::deque<std::string> storage_;  // a deque: adding one moves none of the others
+  absl::InlinedVector<nghttp2_nv, 8> entries_;
+  std::forward_list<std::string> storage_;
 };
 
 }  // namespace
