@@ -7,7 +7,6 @@
 #include <forward_list>
 #include <vector>
 
-#include "absl/container/inlined_vector.h"
 #include "absl/strings/escaping.h"
 #include "grpc_wire.hpp"
 
@@ -31,10 +30,11 @@ bool is_reserved_header(std::string_view name) {
 }
 
 // A header list under construction for nghttp2, which copies names and values when submitted.
-// A response's lists are built on every call, so the common ones allocate nothing: the entries
-// live inline, and only values made for the list (base64, percent-encoding) are stored.
+// A response's lists are built on every call, so they allocate little: one block for the
+// entries, and a stored string only for values made for the list (base64, percent-encoding).
 class Headers {
  public:
+  Headers() { entries_.reserve(8); }
   // `name` and `value` must live until the list is submitted; add_owned keeps a copy of a value
   // that does not.
   void add_owned(std::string_view name, std::string value) {
@@ -77,7 +77,7 @@ class Headers {
   std::size_t size() const { return entries_.size(); }
 
  private:
-  absl::InlinedVector<nghttp2_nv, 8> entries_;
+  std::vector<nghttp2_nv> entries_;
   std::forward_list<std::string> storage_;
 };
 
