@@ -34,6 +34,7 @@
 #include "h2_server_session.hpp"
 #include "python_peer.hpp"
 #include "subprocess.hpp"
+#include "trellis/detail/percent_encoding.hpp"
 #include "trellis/testing/echo.grpc.pb.h"
 #include "trellis/testing/streamer.grpc.pb.h"
 
@@ -49,6 +50,8 @@ using testing::python;
 using testing::python_env;
 using testing::run_with_deadline;
 using testing::Streamer;
+using trellis::detail::percent_decode;
+using trellis::detail::percent_encode;
 
 // ------------------------------------------------------------------------ the wire rules
 
@@ -846,6 +849,8 @@ class FrameReader {
 
 class HostilePeerTest : public ::testing::Test {
  protected:
+  HostilePeerTest() { recorder_.session = &session_; }
+
   // Sends `bytes` after the preface and an empty SETTINGS; returns the server's frames.
   std::vector<ServerFrame> send(std::string_view bytes, std::chrono::steady_clock::time_point now =
                                                             std::chrono::steady_clock::now()) {
@@ -881,7 +886,6 @@ class HostilePeerTest : public ::testing::Test {
 };
 
 TEST_F(HostilePeerTest, AnHpackBombIsRefusedAndTheConnectionServesOn) {
-  recorder_.session = &session_;
   // One 4,000-byte header put in the decoder's table, then referenced 3,000 times: 12 MB of
   // headers from a 7 KB block.
   std::string block =
@@ -905,7 +909,6 @@ TEST_F(HostilePeerTest, AnHpackBombIsRefusedAndTheConnectionServesOn) {
 }
 
 TEST_F(HostilePeerTest, MessagesNobodyReadsCloseTheWindowAndSendingPastItIsAnError) {
-  recorder_.session = &session_;
   recorder_.echo = false;
   recorder_.release = false;  // the handler reads nothing
   // 16,000-byte DATA frames, each one whole message, never acknowledged by a release: once a
@@ -927,7 +930,6 @@ TEST_F(HostilePeerTest, MessagesNobodyReadsCloseTheWindowAndSendingPastItIsAnErr
 }
 
 TEST_F(HostilePeerTest, ReleasedMessagesKeepTheWindowOpen) {
-  recorder_.session = &session_;
   recorder_.echo = false;
   std::string message;
   append_message_prefix(message, false, 15995);
@@ -965,7 +967,6 @@ TEST_F(HostilePeerTest, AnOversizedFrameEndsTheConnection) {
 }
 
 TEST_F(HostilePeerTest, AFrameCutShortByTheConnectionAbortsItsCall) {
-  recorder_.session = &session_;
   recorder_.echo = false;
   std::string message;
   append_message_prefix(message, false, 995);
@@ -995,7 +996,6 @@ TEST_F(HostilePeerTest, PingsWithoutCallsEndTheConnectionAfterTwoStrikes) {
 }
 
 TEST_F(HostilePeerTest, PingsWithinThePolicyAreAnswered) {
-  recorder_.session = &session_;
   recorder_.echo = false;
   auto now = std::chrono::steady_clock::now();
   send(raw_frame(kHeaders, kEndHeaders, 1, grpc_request_headers()), now);  // a call is open
@@ -1145,20 +1145,10 @@ class NativeEchoServer {
   }
   int port() const { return acceptor_.local_endpoint().port(); }
   // Sums over every connection, read on the server's thread.
-  int chat_messages() {
-    return on_server([this] {
-      int n = 0;
-      for (auto& h : handlers_) n += h->chat_messages;
-      return n;
-    });
-  }
-  int aborted() {
-    return on_server([this] {
-      int n = 0;
-      for (auto& h : handlers_) n += h->aborted;
-      return n;
-    });
-  }
+  // Counters over every connection, read on the server's thread.
+  int chat_messages() { return sum(&EchoOverSession::chat_messages); }
+  int aborted() { return sum(&EchoOverSession::aborted); }
+  int calls_started() { return sum(&EchoOverSession::calls_started); }
   int pings_sent() {
     return on_server([this] {
       int n = 0;
@@ -1166,15 +1156,15 @@ class NativeEchoServer {
       return n;
     });
   }
-  int calls_started() {
-    return on_server([this] {
+
+ private:
+  int sum(int EchoOverSession::*counter) {
+    return on_server([this, counter] {
       int n = 0;
-      for (auto& h : handlers_) n += h->calls_started;
+      for (auto& h : handlers_) n += *h.*counter;
       return n;
     });
   }
-
- private:
   template <typename F>
   int on_server(F f) {
     std::promise<int> result;
@@ -1248,8 +1238,12 @@ Received read_until_closed(int fd, std::chrono::steady_clock::time_point deadlin
 
 TEST(NativeSessionInteropTest, PythonGrpcioBatteryPasses) {
   NativeEchoServer server;
+  // The battery's deadline check must see its deadline pass inside the handler (which waits a
+  // minute), not before the call reaches it: a second, not the default 50 ms, however loaded
+  // the machine.
   auto run = run_with_deadline(
-      python("echo_client.py", {"--target", "127.0.0.1:" + std::to_string(server.port())}),
+      python("echo_client.py",
+             {"--target", "127.0.0.1:" + std::to_string(server.port()), "--deadline-ms", "1000"}),
       python_env(), deadline_in(kPeerBound));
   EXPECT_TRUE(run.status.success())
       << "echo_client.py " << run.status.describe() << "; its output:\n"

@@ -2,6 +2,7 @@
 #include "trellis/middleware/span.hpp"
 
 #include "absl/strings/numbers.h"
+#include "trellis/detail/percent_encoding.hpp"
 
 namespace trellis {
 
@@ -51,43 +52,12 @@ std::vector<SpanAttribute> Span::attributes() const {
   return out;
 }
 
-namespace {
-
-// The value of a hex digit of either case, or -1.
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// gRPC writes peers as URIs, so an IPv6 host may arrive as "%5B::1%5D".
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size()) {
-      int a = hex_value(s[i + 1]);
-      int b = hex_value(s[i + 2]);
-      if (a >= 0 && b >= 0) {
-        out.push_back(static_cast<char>(a * 16 + b));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
-
-}  // namespace
-
 PeerAddress parse_peer(std::string_view peer) {
   PeerAddress out;
   std::size_t colon = peer.find(':');
   std::string_view scheme = colon == std::string_view::npos ? "" : peer.substr(0, colon);
   if (scheme == "ipv4" || scheme == "ipv6") {
-    std::string rest = percent_decode(peer.substr(colon + 1));
+    std::string rest = detail::percent_decode(peer.substr(colon + 1));
     std::string_view r = rest;
     std::string_view host = r;
     std::string_view port;
@@ -110,7 +80,7 @@ PeerAddress parse_peer(std::string_view peer) {
     out.address = std::string(host);
   } else if (scheme == "unix" || scheme == "unix-abstract") {
     out.transport = "unix";
-    out.address = percent_decode(peer.substr(colon + 1));
+    out.address = detail::percent_decode(peer.substr(colon + 1));
   } else {
     out.address = std::string(peer);
   }

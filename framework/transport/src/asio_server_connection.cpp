@@ -39,12 +39,11 @@ void AsioServerConnection::keepalive_after(std::chrono::steady_clock::duration d
 
 void AsioServerConnection::on_keepalive_timer() {
   if (closed_ || lingering_) return;
-  if (awaiting_ping_ack_) {
-    if (session_.pings_unacknowledged() > 0) {
-      close(Status::unavailable("the client did not answer a keepalive ping in time"));
-      return;
-    }
-    awaiting_ping_ack_ = false;
+  // Pings are the keepalive's only; the timer waits keepalive_timeout after one, and an answer
+  // re-arms it (read()).
+  if (session_.pings_unacknowledged() > 0) {
+    close(Status::unavailable("the client did not answer a keepalive ping in time"));
+    return;
   }
   auto quiet = std::chrono::steady_clock::now() - last_read_;
   if (quiet < options_.keepalive_time) {
@@ -54,7 +53,6 @@ void AsioServerConnection::on_keepalive_timer() {
   } else {
     session_.send_ping();
     flush();
-    awaiting_ping_ack_ = true;
     keepalive_after(options_.keepalive_timeout);
   }
 }
@@ -75,11 +73,12 @@ void AsioServerConnection::read() {
           self->drain();
           return;
         }
-        Status received = self->session_.receive(std::string_view(self->input_.data(), n));
+        bool pinging = self->session_.pings_unacknowledged() > 0;
+        Status received =
+            self->session_.receive(std::string_view(self->input_.data(), n), self->last_read_);
         if (!received.ok()) self->closing_ = true;
-        if (self->awaiting_ping_ack_ && self->session_.pings_unacknowledged() == 0) {
-          self->awaiting_ping_ack_ = false;  // answered: the next ping is due a keepalive_time on
-          self->keepalive_after(self->options_.keepalive_time);
+        if (pinging && self->session_.pings_unacknowledged() == 0) {
+          self->keepalive_after(self->options_.keepalive_time);  // answered: the next is due then
         }
         self->flush();
         if (self->lingering_) {

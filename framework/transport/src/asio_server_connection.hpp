@@ -69,7 +69,6 @@ class AsioServerConnection : public std::enable_shared_from_this<AsioServerConne
   boost::asio::steady_timer keepalive_timer_;
   ConnectionOptions options_;
   std::chrono::steady_clock::time_point last_read_;
-  bool awaiting_ping_ack_ = false;
   std::array<char, 64 * 1024> input_;
   std::string output_;
   bool reading_ = false;  // one read (or drain) at a time

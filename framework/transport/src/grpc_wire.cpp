@@ -48,54 +48,6 @@ bool is_grpc_content_type(std::string_view value) {
   return value.size() == kGrpc.size() || value[kGrpc.size()] == '+' || value[kGrpc.size()] == ';';
 }
 
-std::string percent_encode(std::string_view message) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(message.size());
-  for (char c : message) {
-    auto byte = static_cast<unsigned char>(c);
-    if (byte >= 0x20 && byte <= 0x7E && byte != '%') {
-      out.push_back(c);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[byte >> 4]);
-      out.push_back(kHex[byte & 0xF]);
-    }
-  }
-  return out;
-}
-
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-std::uint32_t read_length(const char* p) {
-  auto byte = [p](int i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(p[i])); };
-  return byte(0) << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
-}
-
-}  // namespace
-
-std::string percent_decode(std::string_view encoded) {
-  std::string out;
-  out.reserve(encoded.size());
-  for (std::size_t i = 0; i < encoded.size(); ++i) {
-    if (encoded[i] == '%' && i + 2 < encoded.size() && hex_value(encoded[i + 1]) >= 0 &&
-        hex_value(encoded[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex_value(encoded[i + 1]) * 16 + hex_value(encoded[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(encoded[i]);
-    }
-  }
-  return out;
-}
-
 std::optional<Compression> parse_grpc_encoding(std::string_view value) {
   if (value == "identity") return Compression::kNone;
   if (value == "deflate") return Compression::kDeflate;
@@ -104,6 +56,11 @@ std::optional<Compression> parse_grpc_encoding(std::string_view value) {
 }
 
 namespace {
+
+std::uint32_t read_length(const char* p) {
+  auto byte = [p](int i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(p[i])); };
+  return byte(0) << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
+}
 
 // zlib's window bits: 15 for the zlib format, +16 for gzip's.
 int window_bits(Compression compression) { return compression == Compression::kGzip ? 31 : 15; }

@@ -1,5 +1,6 @@
 // The rules of gRPC over HTTP/2 that sit above HTTP/2 itself: the request headers a server
-// accepts, the length-prefixed message framing, and the encoding of grpc-message. Pure
+// accepts, the encodings, and the length-prefixed message framing (grpc-message's
+// percent-encoding is trellis/detail/percent_encoding.hpp, shared with the middleware). Pure
 // functions and one incremental parser, shared by the native transport's server session and its
 // fuzz target. The reference is the gRPC over HTTP/2 protocol specification
 // (doc/PROTOCOL-HTTP2.md in the grpc repository) and doc/compression.md.
@@ -25,11 +26,6 @@ std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view valu
 // Whether a content-type names gRPC: "application/grpc" alone or followed by "+" (a message
 // format such as "+proto") or ";" (parameters). Anything else is answered with HTTP 415.
 bool is_grpc_content_type(std::string_view value);
-
-// grpc-message is percent-encoded: bytes outside printable ASCII (0x20-0x7E) and '%' travel as
-// %XX. Decoding keeps a malformed escape as it is, as the specification asks.
-std::string percent_encode(std::string_view message);
-std::string percent_decode(std::string_view encoded);
 
 // The encoding a grpc-encoding value names: identity, deflate or gzip; nullopt for anything
 // else, which the server answers UNIMPLEMENTED with the list it accepts.

@@ -9,6 +9,7 @@
 
 #include "absl/strings/escaping.h"
 #include "grpc_wire.hpp"
+#include "trellis/detail/percent_encoding.hpp"
 
 namespace trellis::transport {
 
@@ -67,7 +68,7 @@ class Headers {
       add_owned("grpc-status", std::to_string(code));
     }
     if (!status.message().empty()) {
-      add_owned("grpc-message", percent_encode(status.message()));
+      add_owned("grpc-message", detail::percent_encode(status.message()));
     }
     if (!status.details().empty()) {
       add_owned("grpc-status-details-bin", absl::Base64Escape(status.details()));
@@ -105,13 +106,18 @@ struct Stream {
   std::size_t out_taken = 0;
   std::optional<Status> final_status;
   Metadata trailers;
-  // Flow control: the bytes of messages handed to the listener and not yet released, and the
-  // bytes received while those were over the window, whose WINDOW_UPDATE waits for a release.
-  std::size_t unreleased = 0;
-  std::size_t deferred = 0;
-  // The wire sizes of the messages handed over and not yet released, oldest at `released`.
+  // Flow control: the wire sizes of the messages handed to the listener and not yet released
+  // (oldest at `released`), and the bytes received while those were over the window, whose
+  // WINDOW_UPDATE waits for a release.
   std::vector<std::uint32_t> held;
   std::size_t released = 0;
+  std::size_t deferred = 0;
+  // Whether the messages held unreleased still fit in `window` bytes.
+  bool held_within(std::size_t window) const {
+    std::size_t bytes = 0;
+    for (std::size_t i = released; i < held.size(); ++i) bytes += held[i];
+    return bytes <= window;
+  }
   Stream* prev = nullptr;
   Stream* next = nullptr;
 };
@@ -310,7 +316,7 @@ struct ServerSession::Impl {
       nghttp2_session_consume_stream(self.session, id, size);  // read by nobody: dropped
       return 0;
     }
-    if (stream->unreleased <= static_cast<std::size_t>(self.options.initial_window_size)) {
+    if (stream->held_within(static_cast<std::size_t>(self.options.initial_window_size))) {
       nghttp2_session_consume_stream(self.session, id, size);
     } else {
       stream->deferred += size;
@@ -336,7 +342,6 @@ struct ServerSession::Impl {
         }
         message->bytes = std::move(plain);
       }
-      stream->unreleased += wire_size;
       stream->held.push_back(wire_size);
       self.listener.on_message(id, std::move(message->bytes));
       // The listener may have ended the call, or the stream may be gone.
@@ -573,13 +578,12 @@ void ServerSession::send_message(StreamId stream, std::string_view message) {
 void ServerSession::release(StreamId stream) {
   Stream* s = impl_->stream_of(stream);
   if (s == nullptr || s->released == s->held.size()) return;
-  s->unreleased -= s->held[s->released++];
-  if (s->released == s->held.size()) {
+  if (++s->released == s->held.size()) {
     s->held.clear();
     s->released = 0;
   }
   if (s->deferred > 0 &&
-      s->unreleased <= static_cast<std::size_t>(impl_->options.initial_window_size)) {
+      s->held_within(static_cast<std::size_t>(impl_->options.initial_window_size))) {
     nghttp2_session_consume_stream(impl_->session, stream, s->deferred);
     s->deferred = 0;
   }
