@@ -8,6 +8,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -151,11 +152,60 @@ void Worker::post(Runnable* r) {
     inbox_.push(r);
     depth_.fetch_add(1, std::memory_order_relaxed);
     inbox_depth_.store(inbox_.size(), std::memory_order_relaxed);
-    // One pending alarm wakes the worker for any number of posts; it is re-armed only after
-    // the worker has taken the inbox, so no post is ever left without a wakeup.
-    if (!cq_closed_ && !wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+    // One pending wakeup (an alarm on the queue, or a handler on the reactor) wakes the worker
+    // for any number of posts; it is re-armed only after the worker has taken the inbox, so no
+    // post is ever left without a wakeup. An alarm set before the switch to the reactor still
+    // wakes the worker: the forwarder hands its completion over.
+    if (reactor_mode_) {
+      if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+        boost::asio::post(reactor_, [this] { wakeup_.complete(true); });
+      }
+    } else if (!cq_closed_ && !wake_pending_.exchange(true, std::memory_order_acq_rel)) {
       wake_alarm_.Set(cq_.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &wakeup_);
     }
+  }
+}
+
+void Worker::use_reactor() {
+  {
+    std::lock_guard lock(inbox_mu_);
+    if (reactor_requested_) return;
+    reactor_requested_ = true;
+  }
+  post(make_runnable([this] {
+    {
+      std::lock_guard lock(inbox_mu_);
+      reactor_mode_ = true;
+    }
+    cq_forwarder_ = std::thread([this] { forward_completions(); });
+  }));
+}
+
+void Worker::forward_completions() {
+  block_termination_signals();
+  name_thread(core_->thread_name + "-cq", index_);
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq_->Next(&tag, &ok)) {
+    boost::asio::post(reactor_, [this, tag, ok] {
+      events_.store(events_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      timed([tag, ok] { static_cast<Completion*>(tag)->complete(ok); });
+    });
+  }
+  boost::asio::post(reactor_, [this] { cq_drained_ = true; });
+}
+
+void Worker::wait_on_reactor() {
+  try {
+    if (!local_.empty()) {
+      reactor_.poll();
+    } else if (!heap_.empty()) {
+      reactor_.run_one_until(heap_.front()->deadline);
+    } else {
+      reactor_.run_one();
+    }
+  } catch (...) {
+    core_->report(std::current_exception(), "exception escaped a handler on a worker's reactor");
   }
 }
 
@@ -350,6 +400,11 @@ void Worker::run() {
         cq_->Shutdown();
       }
     }
+    if (reactor_mode_) {
+      wait_on_reactor();
+      if (cq_drained_) break;
+      continue;
+    }
     gpr_timespec deadline;
     if (!local_.empty()) {
       deadline = no_wait;
@@ -368,6 +423,8 @@ void Worker::run() {
     }
   }
 
+  if (cq_forwarder_.joinable()) cq_forwarder_.join();
+  reactor_work_.reset();
   // The queue is drained: nothing can complete any more. Free what is left unrun; freeing may
   // queue more (destructors of coroutine frames), so repeat until empty.
   for (;;) {

@@ -6,6 +6,8 @@
 
 #include <array>
 #include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -104,6 +106,15 @@ class Worker {
   std::size_t index() const { return index_; }
   grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
 
+  // The worker's own Asio reactor, for sockets that live on this worker (the native transport).
+  // The worker waits on its completion queue until use_reactor() is first called; from then on
+  // it waits on the reactor, whose handlers run on the worker thread, and a thread of its own
+  // waits on the completion queue and posts each completion to the worker. The switch is made
+  // once, for the worker's life: the default (grpc-only) runtime never pays for the hop. Any
+  // thread; the reactor may be used at once (what it completes runs once the switch is made).
+  boost::asio::io_context& reactor() { return reactor_; }
+  void use_reactor();
+
   // Nanoseconds since the steady epoch at which the current resumption began, 0 when idle.
   std::int64_t resumption_start() const {
     return resumption_start_.load(std::memory_order_relaxed);
@@ -132,6 +143,8 @@ class Worker {
   };
 
   void run();
+  void wait_on_reactor();
+  void forward_completions();
   void run_ready();
   void fire_due_timers();
   void begin_stop();
@@ -156,6 +169,16 @@ class Worker {
   std::atomic<bool> wake_pending_{false};
   grpc::Alarm wake_alarm_;
   Wakeup wakeup_{this};
+
+  // The reactor, and the switch to it (see use_reactor). reactor_mode_ is written by the worker
+  // thread under inbox_mu_, read under it by posters and freely by the worker thread.
+  boost::asio::io_context reactor_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> reactor_work_{
+      reactor_.get_executor()};
+  bool reactor_requested_ = false;  // guarded by inbox_mu_
+  bool reactor_mode_ = false;
+  bool cq_drained_ = false;  // worker thread only: the forwarder saw the queue's SHUTDOWN
+  std::thread cq_forwarder_;
 
   std::vector<TimerOp*> heap_;  // worker thread only
   CancellableOp* live_ops_ = nullptr;
