@@ -3,6 +3,7 @@
 #include <grpcpp/server_context.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "grpc_convert.hpp"
 #include "trellis/call_options.hpp"
@@ -20,7 +21,8 @@ Clock::time_point from_ticks(std::int64_t ticks) {
 }  // namespace
 
 std::chrono::system_clock::time_point ServerContext::deadline() const {
-  return std::min(grpc_->deadline(), from_ticks(local_deadline_.load(std::memory_order_relaxed)));
+  auto transport_deadline = grpc_ != nullptr ? grpc_->deadline() : native_->deadline;
+  return std::min(transport_deadline, from_ticks(local_deadline_.load(std::memory_order_relaxed)));
 }
 
 void ServerContext::set_deadline(std::chrono::system_clock::time_point deadline) {
@@ -31,6 +33,7 @@ void ServerContext::set_deadline(std::chrono::system_clock::time_point deadline)
 }
 
 const Metadata& ServerContext::request_metadata() const {
+  if (native_ != nullptr) return native_->request_metadata;
   if (!request_metadata_) {
     request_metadata_ = std::make_unique<Metadata>(detail::from_grpc(grpc_->client_metadata()));
   }
@@ -38,6 +41,7 @@ const Metadata& ServerContext::request_metadata() const {
 }
 
 std::optional<std::string_view> ServerContext::request_metadata_value(std::string_view key) const {
+  if (native_ != nullptr) return native_->request_metadata.get(key);
   const auto& received = grpc_->client_metadata();
   auto it = received.find(grpc::string_ref(key.data(), key.size()));
   if (it == received.end()) return std::nullopt;
@@ -45,6 +49,7 @@ std::optional<std::string_view> ServerContext::request_metadata_value(std::strin
 }
 
 std::vector<std::string_view> ServerContext::request_metadata_values(std::string_view key) const {
+  if (native_ != nullptr) return native_->request_metadata.get_all(key);
   std::vector<std::string_view> out;
   auto [first, last] =
       grpc_->client_metadata().equal_range(grpc::string_ref(key.data(), key.size()));
@@ -52,18 +57,39 @@ std::vector<std::string_view> ServerContext::request_metadata_values(std::string
   return out;
 }
 
-std::string ServerContext::peer() const { return grpc_->peer(); }
+std::string ServerContext::peer() const { return grpc_ != nullptr ? grpc_->peer() : native_->peer; }
 
 void ServerContext::add_initial_metadata(std::string key, std::string value) {
-  grpc_->AddInitialMetadata(key, value);
+  if (native_ != nullptr) {
+    native_->initial_metadata.add(std::move(key), std::move(value));
+  } else {
+    grpc_->AddInitialMetadata(key, value);
+  }
 }
 
 void ServerContext::add_trailing_metadata(std::string key, std::string value) {
-  grpc_->AddTrailingMetadata(key, value);
+  if (native_ != nullptr) {
+    native_->trailing_metadata.add(std::move(key), std::move(value));
+  } else {
+    grpc_->AddTrailingMetadata(key, value);
+  }
 }
 
 void ServerContext::set_compression(Compression compression) {
-  grpc_->set_compression_algorithm(detail::to_grpc(compression));
+  if (native_ != nullptr) {
+    native_->compression = compression;
+  } else {
+    grpc_->set_compression_algorithm(detail::to_grpc(compression));
+  }
+}
+
+grpc::ServerContext& ServerContext::grpc_context() {
+  if (grpc_ == nullptr) {
+    throw std::logic_error(
+        "trellis::ServerContext::grpc_context: the call came through the native transport, "
+        "which has no grpc::ServerContext");
+  }
+  return *grpc_;
 }
 
 bool ServerContext::is_cancelled() const {

@@ -37,6 +37,18 @@ class ServerCall {
   ~ServerCall() = default;
 };
 
+// What a call of the native transport knows and collects for its ServerContext, in place of a
+// grpc::ServerContext: filled from the request's headers before the handler starts; the response
+// side is read by the call when it sends headers and trailers. Owned by the call object.
+struct NativeCallState {
+  std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
+  Metadata request_metadata;
+  std::string peer;
+  Metadata initial_metadata;
+  Metadata trailing_metadata;
+  std::optional<Compression> compression;
+};
+
 // The framework's access to a ServerContext's internals (a passkey: handlers cannot use it).
 struct ServerContextAccess {
   // The signal that cancels the handler's task. Emitted only on the call's worker.
@@ -66,6 +78,9 @@ class ServerContext {
   ServerContext(grpc::ServerContext* grpc_context, const std::string& method,
                 detail::ServerCall* call)
       : grpc_(grpc_context), method_(&method), call_(call) {}
+  // A call of the native transport (Server::Builder::transport): `state` outlives the context.
+  ServerContext(detail::NativeCallState* state, const std::string& method, detail::ServerCall* call)
+      : native_(state), method_(&method), call_(call) {}
   ServerContext(const ServerContext&) = delete;
   ServerContext& operator=(const ServerContext&) = delete;
 
@@ -119,13 +134,16 @@ class ServerContext {
   Extensions& extensions() { return extensions_; }
   const Extensions& extensions() const { return extensions_; }
 
-  // The underlying grpc++ context, for what Trellis does not wrap.
-  grpc::ServerContext& grpc_context() { return *grpc_; }
+  // The underlying grpc++ context, for what Trellis does not wrap. Only on the grpc transport
+  // (the default): on the native transport there is none, and this throws std::logic_error.
+  grpc::ServerContext& grpc_context();
 
  private:
   friend struct detail::ServerContextAccess;
 
-  grpc::ServerContext* grpc_;
+  // Exactly one is set: the call is grpc core's or the native transport's.
+  grpc::ServerContext* grpc_ = nullptr;
+  detail::NativeCallState* native_ = nullptr;
   const std::string* method_;
   detail::ServerCall* call_;
   // Made on first use: most calls never ask, and a held stream's context is smaller without it.
