@@ -9,6 +9,7 @@ AsioServerConnection::AsioServerConnection(boost::asio::ip::tcp::socket socket,
                                            ServerSessionListener& listener,
                                            ConnectionOptions options)
     : socket_(std::move(socket)),
+      listener_(listener),
       session_(listener, options.session),
       timer_(socket_.get_executor()),
       keepalive_timer_(socket_.get_executor()),
@@ -106,7 +107,14 @@ void AsioServerConnection::flush() {
           return;
         }
         self->flush();
+        if (!self->closed_) self->listener_.on_writable();
       });
+}
+
+void AsioServerConnection::close_after_flush() {
+  if (closed_ || lingering_) return;
+  closing_ = true;
+  flush();
 }
 
 void AsioServerConnection::linger_then_close() {

@@ -51,8 +51,17 @@ class AsioServerConnection : public std::enable_shared_from_this<AsioServerConne
   void flush();
   // Closes the socket; the calls still open are aborted with `why`.
   void close(const Status& why);
+  // Writes what the session still has queued (a GOAWAY, the last responses), then closes as
+  // when the session ends the connection: the calls still open are aborted, the sending side
+  // is shut down, and the socket closes when the client closes or the linger timeout passes.
+  void close_after_flush();
+
+  // Keeps `owner` (typically the listener) alive as long as the connection: the session calls
+  // the listener until the connection is destroyed.
+  void hold(std::shared_ptr<void> owner) { owner_ = std::move(owner); }
 
   ServerSession& session() { return session_; }
+  bool closed() const { return closed_; }
   const boost::asio::ip::tcp::endpoint& peer() const { return peer_; }
 
  private:
@@ -62,8 +71,10 @@ class AsioServerConnection : public std::enable_shared_from_this<AsioServerConne
   void keepalive_after(std::chrono::steady_clock::duration delay);
   void on_keepalive_timer();
 
+  std::shared_ptr<void> owner_;  // first: destroyed after the session that calls it
   boost::asio::ip::tcp::socket socket_;
   boost::asio::ip::tcp::endpoint peer_;
+  ServerSessionListener& listener_;
   ServerSession session_;
   boost::asio::steady_timer timer_;  // the handshake timeout, then the linger timeout
   boost::asio::steady_timer keepalive_timer_;

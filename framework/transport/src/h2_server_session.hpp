@@ -49,6 +49,10 @@ class ServerSessionListener {
   // broke a rule (the session has then answered it with `why` itself), or the connection
   // closed. No other call for `stream` follows.
   virtual void on_abort(StreamId stream, const Status& why) = 0;
+  // The connection has written out what the session had queued, or read bytes that may have
+  // reopened flow control: streams' queued_bytes may have dropped. Called by the socket driver
+  // (AsioServerConnection), outside receive.
+  virtual void on_writable() {}
 
  protected:
   ~ServerSessionListener() = default;
