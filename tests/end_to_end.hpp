@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
+#include "trellis/transport.hpp"
 
 namespace trellis::testing {
 
@@ -146,5 +147,23 @@ class EndToEndTest : public ::testing::Test {
   std::unique_ptr<Runtime> runtime_;
   std::unique_ptr<Server> server_;
 };
+
+// For a suite run once per server transport (Server::Builder::transport): the parameter, and
+// names that say which ("UnaryTest/native.Echoes").
+class TransportParam : public ::testing::WithParamInterface<Transport> {
+ protected:
+  static Transport transport() { return GetParam(); }
+};
+
+inline std::string transport_name(const ::testing::TestParamInfo<Transport>& info) {
+  return info.param == Transport::native ? "native" : "grpc";
+}
+
+// Instantiates the TEST_Ps of `suite` for both transports.
+#define TRELLIS_BOTH_TRANSPORTS(suite)                                             \
+  INSTANTIATE_TEST_SUITE_P(                                                        \
+      Transports, suite,                                                           \
+      ::testing::Values(::trellis::Transport::grpc, ::trellis::Transport::native), \
+      ::trellis::testing::transport_name)
 
 }  // namespace trellis::testing

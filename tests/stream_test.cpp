@@ -38,12 +38,15 @@ EchoRequest failing_request(StatusCode code, std::string message) {
   return req;
 }
 
-class StreamTest : public EndToEndTest {
+class StreamTest : public EndToEndTest, public TransportParam {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server =
-        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(streamer_).build();
+    auto server = Server::Builder(*runtime_)
+                      .transport(transport())
+                      .add_insecure_port("127.0.0.1:0")
+                      .add_service(streamer_)
+                      .build();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
     channel_ = Channel::insecure("127.0.0.1:" + std::to_string(server_->port()));
@@ -84,7 +87,9 @@ Task<std::vector<std::string>> read_all(Stream& stream) {
   co_return out;
 }
 
-TEST_F(StreamTest, ServerStreamingDeliversEveryMessageThenOk) {
+TRELLIS_BOTH_TRANSPORTS(StreamTest);
+
+TEST_P(StreamTest, ServerStreamingDeliversEveryMessageThenOk) {
   auto [messages, status] =
       run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
         auto stream = c->Split(request("one two three"));
@@ -95,7 +100,7 @@ TEST_F(StreamTest, ServerStreamingDeliversEveryMessageThenOk) {
   EXPECT_TRUE(status.ok()) << status;
 }
 
-TEST_F(StreamTest, ServerStreamingEndsWithTheHandlersErrorAfterItsMessages) {
+TEST_P(StreamTest, ServerStreamingEndsWithTheHandlersErrorAfterItsMessages) {
   EchoRequest req = failing_request(StatusCode::kFailedPrecondition, "no more words");
   req.set_message("a b");
   auto [messages, status] = run(
@@ -110,7 +115,7 @@ TEST_F(StreamTest, ServerStreamingEndsWithTheHandlersErrorAfterItsMessages) {
   EXPECT_EQ(status.details(), "\x01\x02 details");
 }
 
-TEST_F(StreamTest, ServerStreamingFinishWithoutReadingDiscardsTheMessages) {
+TEST_P(StreamTest, ServerStreamingFinishWithoutReadingDiscardsTheMessages) {
   Status status = run([](StreamerClient* c) -> Task<Status> {
     auto stream = c->Split(request("unread words are discarded"));
     co_return co_await stream.finish();
@@ -118,7 +123,7 @@ TEST_F(StreamTest, ServerStreamingFinishWithoutReadingDiscardsTheMessages) {
   EXPECT_TRUE(status.ok()) << status;
 }
 
-TEST_F(StreamTest, ServerStreamingSendsHeadersAndTrailers) {
+TEST_P(StreamTest, ServerStreamingSendsHeadersAndTrailers) {
   ResponseMetadata md;
   EchoRequest req = request("x");
   req.set_echo_metadata(true);
@@ -136,7 +141,7 @@ TEST_F(StreamTest, ServerStreamingSendsHeadersAndTrailers) {
   EXPECT_EQ(md.trailing.get("echo-raw-bin"), std::string("\0\xff", 2));
 }
 
-TEST_F(StreamTest, ClientStreamingCollectsEveryRequest) {
+TEST_P(StreamTest, ClientStreamingCollectsEveryRequest) {
   Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
     auto stream = c->Collect();
     for (const char* m : {"x", "y", "z"}) {
@@ -149,7 +154,7 @@ TEST_F(StreamTest, ClientStreamingCollectsEveryRequest) {
   EXPECT_EQ(streamer_.observed.requests_read, 3);
 }
 
-TEST_F(StreamTest, ClientStreamingWithNoRequests) {
+TEST_P(StreamTest, ClientStreamingWithNoRequests) {
   Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
     auto stream = c->Collect();
     co_return co_await stream.finish();
@@ -158,7 +163,7 @@ TEST_F(StreamTest, ClientStreamingWithNoRequests) {
   EXPECT_EQ(r->message(), "");
 }
 
-TEST_F(StreamTest, ClientStreamingFinishTakesACompletionToken) {
+TEST_P(StreamTest, ClientStreamingFinishTakesACompletionToken) {
   Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
     auto stream = c->Collect();
     co_await stream.write(request("p"));
@@ -169,7 +174,7 @@ TEST_F(StreamTest, ClientStreamingFinishTakesACompletionToken) {
   EXPECT_EQ(r->message(), "p,q");
 }
 
-TEST_F(StreamTest, ClientStreamingFinishWithUseFutureOnTheRuntimesExecutor) {
+TEST_P(StreamTest, ClientStreamingFinishWithUseFutureOnTheRuntimesExecutor) {
   auto stream = client_->Collect();
   auto future =
       stream.finish(boost::asio::bind_executor(runtime_->executor(), boost::asio::use_future));
@@ -179,7 +184,7 @@ TEST_F(StreamTest, ClientStreamingFinishWithUseFutureOnTheRuntimesExecutor) {
   EXPECT_EQ(r->message(), "");
 }
 
-TEST_F(StreamTest, ClientStreamingHandlerThatReturnsEarlyEndsTheCall) {
+TEST_P(StreamTest, ClientStreamingHandlerThatReturnsEarlyEndsTheCall) {
   Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
     auto stream = c->Collect();
     co_await stream.write(request("a"));
@@ -194,7 +199,7 @@ TEST_F(StreamTest, ClientStreamingHandlerThatReturnsEarlyEndsTheCall) {
   EXPECT_EQ(r.status().message(), "stop here");
 }
 
-TEST_F(StreamTest, BidiEchoesInOrder) {
+TEST_P(StreamTest, BidiEchoesInOrder) {
   auto [echoed, status] = run([](StreamerClient* c) -> Task<std::pair<int, Status>> {
     auto stream = c->Chat();
     int echoed = 0;
@@ -212,7 +217,7 @@ TEST_F(StreamTest, BidiEchoesInOrder) {
   EXPECT_TRUE(status.ok()) << status;
 }
 
-TEST_F(StreamTest, BidiEmptyStream) {
+TEST_P(StreamTest, BidiEmptyStream) {
   auto [messages, status] =
       run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
         auto stream = c->Chat();
@@ -226,7 +231,7 @@ TEST_F(StreamTest, BidiEmptyStream) {
 
 // Both sides read and write at the same time from two tasks: the client writes 500 requests
 // while reading; the server pumps 300 responses while reading.
-TEST_F(StreamTest, BidiReadsAndWritesConcurrentlyOnBothSides) {
+TEST_P(StreamTest, BidiReadsAndWritesConcurrentlyOnBothSides) {
   auto [messages, status] =
       run([](StreamerClient* c) -> Task<std::pair<std::vector<std::string>, Status>> {
         auto stream = c->Chat();
@@ -246,7 +251,7 @@ TEST_F(StreamTest, BidiReadsAndWritesConcurrentlyOnBothSides) {
   EXPECT_EQ(messages.back(), "read 500");
 }
 
-TEST_F(StreamTest, ClientCancelEndsTheHandlersPendingRead) {
+TEST_P(StreamTest, ClientCancelEndsTheHandlersPendingRead) {
   auto [got, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
     auto stream = c->Chat();
     co_await stream.write(request("a"));
@@ -260,7 +265,7 @@ TEST_F(StreamTest, ClientCancelEndsTheHandlersPendingRead) {
   expect_handler_saw_cancellation();
 }
 
-TEST_F(StreamTest, ClientCancelEndsTheHandlersPendingWait) {
+TEST_P(StreamTest, ClientCancelEndsTheHandlersPendingWait) {
   EchoRequest req = request("first second");
   req.set_delay_ms(600'000);
   Status status = run([](StreamerClient* c, EchoRequest req) -> Task<Status> {
@@ -273,7 +278,7 @@ TEST_F(StreamTest, ClientCancelEndsTheHandlersPendingWait) {
   expect_handler_saw_cancellation();
 }
 
-TEST_F(StreamTest, DeadlineMidStreamEndsBothSides) {
+TEST_P(StreamTest, DeadlineMidStreamEndsBothSides) {
   // The deadline must pass once the call is under way: an attempt whose first echo did not come
   // back in time is made again with a longer deadline.
   bool echoed = false;
@@ -298,7 +303,7 @@ TEST_F(StreamTest, DeadlineMidStreamEndsBothSides) {
   expect_handler_saw_cancellation();
 }
 
-TEST_F(StreamTest, DroppingTheStreamCancelsTheCall) {
+TEST_P(StreamTest, DroppingTheStreamCancelsTheCall) {
   bool echoed = run([](StreamerClient* c) -> Task<bool> {
     auto stream = c->Chat();
     co_await stream.write(request("a"));
@@ -309,7 +314,7 @@ TEST_F(StreamTest, DroppingTheStreamCancelsTheCall) {
   expect_handler_saw_cancellation();
 }
 
-TEST_F(StreamTest, HandlerExceptionMidStreamIsInternal) {
+TEST_P(StreamTest, HandlerExceptionMidStreamIsInternal) {
   Status status = run([](StreamerClient* c) -> Task<Status> {
     auto stream = c->Chat();
     co_await stream.write(request("a"));
@@ -324,7 +329,7 @@ TEST_F(StreamTest, HandlerExceptionMidStreamIsInternal) {
   EXPECT_EQ(status.message(), "internal error");
 }
 
-TEST_F(StreamTest, ServerStreamingHandlerExceptionIsInternal) {
+TEST_P(StreamTest, ServerStreamingHandlerExceptionIsInternal) {
   Status status = run([](StreamerClient* c) -> Task<Status> {
     EchoRequest boom;
     boom.set_throw_exception(true);
@@ -338,7 +343,7 @@ TEST_F(StreamTest, ServerStreamingHandlerExceptionIsInternal) {
 
 // A server-streaming method's request travels as the stream's first message; a client that
 // half-closes without one gets INTERNAL, before any handler runs.
-TEST_F(StreamTest, ServerStreamingCallWithoutItsRequestIsInternal) {
+TEST_P(StreamTest, ServerStreamingCallWithoutItsRequestIsInternal) {
   BidiStreamingClientMethod<EchoRequest, EchoResponse> split(channel_,
                                                              "/trellis.testing.Streamer/Split");
   Status status = run([](BidiStreamingClientMethod<EchoRequest, EchoResponse>* m) -> Task<Status> {
@@ -350,7 +355,7 @@ TEST_F(StreamTest, ServerStreamingCallWithoutItsRequestIsInternal) {
   EXPECT_EQ(status.message(), "the client sent no request message");
 }
 
-TEST_F(StreamTest, UnknownStreamingMethodIsUnimplemented) {
+TEST_P(StreamTest, UnknownStreamingMethodIsUnimplemented) {
   BidiStreamingClientMethod<EchoRequest, EchoResponse> nope(channel_,
                                                             "/trellis.testing.Streamer/Nope");
   Status status = run([](BidiStreamingClientMethod<EchoRequest, EchoResponse>* m) -> Task<Status> {
@@ -361,7 +366,7 @@ TEST_F(StreamTest, UnknownStreamingMethodIsUnimplemented) {
   EXPECT_EQ(status.code(), StatusCode::kUnimplemented) << status;
 }
 
-TEST_F(StreamTest, TwoReadsAtOnceFailTheCall) {
+TEST_P(StreamTest, TwoReadsAtOnceFailTheCall) {
   Status status = run([](StreamerClient* c) -> Task<Status> {
     auto stream = c->Chat();
     co_await (stream.read() && stream.read());
@@ -371,7 +376,7 @@ TEST_F(StreamTest, TwoReadsAtOnceFailTheCall) {
   EXPECT_NE(status.message().find("another read"), std::string::npos) << status;
 }
 
-TEST_F(StreamTest, TwoReadsAtOnceInAHandlerFailTheCall) {
+TEST_P(StreamTest, TwoReadsAtOnceInAHandlerFailTheCall) {
   Status status = run([](StreamerClient* c) -> Task<Status> {
     auto stream = c->Chat();
     co_await stream.write(request("two-reads"));
@@ -382,7 +387,7 @@ TEST_F(StreamTest, TwoReadsAtOnceInAHandlerFailTheCall) {
   EXPECT_NE(status.message().find("another read"), std::string::npos) << status;
 }
 
-TEST_F(StreamTest, WriteAfterWritesDoneFailsTheCall) {
+TEST_P(StreamTest, WriteAfterWritesDoneFailsTheCall) {
   auto [wrote, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
     auto stream = c->Chat();
     co_await stream.writes_done();
@@ -396,7 +401,7 @@ TEST_F(StreamTest, WriteAfterWritesDoneFailsTheCall) {
 
 // A request that does not parse (proto3 strings must be UTF-8) ends the handler's reads, and
 // the call fails INTERNAL whatever the handler returns.
-TEST_F(StreamTest, MalformedRequestMidStreamIsInternal) {
+TEST_P(StreamTest, MalformedRequestMidStreamIsInternal) {
   Status status = chat_with_malformed_request();
   EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
   EXPECT_NE(status.message().find("failed to parse"), std::string::npos) << status;
@@ -404,7 +409,7 @@ TEST_F(StreamTest, MalformedRequestMidStreamIsInternal) {
 
 // A pending read has no cancellation of its own in gRPC: losing a race (here to a task that
 // completes at once) cancels the call.
-TEST_F(StreamTest, CancellingAPendingReadCancelsTheCall) {
+TEST_P(StreamTest, CancellingAPendingReadCancelsTheCall) {
   Status status = run([](StreamerClient* c) -> Task<Status> {
     auto stream = c->Chat();
     co_await stream.write(request("a"));
@@ -417,7 +422,7 @@ TEST_F(StreamTest, CancellingAPendingReadCancelsTheCall) {
   expect_handler_saw_cancellation();
 }
 
-TEST_F(StreamTest, StartSendsHeadersThenTheCallGoesOnAsUsual) {
+TEST_P(StreamTest, StartSendsHeadersThenTheCallGoesOnAsUsual) {
   Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
     auto stream = c->Collect();
     if (!co_await stream.start()) co_return Status::internal("start() failed");
@@ -429,7 +434,7 @@ TEST_F(StreamTest, StartSendsHeadersThenTheCallGoesOnAsUsual) {
   EXPECT_EQ(r->message(), "after start");
 }
 
-TEST_F(StreamTest, StartFailsWhenTheServerIsUnreachable) {
+TEST_P(StreamTest, StartFailsWhenTheServerIsUnreachable) {
   StreamerClient nowhere(Channel::insecure("unix:/nonexistent-dir/trellis-test.sock"));
   auto [started, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
     auto stream = c->Chat();
@@ -440,7 +445,7 @@ TEST_F(StreamTest, StartFailsWhenTheServerIsUnreachable) {
   EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status;
 }
 
-TEST_F(StreamTest, StreamOffTheRuntimeFailsClearly) {
+TEST_P(StreamTest, StreamOffTheRuntimeFailsClearly) {
   auto stream = client_->Chat();
   boost::asio::io_context io;
   auto status = boost::asio::co_spawn(io, stream.finish(), boost::asio::use_future);
@@ -450,7 +455,7 @@ TEST_F(StreamTest, StreamOffTheRuntimeFailsClearly) {
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s;
 }
 
-TEST_F(StreamTest, ManyConcurrentStreams) {
+TEST_P(StreamTest, ManyConcurrentStreams) {
   constexpr int kStreams = 200;
   constexpr int kMessages = 10;
   int ok = run([](Runtime* rt, StreamerClient* c) -> Task<int> {
@@ -498,7 +503,7 @@ constexpr ClientRead kClientReads[] = {ClientRead::kTask, ClientRead::kDeferred,
                                        ClientRead::kInitiate};
 
 // Every response into one reused message, then false at the end of the stream.
-TEST_F(StreamTest, ClientReadIntoReadsEveryResponseThenFalse) {
+TEST_P(StreamTest, ClientReadIntoReadsEveryResponseThenFalse) {
   for (ClientRead how : kClientReads) {
     auto [messages, status] = run(
         [](StreamerClient* c, ClientRead how) -> Task<std::pair<std::vector<std::string>, Status>> {
@@ -515,7 +520,7 @@ TEST_F(StreamTest, ClientReadIntoReadsEveryResponseThenFalse) {
 
 // An error status after some messages: the reads give the messages, then false; finish() gives
 // the status.
-TEST_F(StreamTest, ClientReadIntoErrorMidStreamGivesFalseThenFinishGivesTheStatus) {
+TEST_P(StreamTest, ClientReadIntoErrorMidStreamGivesFalseThenFinishGivesTheStatus) {
   for (ClientRead how : kClientReads) {
     EchoRequest req = failing_request(StatusCode::kAborted, "stopped mid-stream");
     req.set_message("a b");
@@ -536,7 +541,7 @@ TEST_F(StreamTest, ClientReadIntoErrorMidStreamGivesFalseThenFinishGivesTheStatu
 
 // A bidi call broken mid-stream (the client cancels): the next read gives false, finish() gives
 // CANCELLED, and the handler's pending read(message) ends with false.
-TEST_F(StreamTest, ReadIntoOnBothSidesEndsWhenTheClientCancels) {
+TEST_P(StreamTest, ReadIntoOnBothSidesEndsWhenTheClientCancels) {
   streamer_.read_mode = ReadMode::kInto;
   auto [got, status] = run([](StreamerClient* c) -> Task<std::pair<bool, Status>> {
     auto stream = c->Chat();
@@ -554,7 +559,7 @@ TEST_F(StreamTest, ReadIntoOnBothSidesEndsWhenTheClientCancels) {
 
 // Handlers reading with read(message), as a Task and with boost::asio::deferred: every request
 // arrives, and the client's half-close ends the reads with false (the handler then returns OK).
-TEST_F(StreamTest, HandlerReadIntoEchoesThenSeesTheHalfClose) {
+TEST_P(StreamTest, HandlerReadIntoEchoesThenSeesTheHalfClose) {
   for (ReadMode mode : {ReadMode::kInto, ReadMode::kIntoDeferred}) {
     streamer_.read_mode = mode;
     auto [echoed, status] = run([](StreamerClient* c) -> Task<std::pair<int, Status>> {
@@ -577,7 +582,7 @@ TEST_F(StreamTest, HandlerReadIntoEchoesThenSeesTheHalfClose) {
 
 // One message reused for every request: each read replaces what the previous one left (an
 // empty request reads as empty, not as the previous text).
-TEST_F(StreamTest, HandlerReadIntoReplacesThePreviousMessage) {
+TEST_P(StreamTest, HandlerReadIntoReplacesThePreviousMessage) {
   for (ReadMode mode : {ReadMode::kInto, ReadMode::kIntoDeferred}) {
     streamer_.read_mode = mode;
     Result<EchoResponse> r = run([](StreamerClient* c) -> Task<Result<EchoResponse>> {
@@ -592,7 +597,7 @@ TEST_F(StreamTest, HandlerReadIntoReplacesThePreviousMessage) {
 
 // A request that does not parse ends the handler's read(message) with false, and the call fails
 // INTERNAL.
-TEST_F(StreamTest, HandlerReadIntoMalformedRequestIsInternal) {
+TEST_P(StreamTest, HandlerReadIntoMalformedRequestIsInternal) {
   streamer_.read_mode = ReadMode::kIntoDeferred;
   Status status = chat_with_malformed_request();
   EXPECT_EQ(status.code(), StatusCode::kInternal) << status;
@@ -601,7 +606,7 @@ TEST_F(StreamTest, HandlerReadIntoMalformedRequestIsInternal) {
 
 // read(message) as a Task is an operand of `a || b`; losing the race cancels the call, as read()
 // does.
-TEST_F(StreamTest, CancellingAPendingReadIntoCancelsTheCall) {
+TEST_P(StreamTest, CancellingAPendingReadIntoCancelsTheCall) {
   Status status = run([](StreamerClient* c) -> Task<Status> {
     auto stream = c->Chat();
     co_await stream.write(request("a"));
@@ -617,7 +622,7 @@ TEST_F(StreamTest, CancellingAPendingReadIntoCancelsTheCall) {
 
 // Awaited off a Trellis runtime, read(message, deferred) completes with false (and the call,
 // never started, finishes FAILED_PRECONDITION).
-TEST_F(StreamTest, ReadIntoOffTheRuntimeGivesFalse) {
+TEST_P(StreamTest, ReadIntoOffTheRuntimeGivesFalse) {
   auto stream = client_->Chat();
   boost::asio::io_context io;
   EchoResponse resp;

@@ -23,12 +23,15 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class UnaryTest : public EndToEndTest {
+class UnaryTest : public EndToEndTest, public TransportParam {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server =
-        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(echo_).build();
+    auto server = Server::Builder(*runtime_)
+                      .transport(transport())
+                      .add_insecure_port("127.0.0.1:0")
+                      .add_service(echo_)
+                      .build();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
     target_ = "127.0.0.1:" + std::to_string(server_->port());
@@ -47,6 +50,8 @@ class UnaryTest : public EndToEndTest {
   Channel channel_{nullptr};
 };
 
+TRELLIS_BOTH_TRANSPORTS(UnaryTest);
+
 EchoRequest with_message(std::string m) {
   EchoRequest req;
   req.set_message(std::move(m));
@@ -59,7 +64,7 @@ EchoRequest failing_with(StatusCode code) {
   return req;
 }
 
-TEST_F(UnaryTest, EchoesAndReportsPeer) {
+TEST_P(UnaryTest, EchoesAndReportsPeer) {
   auto r = call(with_message("hello"));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->message(), "hello");
@@ -67,16 +72,16 @@ TEST_F(UnaryTest, EchoesAndReportsPeer) {
   EXPECT_NE(r->peer().find("127.0.0.1"), std::string::npos) << r->peer();
 }
 
-TEST_F(UnaryTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
+TEST_P(UnaryTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
   CheckEveryStatusCodeRoundTrips(
       [this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
-TEST_F(UnaryTest, MetadataTravelsBothWaysTextAndBinary) {
+TEST_P(UnaryTest, MetadataTravelsBothWaysTextAndBinary) {
   CheckMetadataTravelsBothWays([this](const EchoRequest& r, CallOptions o) { return call(r, o); });
 }
 
-TEST_F(UnaryTest, ServerSeesTheClientDeadline) {
+TEST_P(UnaryTest, ServerSeesTheClientDeadline) {
   CallOptions options;
   options.set_timeout(20s);
   auto r = call(with_message("d"), options);
@@ -86,7 +91,7 @@ TEST_F(UnaryTest, ServerSeesTheClientDeadline) {
   EXPECT_LE(r->remaining_deadline_ms(), 21000);
 }
 
-TEST_F(UnaryTest, DeadlineExceededOnClientAndHandlerCancelled) {
+TEST_P(UnaryTest, DeadlineExceededOnClientAndHandlerCancelled) {
   EchoRequest req;
   req.set_delay_ms(60'000);
   auto r = with_growing_timeout(
@@ -103,7 +108,7 @@ TEST_F(UnaryTest, DeadlineExceededOnClientAndHandlerCancelled) {
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
 }
 
-TEST_F(UnaryTest, ClientCancellationReachesHandler) {
+TEST_P(UnaryTest, ClientCancellationReachesHandler) {
   EchoRequest req;
   req.set_delay_ms(60'000);
   EchoClient client(channel_);
@@ -118,7 +123,7 @@ TEST_F(UnaryTest, ClientCancellationReachesHandler) {
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
 }
 
-TEST_F(UnaryTest, AwaitableOrTimeoutCancelsTheCall) {
+TEST_P(UnaryTest, AwaitableOrTimeoutCancelsTheCall) {
   using boost::asio::experimental::awaitable_operators::operator||;
   EchoRequest req;
   req.set_delay_ms(60'000);
@@ -138,7 +143,7 @@ TEST_F(UnaryTest, AwaitableOrTimeoutCancelsTheCall) {
       << "the losing call was cancelled all the way to the server";
 }
 
-TEST_F(UnaryTest, UseFutureOnTheRuntimesExecutorGivesTheResponse) {
+TEST_P(UnaryTest, UseFutureOnTheRuntimesExecutorGivesTheResponse) {
   EchoClient client(channel_);
   std::future<Result<EchoResponse>> future =
       client.Echo(with_message("future"), {},
@@ -149,7 +154,7 @@ TEST_F(UnaryTest, UseFutureOnTheRuntimesExecutorGivesTheResponse) {
   EXPECT_EQ(r->message(), "future");
 }
 
-TEST_F(UnaryTest, CallbackTokenRunsOnTheRuntimeAndGetsTheErrorStatus) {
+TEST_P(UnaryTest, CallbackTokenRunsOnTheRuntimeAndGetsTheErrorStatus) {
   EchoClient client(channel_);
   Executor worker = runtime_->executor();
   std::promise<std::pair<bool, Result<EchoResponse>>> done;
@@ -164,7 +169,7 @@ TEST_F(UnaryTest, CallbackTokenRunsOnTheRuntimeAndGetsTheErrorStatus) {
   EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
 }
 
-TEST_F(UnaryTest, DeferredTokenStartsTheCallOnlyWhenInvoked) {
+TEST_P(UnaryTest, DeferredTokenStartsTheCallOnlyWhenInvoked) {
   EchoClient client(channel_);
   auto deferred = client.Echo(with_message("later"), {}, boost::asio::deferred);
   EXPECT_EQ(echo_.observed.calls.load(), 0) << "a deferred operation must not start by itself";
@@ -175,7 +180,7 @@ TEST_F(UnaryTest, DeferredTokenStartsTheCallOnlyWhenInvoked) {
   EXPECT_EQ(r->message(), "later");
 }
 
-TEST_F(UnaryTest, ATokenOffTheRuntimeFailsAsAwaitingOffTheRuntimeDoes) {
+TEST_P(UnaryTest, ATokenOffTheRuntimeFailsAsAwaitingOffTheRuntimeDoes) {
   EchoClient client(channel_);
   boost::asio::io_context io;  // a foreign executor: not a Trellis worker
   std::future<Result<EchoResponse>> future =
@@ -187,7 +192,7 @@ TEST_F(UnaryTest, ATokenOffTheRuntimeFailsAsAwaitingOffTheRuntimeDoes) {
   EXPECT_EQ(echo_.observed.calls.load(), 0);
 }
 
-TEST_F(UnaryTest, UnknownMethodAndServiceAreUnimplemented) {
+TEST_P(UnaryTest, UnknownMethodAndServiceAreUnimplemented) {
   UnaryClientMethod<EchoRequest, EchoResponse> missing_method(channel_,
                                                               "/trellis.testing.Echo/Nope");
   UnaryClientMethod<EchoRequest, EchoResponse> missing_service(channel_, "/no.Such/Echo");
@@ -198,7 +203,7 @@ TEST_F(UnaryTest, UnknownMethodAndServiceAreUnimplemented) {
   }
 }
 
-TEST_F(UnaryTest, ThrowingHandlerYieldsInternalAndServerLives) {
+TEST_P(UnaryTest, ThrowingHandlerYieldsInternalAndServerLives) {
   EchoRequest req;
   req.set_throw_exception(true);
   auto r = call(req);
@@ -210,7 +215,7 @@ TEST_F(UnaryTest, ThrowingHandlerYieldsInternalAndServerLives) {
   EXPECT_EQ(again->message(), "still here");
 }
 
-TEST_F(UnaryTest, MalformedRequestBytesYieldInternal) {
+TEST_P(UnaryTest, MalformedRequestBytesYieldInternal) {
   // BytesValue's field 1 is bytes; EchoRequest's field 1 is a proto3 string, which must be UTF-8.
   UnaryClientMethod<google::protobuf::BytesValue, EchoResponse> bogus(channel_,
                                                                       "/trellis.testing.Echo/Echo");
@@ -224,7 +229,7 @@ TEST_F(UnaryTest, MalformedRequestBytesYieldInternal) {
   EXPECT_TRUE(call(with_message("alive")).ok());
 }
 
-TEST_F(UnaryTest, ThousandConcurrentCallsOnOneChannel) {
+TEST_P(UnaryTest, ThousandConcurrentCallsOnOneChannel) {
   EchoClient client(channel_);
   constexpr int kCalls = 1000;
   std::vector<JoinHandle<Result<EchoResponse>>> handles;
@@ -240,7 +245,7 @@ TEST_F(UnaryTest, ThousandConcurrentCallsOnOneChannel) {
   EXPECT_EQ(ok, kCalls);
 }
 
-TEST_F(UnaryTest, GracefulShutdownLetsInFlightCallFinish) {
+TEST_P(UnaryTest, GracefulShutdownLetsInFlightCallFinish) {
   EchoRequest req;
   req.set_message("slow");
   req.set_delay_ms(200);
@@ -254,7 +259,7 @@ TEST_F(UnaryTest, GracefulShutdownLetsInFlightCallFinish) {
   EXPECT_FALSE(echo_.observed.handler_cancelled.HasBeenNotified());
 }
 
-TEST_F(UnaryTest, ShutdownAfterGraceCancelsHandlers) {
+TEST_P(UnaryTest, ShutdownAfterGraceCancelsHandlers) {
   EchoRequest req;
   req.set_delay_ms(60'000);
   EchoClient client(channel_);
@@ -266,7 +271,7 @@ TEST_F(UnaryTest, ShutdownAfterGraceCancelsHandlers) {
   EXPECT_FALSE(r.ok());
 }
 
-TEST_F(UnaryTest, CallAfterShutdownFailsUnavailable) {
+TEST_P(UnaryTest, CallAfterShutdownFailsUnavailable) {
   server_->shutdown();
   CallOptions options;
   options.set_timeout(10s);

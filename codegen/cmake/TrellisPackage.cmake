@@ -24,6 +24,19 @@ set(TRELLIS_CMAKE_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/Trellis")
 set(TRELLIS_PACKAGE_TARGETS trellis_runtime trellis_layer trellis trellis_middleware
     protoc-gen-trellis trellis_health trellis_health_protos trellis_reflection
     trellis_reflection_protos)
+# The native transport, where libnghttp2 was found: a static archive trellis::trellis links, so
+# its consumers link nghttp2 and zlib too.
+set(TRELLIS_NATIVE_TRANSPORT OFF)
+set(TRELLIS_PC_TRANSPORT_LIBS "")
+set(TRELLIS_PC_TRANSPORT_REQUIRES "")
+set(TRELLIS_DEB_TRANSPORT_DEPENDS "")
+if(TARGET trellis_transport)
+  set(TRELLIS_NATIVE_TRANSPORT ON)
+  list(APPEND TRELLIS_PACKAGE_TARGETS trellis_transport)
+  set(TRELLIS_PC_TRANSPORT_LIBS " -ltrellis_transport")
+  set(TRELLIS_PC_TRANSPORT_REQUIRES " libnghttp2 zlib")
+  set(TRELLIS_DEB_TRANSPORT_DEPENDS ", libnghttp2-dev, zlib1g-dev")
+endif()
 
 install(TARGETS ${TRELLIS_PACKAGE_TARGETS}
   EXPORT TrellisTargets
@@ -78,6 +91,6 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libgrpc++-dev (>= 1.51), libprotobuf-dev, protobuf-compiler, libabsl-dev, libboost1.81-dev, prometheus-cpp-dev")
+    "libgrpc++-dev (>= 1.51), libprotobuf-dev, protobuf-compiler, libabsl-dev, libboost1.81-dev, prometheus-cpp-dev${TRELLIS_DEB_TRANSPORT_DEPENDS}")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "protobuf-compiler-grpc")
 include(CPack)

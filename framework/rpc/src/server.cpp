@@ -21,14 +21,19 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "forward.hpp"
 #include "grpc_convert.hpp"
 #include "log.hpp"
+#if TRELLIS_NATIVE_TRANSPORT
+#include "native_server.hpp"
+#endif
 #include "outgoing_bytes.hpp"
 #include "runtime_core.hpp"
+#include "server_call.hpp"
 #include "server_queues.hpp"
 #include "tls_credentials.hpp"
 #include "trellis/runtime.hpp"
@@ -38,8 +43,11 @@
 namespace trellis {
 namespace {
 
+using detail::cancel_handler;
 using detail::Completion;
 using detail::Forward;
+using detail::handler_outcome;
+using detail::run_cancel_with;
 using detail::Worker;
 
 }  // namespace
@@ -70,6 +78,9 @@ class Server::State {
 
   Runtime* runtime;
   std::unique_ptr<grpc::Server> server;
+#if TRELLIS_NATIVE_TRANSPORT
+  std::unique_ptr<detail::NativeServer> native;  // instead of `server` on the native transport
+#endif
   // BuildAndStart insists on one frequently polled queue of its own; no call is ever requested
   // on it, so it stays empty. Shut down and drained after the server.
   std::unique_ptr<grpc::ServerCompletionQueue> idle_cq;
@@ -95,19 +106,6 @@ class Server::State {
 
 namespace {
 
-// The status a call ends with when its handler's task has completed with `error` or `status`.
-// An exception is logged and answered INTERNAL with a generic message (the client must not see
-// server internals), or CANCELLED when it came from the call's own cancellation.
-Status handler_outcome(const std::exception_ptr& error, Status status, const ServerContext& ctx) {
-  if (!error) return status;
-  if (ctx.is_cancelled()) return Status::cancelled("call cancelled");
-  detail::log(detail::LogLevel::kError, absl::StrCat("handler of ", std::string(ctx.method()),
-                                                     " threw: ", detail::exception_text(error)));
-  return Status::internal("internal error");
-}
-
-void cancel_handler(ServerContext& ctx);
-
 // On a call's done tag: when the call was cancelled (by the client, its deadline, or shutdown)
 // while its handler runs, marks the context and cancels what the handler awaits. Once the handler
 // has finished nothing reads the cancellation any more, so that common case skips IsCancelled,
@@ -117,35 +115,10 @@ void cancel_handler_if_cancelled(grpc::ServerContext& grpc_ctx, ServerContext& c
   if (handler_running && grpc_ctx.IsCancelled()) cancel_handler(ctx);
 }
 
-// Marks the context cancelled and emits the terminal cancellation to the handler's task. On the
-// call's worker, where the task's cancellation is signalled. What the handler awaits is not
-// resumed inside emit(): every operation's cancellation handler only cancels or posts.
-void cancel_handler(ServerContext& ctx) {
-  detail::ServerContextAccess::mark_cancelled(ctx);
-  detail::ServerContextAccess::signal(ctx).emit(boost::asio::cancellation_type::terminal);
-}
-
 // Ends a gRPC server call now with `status`, as the client will see it. Any thread.
 void cancel_grpc_call(grpc::ServerContext& grpc_ctx, const Status& status) {
   grpc_call_cancel_with_status(grpc_ctx.c_call(), static_cast<grpc_status_code>(status.code()),
                                status.message().c_str(), nullptr);
-}
-
-// How a call object runs ServerContext::cancel_with from any thread: on its worker, at once when
-// called there, else posted; the object stays alive until a posted one has run (pending_posts()
-// is part of its condition to free itself).
-template <class Call>
-void run_cancel_with(Call* call, Worker* worker, std::atomic<int>& pending, Status status) {
-  if (worker->in_this_thread()) {
-    call->cancel_now(std::move(status));
-    return;
-  }
-  pending.fetch_add(1, std::memory_order_relaxed);
-  worker->post(detail::make_runnable([call, &pending, status = std::move(status)]() mutable {
-    pending.fetch_sub(1, std::memory_order_relaxed);
-    call->cancel_now(std::move(status));
-    call->maybe_free();
-  }));
 }
 
 // The end of a server call object: uncounts it (`accepted`: it was counted as a live call),
@@ -690,27 +663,41 @@ Server::Builder& Server::Builder::requests_per_worker(int n) {
   return *this;
 }
 
-Server::Builder& Server::Builder::configure(std::function<void(grpc::ServerBuilder&)> fn) {
+Server::Builder& Server::Builder::grpc_option(std::function<void(grpc::ServerBuilder&)> fn) {
   configure_.push_back(std::move(fn));
   return *this;
 }
 
+Server::Builder& Server::Builder::configure(std::function<void(grpc::ServerBuilder&)> fn) {
+  grpc_only_options_.push_back("configure");
+  return grpc_option(std::move(fn));
+}
+
+Server::Builder& Server::Builder::transport(Transport transport) {
+  transport_ = transport;
+  return *this;
+}
+
 Server::Builder& Server::Builder::max_receive_message_size(int bytes) {
-  return configure([bytes](grpc::ServerBuilder& b) { b.SetMaxReceiveMessageSize(bytes); });
+  max_receive_message_size_ = bytes;
+  return grpc_option([bytes](grpc::ServerBuilder& b) { b.SetMaxReceiveMessageSize(bytes); });
 }
 
 Server::Builder& Server::Builder::max_send_message_size(int bytes) {
-  return configure([bytes](grpc::ServerBuilder& b) { b.SetMaxSendMessageSize(bytes); });
+  max_send_message_size_ = bytes;
+  return grpc_option([bytes](grpc::ServerBuilder& b) { b.SetMaxSendMessageSize(bytes); });
 }
 
 Server::Builder& Server::Builder::default_compression(Compression compression) {
-  return configure([compression](grpc::ServerBuilder& b) {
+  default_compression_ = compression;
+  return grpc_option([compression](grpc::ServerBuilder& b) {
     b.SetDefaultCompressionAlgorithm(detail::to_grpc(compression));
   });
 }
 
 Server::Builder& Server::Builder::keepalive(Keepalive keepalive) {
-  return configure([keepalive](grpc::ServerBuilder& b) {
+  keepalive_ = keepalive;
+  return grpc_option([keepalive](grpc::ServerBuilder& b) {
     b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, detail::to_grpc_ms(keepalive.time));
     b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, detail::to_grpc_ms(keepalive.timeout));
     b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
@@ -723,28 +710,32 @@ Server::Builder& Server::Builder::keepalive(Keepalive keepalive) {
 }
 
 Server::Builder& Server::Builder::min_ping_interval(std::chrono::milliseconds interval) {
-  return configure([interval](grpc::ServerBuilder& b) {
+  min_ping_interval_ = interval;
+  return grpc_option([interval](grpc::ServerBuilder& b) {
     b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                          detail::to_grpc_ms(interval));
   });
 }
 
 Server::Builder& Server::Builder::max_connection_idle(std::chrono::milliseconds idle) {
-  return configure([idle](grpc::ServerBuilder& b) {
+  grpc_only_options_.push_back("max_connection_idle");
+  return grpc_option([idle](grpc::ServerBuilder& b) {
     b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, detail::to_grpc_ms(idle));
   });
 }
 
 Server::Builder& Server::Builder::max_connection_age(std::chrono::milliseconds age,
                                                      std::chrono::milliseconds grace) {
-  return configure([age, grace](grpc::ServerBuilder& b) {
+  grpc_only_options_.push_back("max_connection_age");
+  return grpc_option([age, grace](grpc::ServerBuilder& b) {
     b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, detail::to_grpc_ms(age));
     b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, detail::to_grpc_ms(grace));
   });
 }
 
 Server::Builder& Server::Builder::max_concurrent_streams(int streams) {
-  return configure([streams](grpc::ServerBuilder& b) {
+  grpc_only_options_.push_back("max_concurrent_streams");
+  return grpc_option([streams](grpc::ServerBuilder& b) {
     b.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, streams);
   });
 }
@@ -785,6 +776,10 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
       return Status::already_exists(absl::StrCat("service ", s->name(), " was added twice"));
     }
   }
+  const bool native = transport_ == Transport::native;
+  if (native) {
+    if (Status supported = check_native(); !supported.ok()) return supported;
+  }
   // Each address's credentials; a TLS port reads and checks its PEM files here, before
   // anything is claimed.
   std::vector<std::shared_ptr<grpc::ServerCredentials>> credentials(addresses_.size());
@@ -807,35 +802,21 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   }
 
   auto state = std::make_unique<State>(runtime_);
-  state->ports.assign(addresses_.size(), 0);
-  grpc::ServerBuilder builder;
-  for (std::size_t i = 0; i < addresses_.size(); ++i) {
-    builder.AddListeningPort(addresses_[i],
-                             credentials[i] ? credentials[i] : grpc::InsecureServerCredentials(),
-                             &state->ports[i]);
-  }
-  for (Service* s : services_) builder.RegisterService(&s->grpc_service_);
-  builder.RegisterAsyncGenericService(&state->generic);
-  state->idle_cq = builder.AddCompletionQueue(true);
-  // gRPC enables SO_REUSEPORT by default, which lets a second server bind a port that is in use
-  // and silently share its traffic. Trellis fails instead; configure() can turn it back on.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  for (auto& fn : configure_) fn(builder);
-
-  {
-    detail::RuntimeQueuesForNextServer queues(*runtime_);
-    state->server = builder.BuildAndStart();
-  }
-  bool bound = state->server != nullptr;
-  for (std::size_t i = 0; bound && i < addresses_.size(); ++i) {
-    bound = state->ports[i] != 0;
-  }
-  if (!bound) {
-    if (state->server) state->server->Shutdown();
-    state->idle_cq->Shutdown();
-    return Status::unavailable(absl::StrCat("could not start a server listening on ",
-                                            absl::StrJoin(addresses_, ", "),
-                                            " (address in use, or not a valid address?)"));
+  if (native) {
+#if TRELLIS_NATIVE_TRANSPORT
+    detail::NativeServerOptions options;
+    options.max_receive_message_size = max_receive_message_size_;
+    options.max_send_message_size = max_send_message_size_;
+    options.default_compression = default_compression_;
+    options.keepalive = keepalive_;
+    options.min_ping_interval = min_ping_interval_;
+    auto bound = detail::NativeServer::bind(*runtime_, addresses_, options);
+    if (!bound.ok()) return bound.status();
+    state->native = std::move(bound).value();
+    state->ports = state->native->ports();
+#endif
+  } else if (Status started = start_grpc(*state, credentials); !started.ok()) {
+    return started;
   }
 
   // Each method's stack: the server's layers outside the service's, the handler innermost.
@@ -863,11 +844,73 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
   for (Service* s : services_) service_names.push_back(s->name());
   for (Service* s : services_) s->on_server_start(service_names);
 
+#if TRELLIS_NATIVE_TRANSPORT
+  if (native) {
+    std::unordered_map<std::string, detail::NativeMethod> by_path;
+    for (const RequestedMethod& m : methods) {
+      const detail::Method* method = m.unary != nullptr ? static_cast<detail::Method*>(m.unary)
+                                                        : static_cast<detail::Method*>(m.stream);
+      by_path[method->path()] = detail::NativeMethod{m.unary, m.stream, m.stack};
+    }
+    state->native->serve(std::move(by_path));
+    return std::unique_ptr<Server>(new Server(std::move(state)));
+  }
+#endif
   // Keep calls requested on every worker, so each worker accepts calls on its own queue.
   for (auto& worker : detail::RuntimeAccess::core(*runtime_).workers) {
     worker->post(new ArmWorker(state.get(), worker.get(), methods, requests_per_worker_));
   }
   return std::unique_ptr<Server>(new Server(std::move(state)));
+}
+
+Status Server::Builder::check_native() const {
+#if TRELLIS_NATIVE_TRANSPORT
+  std::vector<std::string> unsupported = grpc_only_options_;
+  if (!tls_ports_.empty()) unsupported.push_back("add_tls_port");
+  if (unsupported.empty()) return Status();
+  return Status::unimplemented(absl::StrCat("the native transport does not support ",
+                                            absl::StrJoin(unsupported, ", "),
+                                            " yet; use Transport::grpc for these"));
+#else
+  return Status::unimplemented(
+      "this Trellis was built without libnghttp2, so without the native transport");
+#endif
+}
+
+Status Server::Builder::start_grpc(
+    State& state, const std::vector<std::shared_ptr<grpc::ServerCredentials>>& credentials) {
+  state.ports.assign(addresses_.size(), 0);
+  grpc::ServerBuilder builder;
+  for (std::size_t i = 0; i < addresses_.size(); ++i) {
+    builder.AddListeningPort(addresses_[i],
+                             credentials[i] ? credentials[i] : grpc::InsecureServerCredentials(),
+                             &state.ports[i]);
+  }
+  for (Service* s : services_) builder.RegisterService(&s->grpc_service_);
+  builder.RegisterAsyncGenericService(&state.generic);
+  state.idle_cq = builder.AddCompletionQueue(true);
+  // gRPC enables SO_REUSEPORT by default, which lets a second server bind a port that is in use
+  // and silently share its traffic. Trellis fails instead; configure() can turn it back on.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  for (auto& fn : configure_) fn(builder);
+
+  {
+    detail::RuntimeQueuesForNextServer queues(*runtime_);
+    state.server = builder.BuildAndStart();
+  }
+  bool bound = state.server != nullptr;
+  for (std::size_t i = 0; bound && i < addresses_.size(); ++i) {
+    bound = state.ports[i] != 0;
+  }
+  if (!bound) {
+    if (state.server) state.server->Shutdown();
+    state.idle_cq->Shutdown();
+    return Status::unavailable(absl::StrCat("could not start a server listening on ",
+                                            absl::StrJoin(addresses_, ", "),
+                                            " (address in use, or not a valid address?)"));
+  }
+
+  return Status();
 }
 
 // ---------------------------------------------------------------------------------- Server
@@ -896,6 +939,12 @@ void Server::shutdown(std::chrono::milliseconds grace) {
   state_->shut_down = true;
   // Services that follow the server's life (health turns NOT_SERVING) first, then the drain.
   for (Service* s : state_->services) s->on_server_shutdown();
+#if TRELLIS_NATIVE_TRANSPORT
+  if (state_->native) {
+    state_->native->shutdown(grace);
+    return;
+  }
+#endif
   state_->server->Shutdown(std::chrono::system_clock::now() + grace);
   // Core is done with the calls; wait until our side of each has run its last completion.
   {

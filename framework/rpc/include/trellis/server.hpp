@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,10 +15,12 @@
 #include "trellis/shutdown_signals.hpp"
 #include "trellis/stack.hpp"
 #include "trellis/tls.hpp"
+#include "trellis/transport.hpp"
 
 namespace grpc {
 class ServerBuilder;
-}
+class ServerCredentials;
+}  // namespace grpc
 
 namespace trellis {
 
@@ -32,6 +35,8 @@ class Service;
 // Destroy the server (or call shutdown) before its runtime.
 class Server {
  public:
+  class State;
+
   class Builder {
    public:
     explicit Builder(Runtime& runtime);
@@ -84,14 +89,34 @@ class Server {
     // once it runs out. Default 0: no check.
     Builder& min_open_files(std::size_t n);
     // Escape hatch: adjust the underlying grpc::ServerBuilder before the server starts, after
-    // the typed options above (which set channel arguments of the same names).
+    // the typed options above (which set channel arguments of the same names). grpc transport
+    // only.
     Builder& configure(std::function<void(grpc::ServerBuilder&)> fn);
+    // Which HTTP/2 implementation serves the calls (trellis/transport.hpp; default grpc core).
+    // With Transport::native, build() fails with UNIMPLEMENTED naming each option set here that
+    // the native transport cannot honour yet.
+    Builder& transport(Transport transport);
 
     // Starts the server; an error (for example an address that cannot be bound) as a Status.
     Result<std::unique_ptr<Server>> build();
 
    private:
+    // Applies a typed option to the grpc::ServerBuilder (unlike configure, not user code).
+    Builder& grpc_option(std::function<void(grpc::ServerBuilder&)> fn);
+    Status check_native() const;
+    Status start_grpc(State& state,
+                      const std::vector<std::shared_ptr<grpc::ServerCredentials>>& credentials);
+
     Runtime* runtime_;
+    Transport transport_ = Transport::grpc;
+    // The typed options as the native transport reads them, and the names of those it cannot
+    // honour.
+    int max_receive_message_size_ = 4 << 20;
+    int max_send_message_size_ = -1;
+    Compression default_compression_ = Compression::kNone;
+    std::optional<Keepalive> keepalive_;
+    std::optional<std::chrono::milliseconds> min_ping_interval_;
+    std::vector<std::string> grpc_only_options_;
     std::vector<std::string> addresses_;
     std::vector<std::pair<std::size_t, TlsServerOptions>> tls_ports_;  // (index in addresses_, TLS)
     std::vector<Service*> services_;
@@ -117,8 +142,6 @@ class Server {
   // see cancellation) and waits until they are gone. Blocks; must not be called on a runtime
   // worker thread. Idempotent.
   void shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
-
-  class State;
 
  private:
   explicit Server(std::unique_ptr<State> state);

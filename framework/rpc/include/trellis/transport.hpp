@@ -1,0 +1,19 @@
+// trellis::Transport: which HTTP/2 implementation carries a server's calls.
+#pragma once
+
+namespace trellis {
+
+// Chosen with Server::Builder::transport. Handlers, services and layers are the same on both;
+// docs/architecture.md ("The native transport") says where the two differ on the wire.
+enum class Transport {
+  // grpc core (the default): every option of Server::Builder, TLS and unix sockets.
+  grpc,
+  // Trellis's own HTTP/2 server on nghttp2 and the workers' Asio reactors: a fraction of grpc
+  // core's CPU per call and per message (docs/performance.md). TCP without TLS for now; the
+  // options it cannot honour yet (TLS ports, unix sockets, max_connection_idle and _age,
+  // max_concurrent_streams, configure) make build() fail rather than be ignored. Outgoing calls
+  // still go through grpc core.
+  native,
+};
+
+}  // namespace trellis

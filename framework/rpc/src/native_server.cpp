@@ -1,0 +1,828 @@
+#include "native_server.hpp"
+
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/slice.h>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <condition_variable>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <unordered_set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "asio_server_connection.hpp"
+#include "forward.hpp"
+#include "log.hpp"
+#include "runtime_core.hpp"
+#include "server_call.hpp"
+#include "trellis/runtime.hpp"
+#include "trellis/service.hpp"
+#include "worker.hpp"
+
+namespace trellis::detail {
+namespace {
+
+using boost::asio::ip::tcp;
+using transport::StreamId;
+
+// A write completes at once while its stream holds fewer bytes than this that flow control has
+// not let out; past it, once they drain below it (the handler's backpressure).
+constexpr std::size_t kWriteBound = 64 << 10;
+
+std::string peer_name(const tcp::endpoint& endpoint) {
+  const auto address = endpoint.address();
+  if (address.is_v6()) return absl::StrCat("ipv6:[", address.to_string(), "]:", endpoint.port());
+  return absl::StrCat("ipv4:", address.to_string(), ":", endpoint.port());
+}
+
+grpc::ByteBuffer to_byte_buffer(const std::string& message) {
+  grpc::Slice slice(message.data(), message.size());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string to_string(grpc::ByteBuffer& buffer) {
+  std::string out;
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return out;
+  std::size_t size = 0;
+  for (const auto& s : slices) size += s.size();
+  out.reserve(size);
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+Status too_large_to_send(std::size_t size, int limit) {
+  return Status::resource_exhausted(absl::StrCat("the response message is ", size,
+                                                 " bytes, over the server's send limit of ", limit,
+                                                 " (max_send_message_size)"));
+}
+
+class NativeConnection;
+
+}  // namespace
+
+// ------------------------------------------------------------------------------- the state
+
+struct NativeServer::State {
+  RuntimeCore* core = nullptr;
+  std::unordered_map<std::string, NativeMethod> methods;
+  NativeServerOptions options;
+  transport::ConnectionOptions connection;
+  std::vector<int> ports;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;  // on the first worker's reactor
+  std::unique_ptr<boost::asio::steady_timer> accept_retry;
+  std::atomic<std::size_t> next_worker{0};
+  std::atomic<bool> stopping{false};
+  // Each worker's open connections; touched on that worker only.
+  std::vector<std::unordered_set<NativeConnection*>> connections;
+
+  // Connections and call objects alive; shutdown waits for both to reach zero.
+  std::mutex mu;
+  std::condition_variable cv;
+  int live_connections = 0;
+  int live_calls = 0;
+  void count(int& counter, int delta) {
+    std::lock_guard lock(mu);
+    counter += delta;
+    if (counter == 0) cv.notify_all();
+  }
+
+  Worker* worker(std::size_t i) const { return core->workers[i].get(); }
+  void accept(std::size_t index);
+};
+
+namespace {
+
+// ------------------------------------------------------------------------------- the calls
+
+// What both kinds of native call share: the call's place on its connection, its context, its
+// deadline, and the end of its stream. Lives on its connection's worker; every member is touched
+// only there, but for pending_posts_.
+class NativeCall : public ServerCall {
+ public:
+  NativeCall(std::shared_ptr<transport::AsioServerConnection> socket, NativeConnection* connection,
+             Worker* worker, StreamId id, const std::string& method_path,
+             transport::RequestHead& head, NativeServer::State* server);
+  virtual ~NativeCall();
+
+  virtual void on_message(std::string message) = 0;
+  virtual void on_half_close() = 0;
+  virtual void on_abort(const Status& why) = 0;
+  virtual void on_writable() {}
+  virtual void cancel_now(Status status) = 0;
+
+  void maybe_free() {
+    if (callback_depth_ == 0 && ended_ && !handler_running_ && !timer_pending_ &&
+        pending_posts_.load(std::memory_order_relaxed) == 0) {
+      delete this;
+    }
+  }
+
+ protected:
+  friend class CallbackScope<NativeCall>;
+  using Scope = CallbackScope<NativeCall>;
+
+  transport::ServerSession& session() { return socket_->session(); }
+  // Response headers (the handler's initial metadata, the compression) before the first message
+  // or the status.
+  void start_response();
+  // Ends the stream with `status` (and the handler's trailers); nothing more is sent.
+  void finish_stream(const Status& status);
+  // The stream is gone without a status from us (the client reset it, the connection closed).
+  void stream_gone();
+  void request_flush();
+  // Launches the handler's task with the context's cancellation slot.
+  boost::asio::cancellation_slot cancellation_slot() {
+    return ServerContextAccess::signal(ctx_).slot();
+  }
+  Status check_send_size(std::size_t size) const {
+    const int limit = server_->options.max_send_message_size;
+    if (limit >= 0 && size > static_cast<std::size_t>(limit)) return too_large_to_send(size, limit);
+    return Status();
+  }
+
+  std::shared_ptr<transport::AsioServerConnection> socket_;  // keeps the connection alive
+  NativeConnection* connection_;
+  Worker* worker_;
+  StreamId id_;
+  NativeServer::State* server_;
+  std::string accept_encoding_;
+  NativeCallState state_;
+  ServerContext ctx_;
+  boost::asio::steady_timer deadline_timer_;
+  std::atomic<int> pending_posts_{0};  // runnables posted to the worker that name this call
+  int callback_depth_ = 0;
+  bool ended_ = false;  // the stream is finished or gone
+  bool response_started_ = false;
+  bool handler_running_ = false;
+  bool timer_pending_ = false;
+
+ private:
+  void on_deadline();
+};
+
+// A call on a unary method: the request is read whole, then the handler runs.
+class NativeUnaryCall final : public NativeCall {
+ public:
+  NativeUnaryCall(std::shared_ptr<transport::AsioServerConnection> socket,
+                  NativeConnection* connection, Worker* worker, StreamId id, UnaryMethod* method,
+                  const BoxService* stack, transport::RequestHead& head,
+                  NativeServer::State* server)
+      : NativeCall(std::move(socket), connection, worker, id, method->path(), head, server),
+        method_(method),
+        stack_(stack) {}
+
+  void on_message(std::string message) override {
+    Scope scope(this);
+    session().release(id_);
+    if (got_request_) {
+      finish_stream(
+          Status::internal("the client sent more than one request message on a "
+                           "unary method"));
+      return;
+    }
+    got_request_ = true;
+    request_ = to_byte_buffer(message);
+  }
+
+  void on_half_close() override {
+    Scope scope(this);
+    if (ended_ || handler_running_) return;
+    if (!got_request_) {
+      finish_stream(Status::internal("the client sent no request message"));
+      return;
+    }
+    handler_running_ = true;
+#if TRELLIS_ASIO_INTERNALS
+    asio_internals::Launch(serve(this), Executor(worker_), cancellation_slot()).launch();
+#else
+    boost::asio::co_spawn(
+        Executor(worker_), method_->invoke(ctx_, &request_, &response_, &status_, stack_),
+        boost::asio::bind_cancellation_slot(
+            cancellation_slot(), [this](std::exception_ptr error) { handler_done(error); }));
+#endif
+  }
+
+  void on_abort(const Status&) override {
+    Scope scope(this);
+    stream_gone();
+    if (handler_running_) cancel_handler(ctx_);
+  }
+
+  void cancel_with(Status status) override {
+    run_cancel_with(this, worker_, pending_posts_, std::move(status));
+  }
+
+  void cancel_now(Status status) override {
+    Scope scope(this);
+    if (ended_) return;
+    finish_stream(status);
+    if (handler_running_) cancel_handler(ctx_);
+  }
+
+ private:
+#if TRELLIS_ASIO_INTERNALS
+  static asio_internals::EntryPoint serve(NativeUnaryCall* self) {
+    std::exception_ptr error;
+    try {
+      co_await self->method_->invoke(self->ctx_, &self->request_, &self->response_, &self->status_,
+                                     self->stack_);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    self->handler_done(error);
+  }
+#endif
+
+  void handler_done(const std::exception_ptr& error) {
+    Scope scope(this);
+    handler_running_ = false;
+    if (error) status_ = handler_outcome(error, std::move(status_), ctx_);
+    if (ended_) return;  // cancelled, or the stream is gone: nothing more to send
+    if (status_.ok()) {
+      std::string message = to_string(response_);
+      if (Status size = check_send_size(message.size()); !size.ok()) {
+        finish_stream(size);
+        return;
+      }
+      start_response();
+      session().send_message(id_, message);
+    }
+    finish_stream(status_);
+  }
+
+  UnaryMethod* method_;
+  const BoxService* stack_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  Status status_;
+  bool got_request_ = false;
+};
+
+// A call on a streaming method (any streaming kind): the handler starts with the headers and
+// reads and writes the stream (StreamCore).
+class NativeStreamCall final : public ServerStreamCore, public NativeCall {
+ public:
+  NativeStreamCall(std::shared_ptr<transport::AsioServerConnection> socket,
+                   NativeConnection* connection, Worker* worker, StreamId id, StreamMethod* method,
+                   const BoxService* stack, transport::RequestHead& head,
+                   NativeServer::State* server)
+      : NativeCall(std::move(socket), connection, worker, id, method->path(), head, server),
+        method_(method),
+        stack_(stack) {}
+
+  void launch() {
+    Scope scope(this);
+    handler_running_ = true;
+#if TRELLIS_ASIO_INTERNALS
+    asio_internals::Launch thread(method_->run(ctx_, *this, stack_), Executor(worker_),
+                                  cancellation_slot());
+    home_thread_.store(thread.id(), std::memory_order_relaxed);
+    thread.launch();
+#else
+    boost::asio::co_spawn(Executor(worker_), method_->invoke(ctx_, *this, stack_),
+                          boost::asio::bind_cancellation_slot(
+                              cancellation_slot(), [this](std::exception_ptr error, Status status) {
+                                handler_returned(std::move(error), std::move(status));
+                              }));
+#endif
+  }
+
+  // ------------------------------------------------------------- StreamCore
+  Worker* bind(Worker*) override { return worker_; }
+
+  void read(ReadOp* op) override {
+    if (read_op_ != nullptr) {
+      misuse("a read was started while another read is pending on the stream");
+      complete_later(worker_, op, false, static_cast<grpc::ByteBuffer*>(nullptr));
+      return;
+    }
+    read_op_ = op;
+    // Never inline: the awaiting coroutine has not suspended yet.
+    if (!messages_.empty() || reads_ended()) post_to_self([this] { deliver(); });
+  }
+
+  void write(Bytes message, bool, WriteOp* op) override {
+    if (write_op_ != nullptr) {
+      misuse("a write was started while another write is pending on the stream");
+      complete_later(worker_, op, false);
+      return;
+    }
+    if (ended_ || failed_ || handler_returned_) {
+      complete_later(worker_, op, false);
+      return;
+    }
+    std::string bytes = to_string(*message.get());
+    if (Status size = check_send_size(bytes.size()); !size.ok()) {
+      fail(std::move(size));
+      cancel_on_worker();
+      complete_later(worker_, op, false);
+      return;
+    }
+    start_response();
+    session().send_message(id_, bytes);
+    request_flush();
+    if (session().queued_bytes(id_) < kWriteBound) {
+      complete_later(worker_, op, true);
+    } else {
+      write_op_ = op;  // completes when the stream drains (on_writable) or ends
+    }
+  }
+
+  void start(WriteOp* op) override { complete_later(worker_, op, false); }
+  void writes_done(WriteOp* op) override { complete_later(worker_, op, false); }
+  void finish(FinishOp* op) override {
+    complete_later(worker_, op,
+                   Status::failed_precondition("a server stream is finished by its handler"));
+  }
+
+  void cancel() override {
+    if (worker_->in_this_thread()) {
+      cancel_on_worker();
+      return;
+    }
+    post_to_self([this] { cancel_on_worker(); });
+  }
+
+  void fail(Status status) override {
+    if (failed_) return;
+    status_ = std::move(status);
+    failed_ = true;
+  }
+
+  void handler_returned(std::exception_ptr error, Status status) noexcept override {
+    Scope scope(this);
+    home_thread_.store(nullptr, std::memory_order_relaxed);
+    handler_running_ = false;
+    handler_returned_ = true;
+    Status outcome = handler_outcome(std::move(error), std::move(status), ctx_);
+    if (!failed_) status_ = std::move(outcome);
+    // A write still waiting for the stream to drain has been queued: it goes out before the
+    // status.
+    if (write_op_ != nullptr) complete_later(worker_, std::exchange(write_op_, nullptr), true);
+    finish_stream(status_);
+  }
+
+  // ------------------------------------------------------------- the session's events
+  void on_message(std::string message) override {
+    Scope scope(this);
+    messages_.push_back(std::move(message));
+    if (read_op_ != nullptr) deliver();
+  }
+
+  void on_half_close() override {
+    Scope scope(this);
+    half_closed_ = true;
+    if (read_op_ != nullptr) deliver();
+  }
+
+  void on_abort(const Status&) override {
+    Scope scope(this);
+    stream_gone();
+    end_operations();
+  }
+
+  void on_writable() override {
+    if (write_op_ != nullptr && session().queued_bytes(id_) < kWriteBound) {
+      Scope scope(this);
+      std::exchange(write_op_, nullptr)->complete(true);
+    }
+  }
+
+  // ------------------------------------------------------------- ServerCall
+  void cancel_with(Status status) override {
+    run_cancel_with(this, worker_, pending_posts_, std::move(status));
+  }
+
+  void cancel_now(Status status) override {
+    if (handler_returned_ || failed_ || ended_) return;
+    fail(std::move(status));
+    cancel_on_worker();
+  }
+
+ private:
+  bool reads_ended() const { return half_closed_ || ended_ || failed_; }
+
+  template <class F>
+  void post_to_self(F f) {
+    pending_posts_.fetch_add(1, std::memory_order_relaxed);
+    worker_->post(make_runnable([this, f = std::move(f)]() mutable {
+      pending_posts_.fetch_sub(1, std::memory_order_relaxed);
+      {
+        Scope scope(this);
+        f();
+      }
+    }));
+  }
+
+  // Completes the pending read with the oldest message, or with the end of the stream.
+  void deliver() {
+    ReadOp* op = std::exchange(read_op_, nullptr);
+    if (op == nullptr) return;
+    if (!messages_.empty() && !ended_ && !failed_) {
+      grpc::ByteBuffer message = to_byte_buffer(messages_.front());
+      messages_.pop_front();
+      session().release(id_);
+      op->complete(true, &message);
+    } else if (reads_ended()) {
+      op->complete(false, nullptr);
+    } else {
+      read_op_ = op;
+    }
+  }
+
+  // The call ends now: the client gets the failure status (if fail() set one) or CANCELLED, and
+  // the handler is cancelled.
+  void cancel_on_worker() {
+    Scope scope(this);
+    if (ended_) return;
+    if (failed_) {
+      finish_stream(status_);
+    } else {
+      ended_ = true;
+      session().cancel(id_);
+      stream_gone();
+      request_flush();
+    }
+    end_operations();
+  }
+
+  // The stream has ended under the handler: what it awaits completes, and it is cancelled.
+  void end_operations() {
+    ServerContextAccess::mark_cancelled(ctx_);
+    messages_.clear();
+    if (read_op_ != nullptr) std::exchange(read_op_, nullptr)->complete(false, nullptr);
+    if (write_op_ != nullptr) std::exchange(write_op_, nullptr)->complete(false);
+    if (handler_running_) cancel_handler(ctx_);
+  }
+
+  void misuse(const char* what) {
+    log(LogLevel::kError, absl::StrCat(std::string(ctx_.method()), ": ", what));
+    fail(Status::internal(what));
+  }
+
+  StreamMethod* method_;
+  const BoxService* stack_;
+  std::deque<std::string> messages_;  // received, not yet read
+  ReadOp* read_op_ = nullptr;
+  WriteOp* write_op_ = nullptr;
+  Status status_;  // what fail() set (failed_), else the handler's outcome once it returned
+  bool half_closed_ = false;
+  bool failed_ = false;
+  bool handler_returned_ = false;
+};
+
+// ------------------------------------------------------------------------- the connection
+
+// One accepted connection: the listener of its session, which maps each stream to its call.
+// Owned by its AsioServerConnection (hold()); lives on the worker that accepted it.
+class NativeConnection final : public transport::ServerSessionListener {
+ public:
+  NativeConnection(NativeServer::State* server, Worker* worker, std::string peer)
+      : server_(server), worker_(worker), peer_(std::move(peer)) {
+    server_->count(server_->live_connections, 1);
+    server_->connections[worker_->index()].insert(this);
+  }
+  ~NativeConnection() {
+    server_->connections[worker_->index()].erase(this);
+    server_->count(server_->live_connections, -1);
+  }
+
+  void attach(transport::AsioServerConnection* socket) { socket_ = socket; }
+  transport::AsioServerConnection& socket() { return *socket_; }
+  const std::string& peer() const { return peer_; }
+
+  void on_call(StreamId id, transport::RequestHead head) override {
+    auto found = server_->methods.find(head.method);
+    if (found == server_->methods.end()) {
+      socket_->session().finish(
+          id, Status::unimplemented(absl::StrCat("unknown method ", head.method)));
+      return;
+    }
+    const NativeMethod& m = found->second;
+    auto keep = socket_->shared_from_this();
+    if (m.unary != nullptr) {
+      calls_[id] =
+          new NativeUnaryCall(std::move(keep), this, worker_, id, m.unary, m.stack, head, server_);
+      return;
+    }
+    auto* call =
+        new NativeStreamCall(std::move(keep), this, worker_, id, m.stream, m.stack, head, server_);
+    calls_[id] = call;
+    call->launch();
+  }
+
+  void on_message(StreamId id, std::string message) override {
+    if (NativeCall* call = find(id)) call->on_message(std::move(message));
+  }
+  void on_half_close(StreamId id) override {
+    if (NativeCall* call = find(id)) call->on_half_close();
+  }
+  void on_abort(StreamId id, const Status& why) override {
+    if (NativeCall* call = find(id)) call->on_abort(why);
+  }
+  void on_writable() override {
+    // A call may end while it is told, and leave the map: walk a copy.
+    if (calls_.empty()) return;
+    std::vector<NativeCall*> calls;
+    calls.reserve(calls_.size());
+    for (auto& [id, call] : calls_) calls.push_back(call);
+    for (NativeCall* call : calls) {
+      if (find_call(call)) call->on_writable();
+    }
+  }
+
+  // The call on `id` has ended: later events of the stream are not its.
+  void ended(StreamId id) { calls_.erase(id); }
+
+  // Writes what the session has queued once the current batch of work on the worker has run,
+  // so that the responses it produced leave in one write.
+  void request_flush() {
+    if (flush_posted_) return;
+    flush_posted_ = true;
+    worker_->post(make_runnable([this, keep = socket_->shared_from_this()] {
+      flush_posted_ = false;
+      socket_->flush();
+    }));
+  }
+
+ private:
+  NativeCall* find(StreamId id) {
+    auto it = calls_.find(id);
+    return it == calls_.end() ? nullptr : it->second;
+  }
+  bool find_call(NativeCall* call) const {
+    for (const auto& entry : calls_) {
+      if (entry.second == call) return true;
+    }
+    return false;
+  }
+
+  NativeServer::State* server_;
+  Worker* worker_;
+  std::string peer_;
+  transport::AsioServerConnection* socket_ = nullptr;  // owns this
+  std::unordered_map<StreamId, NativeCall*> calls_;
+  bool flush_posted_ = false;
+};
+
+// ---------------------------------------------------------------- NativeCall, out of line
+
+NativeCall::NativeCall(std::shared_ptr<transport::AsioServerConnection> socket,
+                       NativeConnection* connection, Worker* worker, StreamId id,
+                       const std::string& method_path, transport::RequestHead& head,
+                       NativeServer::State* server)
+    : socket_(std::move(socket)),
+      connection_(connection),
+      worker_(worker),
+      id_(id),
+      server_(server),
+      accept_encoding_(std::move(head.accept_encoding)),
+      ctx_(&state_, method_path, this),
+      deadline_timer_(worker->reactor()) {
+  server_->count(server_->live_calls, 1);
+  Worker::count_call(worker_->live_server_calls, 1);
+  state_.request_metadata = std::move(head.metadata);
+  state_.peer = connection->peer();
+  if (head.timeout) {
+    auto timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(*head.timeout);
+    state_.deadline = std::chrono::system_clock::now() +
+                      std::chrono::duration_cast<std::chrono::system_clock::duration>(timeout);
+    timer_pending_ = true;
+    deadline_timer_.expires_after(timeout);
+    deadline_timer_.async_wait([this](const boost::system::error_code& error) {
+      timer_pending_ = false;
+      Scope scope(this);
+      if (!error) on_deadline();
+    });
+  }
+}
+
+NativeCall::~NativeCall() {
+  Worker::count_call(worker_->live_server_calls, -1);
+  server_->count(server_->live_calls, -1);
+}
+
+void NativeCall::on_deadline() {
+  // The client's deadline has passed: grpc core answers DEADLINE_EXCEEDED and cancels the
+  // handler, and so does this.
+  cancel_now(Status::deadline_exceeded("Deadline Exceeded"));
+  if (!ended_) finish_stream(Status::deadline_exceeded("Deadline Exceeded"));
+}
+
+void NativeCall::start_response() {
+  if (response_started_) return;
+  response_started_ = true;
+  Compression compression = state_.compression.value_or(server_->options.default_compression);
+  if (compression != Compression::kNone &&
+      accept_encoding_.find(compression_name(compression)) != std::string::npos) {
+    session().set_response_compression(id_, compression);
+  }
+  if (!state_.initial_metadata.empty())
+    session().send_initial_metadata(id_, state_.initial_metadata);
+}
+
+void NativeCall::finish_stream(const Status& status) {
+  if (ended_) return;
+  start_response();
+  session().finish(id_, status, state_.trailing_metadata);
+  stream_gone();
+  request_flush();
+}
+
+void NativeCall::stream_gone() {
+  ended_ = true;
+  connection_->ended(id_);
+  if (timer_pending_) deadline_timer_.cancel();
+}
+
+void NativeCall::request_flush() { connection_->request_flush(); }
+
+}  // namespace
+
+// ------------------------------------------------------------------------ accepting
+
+void NativeServer::State::accept(std::size_t index) {
+  Worker* target =
+      worker(next_worker.fetch_add(1, std::memory_order_relaxed) % core->workers.size());
+  acceptors[index]->async_accept(
+      target->reactor(),
+      [this, index, target](const boost::system::error_code& error, tcp::socket socket) {
+        if (stopping.load(std::memory_order_acquire) ||
+            error == boost::asio::error::operation_aborted) {
+          return;
+        }
+        if (error) {
+          // Out of descriptors, most likely: say so, and try again shortly rather than spin.
+          log(LogLevel::kError, absl::StrCat("native server: accept failed: ", error.message()));
+          accept_retry->expires_after(std::chrono::milliseconds(100));
+          accept_retry->async_wait([this, index](const boost::system::error_code& e) {
+            if (!e && !stopping.load(std::memory_order_acquire)) accept(index);
+          });
+          return;
+        }
+        boost::asio::post(target->reactor(), [this, target, s = std::move(socket)]() mutable {
+          if (stopping.load(std::memory_order_acquire)) return;
+          boost::system::error_code ignored;
+          std::string peer = peer_name(s.remote_endpoint(ignored));
+          auto listener = std::make_shared<NativeConnection>(this, target, std::move(peer));
+          auto socket = std::make_shared<transport::AsioServerConnection>(std::move(s), *listener,
+                                                                          connection);
+          listener->attach(socket.get());
+          socket->hold(listener);
+          socket->start();
+        });
+        accept(index);
+      });
+}
+
+namespace {
+
+// "host:port", "[v6]:port": the endpoints to listen on.
+Result<tcp::endpoint> parse_address(const std::string& address) {
+  if (address.rfind("unix:", 0) == 0) {
+    return Status::unimplemented(
+        absl::StrCat("the native transport listens on TCP only, not on ", address));
+  }
+  auto colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return Status::invalid_argument(absl::StrCat("not a host:port address: ", address));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  boost::system::error_code error;
+  auto ip = boost::asio::ip::make_address(host.empty() ? "::" : host, error);
+  if (!error) return tcp::endpoint(ip, static_cast<unsigned short>(port));
+  boost::asio::io_context context;
+  tcp::resolver resolver(context);
+  auto results = resolver.resolve(host, std::to_string(port), error);
+  if (error || results.empty()) {
+    return Status::invalid_argument(
+        absl::StrCat("cannot resolve ", host, " in ", address, ": ", error.message()));
+  }
+  return results.begin()->endpoint();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
+                                                         const std::vector<std::string>& addresses,
+                                                         NativeServerOptions options) {
+  auto state = std::make_shared<State>();
+  state->core = &RuntimeAccess::core(runtime);
+  state->options = options;
+  state->connections.resize(state->core->workers.size());
+  auto& session = state->connection.session;
+  session.max_receive_message_size =
+      options.max_receive_message_size < 0
+          ? std::numeric_limits<std::size_t>::max()
+          : static_cast<std::size_t>(options.max_receive_message_size);
+  if (options.min_ping_interval) session.min_ping_interval = *options.min_ping_interval;
+  if (options.keepalive) {
+    state->connection.keepalive_time = options.keepalive->time;
+    state->connection.keepalive_timeout = options.keepalive->timeout;
+    state->connection.keepalive_without_calls = options.keepalive->permit_without_calls;
+    session.permit_pings_without_calls = options.keepalive->permit_without_calls;
+  }
+
+  // The listening sockets live on the first worker's reactor; each accepted connection goes to
+  // the next worker in turn, whose reactor then runs it.
+  Worker* first = state->worker(0);
+  for (const std::string& address : addresses) {
+    Result<tcp::endpoint> endpoint = parse_address(address);
+    if (!endpoint.ok()) return endpoint.status();
+    auto acceptor = std::make_unique<tcp::acceptor>(first->reactor());
+    boost::system::error_code error;
+    acceptor->open(endpoint->protocol(), error);
+    if (!error) acceptor->set_option(tcp::acceptor::reuse_address(true), error);
+    if (!error) acceptor->bind(*endpoint, error);
+    if (!error) acceptor->listen(boost::asio::socket_base::max_listen_connections, error);
+    if (error) {
+      return Status::unavailable(
+          absl::StrCat("could not listen on ", address, ": ", error.message()));
+    }
+    state->ports.push_back(acceptor->local_endpoint().port());
+    state->acceptors.push_back(std::move(acceptor));
+  }
+  state->accept_retry = std::make_unique<boost::asio::steady_timer>(first->reactor());
+  return std::unique_ptr<NativeServer>(new NativeServer(std::move(state)));
+}
+
+void NativeServer::serve(std::unordered_map<std::string, NativeMethod> methods) {
+  state_->methods = std::move(methods);
+  for (auto& worker : state_->core->workers) worker->use_reactor();
+  for (std::size_t i = 0; i < state_->acceptors.size(); ++i) state_->accept(i);
+}
+
+NativeServer::NativeServer(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+NativeServer::~NativeServer() = default;
+
+const std::vector<int>& NativeServer::ports() const { return state_->ports; }
+
+void NativeServer::shutdown(std::chrono::milliseconds grace) {
+  State& s = *state_;
+  if (s.stopping.exchange(true)) return;
+  // Runs `fn` on every worker and waits until each has.
+  auto on_every_worker = [&s](auto fn) {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::size_t pending = s.core->workers.size();
+    for (auto& w : s.core->workers) {
+      boost::asio::post(w->reactor(), [&, worker = w.get()] {
+        fn(worker);
+        std::lock_guard lock(mu);
+        if (--pending == 0) cv.notify_all();
+      });
+    }
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return pending == 0; });
+  };
+  on_every_worker([&s](Worker* w) {
+    if (w == s.worker(0)) {
+      boost::system::error_code ignored;
+      for (auto& acceptor : s.acceptors) acceptor->close(ignored);
+      s.accept_retry->cancel();
+    }
+    for (NativeConnection* c : s.connections[w->index()]) {
+      c->socket().session().shutdown();
+      c->socket().flush();
+    }
+  });
+  {
+    std::unique_lock lock(s.mu);
+    s.cv.wait_for(lock, grace, [&s] { return s.live_calls == 0; });
+  }
+  on_every_worker([&s](Worker* w) {
+    // What the calls that ended sent still leaves; the calls still open are aborted (their
+    // handlers cancelled), and each connection closes once its client has closed, or after
+    // the linger timeout.
+    std::vector<NativeConnection*> open(s.connections[w->index()].begin(),
+                                        s.connections[w->index()].end());
+    for (NativeConnection* c : open) c->socket().close_after_flush();
+  });
+  {
+    std::unique_lock lock(s.mu);
+    s.cv.wait(lock, [&s] { return s.live_calls == 0 && s.live_connections == 0; });
+  }
+  // The acceptors' handlers have run (they were cancelled on the first worker, before the
+  // connections closed); the sockets can go on the worker that owns them.
+  on_every_worker([&s](Worker* w) {
+    if (w == s.worker(0)) {
+      s.acceptors.clear();
+      s.accept_retry.reset();
+    }
+  });
+}
+
+}  // namespace trellis::detail
