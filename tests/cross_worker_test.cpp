@@ -173,13 +173,14 @@ class CrossWorkerStreamer final : public StreamerService {
   Observations& seen_;
 };
 
-class CrossWorkerTest : public EndToEndTest {
+class CrossWorkerTest : public EndToEndTest, public TransportParam {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
     echo_.emplace(*runtime_, seen_);
     streamer_.emplace(*runtime_, seen_);
     auto server = Server::Builder(*runtime_)
+                      .transport(transport())
                       .add_insecure_port("127.0.0.1:0")
                       .add_service(*echo_)
                       .add_service(*streamer_)
@@ -195,7 +196,9 @@ class CrossWorkerTest : public EndToEndTest {
   Channel channel_{nullptr};
 };
 
-TEST_F(CrossWorkerTest, CancelWithFromAnotherWorkerEndsAUnaryCall) {
+TRELLIS_BOTH_TRANSPORTS(CrossWorkerTest);
+
+TEST_P(CrossWorkerTest, CancelWithFromAnotherWorkerEndsAUnaryCall) {
   EchoClient client(channel_);
   Result<EchoResponse> result = run(client.Echo(request("cancel-elsewhere")));
   ASSERT_FALSE(result.ok());
@@ -204,7 +207,7 @@ TEST_F(CrossWorkerTest, CancelWithFromAnotherWorkerEndsAUnaryCall) {
   EXPECT_TRUE(seen_.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
 }
 
-TEST_F(CrossWorkerTest, AnotherWorkerSeesTheClientsDeadlineCancelTheCall) {
+TEST_P(CrossWorkerTest, AnotherWorkerSeesTheClientsDeadlineCancelTheCall) {
   EchoClient client(channel_);
   Result<EchoResponse> result = with_growing_timeout(
       [&](std::chrono::milliseconds timeout) {
@@ -219,7 +222,7 @@ TEST_F(CrossWorkerTest, AnotherWorkerSeesTheClientsDeadlineCancelTheCall) {
   EXPECT_TRUE(seen_.other_worker_saw_cancellation);
 }
 
-TEST_F(CrossWorkerTest, AHandlersStreamServedFromAnotherWorker) {
+TEST_P(CrossWorkerTest, AHandlersStreamServedFromAnotherWorker) {
   StreamerClient client(channel_);
   std::vector<std::string> echoed =
       run([](StreamerClient& client) -> Task<std::vector<std::string>> {
@@ -239,7 +242,7 @@ TEST_F(CrossWorkerTest, AHandlersStreamServedFromAnotherWorker) {
   EXPECT_TRUE(seen_.served_on_other_worker);
 }
 
-TEST_F(CrossWorkerTest, CancelWithFromAnotherWorkerEndsAStream) {
+TEST_P(CrossWorkerTest, CancelWithFromAnotherWorkerEndsAStream) {
   StreamerClient client(channel_);
   Status status = run([](StreamerClient& client) -> Task<Status> {
     auto stream = client.Chat();
@@ -253,7 +256,7 @@ TEST_F(CrossWorkerTest, CancelWithFromAnotherWorkerEndsAStream) {
 
 // The stream is bound to the worker of its first operation; a task on another worker then reads
 // from it and writes to it concurrently.
-TEST_F(CrossWorkerTest, AClientStreamReadFromAnotherWorkerWhileThisOneWrites) {
+TEST_P(CrossWorkerTest, AClientStreamReadFromAnotherWorkerWhileThisOneWrites) {
   StreamerClient client(channel_);
   std::vector<std::string> echoed =
       run([](StreamerClient& client, Runtime& runtime) -> Task<std::vector<std::string>> {
@@ -281,7 +284,7 @@ TEST_F(CrossWorkerTest, AClientStreamReadFromAnotherWorkerWhileThisOneWrites) {
 
 // The read runs on the stream's worker; its cancellation is signalled on the awaiting task's
 // worker, and its completion must come back there.
-TEST_F(CrossWorkerTest, CancellingAReadAwaitedOnAnotherWorkerCancelsTheCall) {
+TEST_P(CrossWorkerTest, CancellingAReadAwaitedOnAnotherWorkerCancelsTheCall) {
   StreamerClient client(channel_);
   Status status = run([](StreamerClient& client, Runtime& runtime) -> Task<Status> {
     auto stream = client.Chat();

@@ -13,7 +13,10 @@ namespace trellis::testing {
 
 // What the handlers observed, for tests to assert on.
 struct EchoObservations {
-  absl::Notification handler_cancelled;  // a delayed handler's wait was cut short
+  // A delayed handler's wait was cut short. Notified by the first such handler: a test whose
+  // deadline grows over attempts (with_growing_timeout) may leave more than one.
+  absl::Notification handler_cancelled;
+  std::atomic<bool> cancellation_seen{false};
   std::atomic<bool> saw_is_cancelled{false};
   std::atomic<int> calls{0};
 };
@@ -37,7 +40,7 @@ class EchoImpl final : public EchoService {
                                      boost::asio::as_tuple(use_task));
       if (ec) {
         observed.saw_is_cancelled = ctx.is_cancelled();
-        observed.handler_cancelled.Notify();
+        if (!observed.cancellation_seen.exchange(true)) observed.handler_cancelled.Notify();
         co_return Status::cancelled("handler saw the cancellation");
       }
     }

@@ -74,12 +74,15 @@ void finish_one(grpc::CompletionQueue& cq, grpc::ClientContext& ctx) {
 
 // ------------------------------------------------------------- grpc++ client, Trellis server
 
-class GrpcClientPeerTest : public EndToEndTest {
+class GrpcClientPeerTest : public EndToEndTest, public TransportParam {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server =
-        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(echo_).build();
+    auto server = Server::Builder(*runtime_)
+                      .transport(transport())
+                      .add_insecure_port("127.0.0.1:0")
+                      .add_service(echo_)
+                      .build();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
@@ -119,7 +122,9 @@ class GrpcClientPeerTest : public EndToEndTest {
   std::unique_ptr<Echo::Stub> stub_;
 };
 
-TEST_F(GrpcClientPeerTest, Succeeds) {
+TRELLIS_BOTH_TRANSPORTS(GrpcClientPeerTest);
+
+TEST_P(GrpcClientPeerTest, Succeeds) {
   EchoResponse resp;
   grpc::Status s = call(with_message("hello"), &resp);
   ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
@@ -129,7 +134,7 @@ TEST_F(GrpcClientPeerTest, Succeeds) {
   EXPECT_NE(resp.peer().find("127.0.0.1"), std::string::npos) << resp.peer();
 }
 
-TEST_F(GrpcClientPeerTest, SucceedsWithoutDeadline) {
+TEST_P(GrpcClientPeerTest, SucceedsWithoutDeadline) {
   // No grpc-timeout on the wire: the async stub, so the wait is still bounded.
   grpc::ClientContext ctx;
   grpc::CompletionQueue cq;
@@ -143,7 +148,7 @@ TEST_F(GrpcClientPeerTest, SucceedsWithoutDeadline) {
   EXPECT_EQ(resp.remaining_deadline_ms(), -1);
 }
 
-TEST_F(GrpcClientPeerTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
+TEST_P(GrpcClientPeerTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
   for (int code = 1; code <= 16; ++code) {
     SCOPED_TRACE("code " + std::to_string(code));
     EchoRequest req;
@@ -158,7 +163,7 @@ TEST_F(GrpcClientPeerTest, EveryStatusCodeRoundTripsWithMessageAndDetails) {
   }
 }
 
-TEST_F(GrpcClientPeerTest, MetadataTravelsBothWaysTextAndBinary) {
+TEST_P(GrpcClientPeerTest, MetadataTravelsBothWaysTextAndBinary) {
   grpc::ClientContext ctx;
   ctx.AddMetadata("echo-text", "plain value");
   ctx.AddMetadata("echo-data-bin", kBinaryValue);
@@ -176,7 +181,7 @@ TEST_F(GrpcClientPeerTest, MetadataTravelsBothWaysTextAndBinary) {
   }
 }
 
-TEST_F(GrpcClientPeerTest, TrailersAndDetailsOnAnError) {
+TEST_P(GrpcClientPeerTest, TrailersAndDetailsOnAnError) {
   grpc::ClientContext ctx;
   ctx.AddMetadata("echo-text", "on error");
   ctx.AddMetadata("echo-data-bin", kBinaryValue);
@@ -194,7 +199,7 @@ TEST_F(GrpcClientPeerTest, TrailersAndDetailsOnAnError) {
   EXPECT_EQ(find(ctx.GetServerTrailingMetadata(), "echo-data-bin"), kBinaryValue);
 }
 
-TEST_F(GrpcClientPeerTest, DeadlineExceededAndHandlerCancelled) {
+TEST_P(GrpcClientPeerTest, DeadlineExceededAndHandlerCancelled) {
   EchoRequest req;
   req.set_delay_ms(60'000);
   auto started = [&] { return echo_.observed.calls.load() > 0; };
@@ -212,7 +217,7 @@ TEST_F(GrpcClientPeerTest, DeadlineExceededAndHandlerCancelled) {
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
 }
 
-TEST_F(GrpcClientPeerTest, ClientCancellationReachesHandler) {
+TEST_P(GrpcClientPeerTest, ClientCancellationReachesHandler) {
   EchoRequest req;
   req.set_delay_ms(60'000);
   grpc::ClientContext ctx;  // TryCancel is thread-safe; the call runs on `caller`
@@ -233,7 +238,7 @@ TEST_F(GrpcClientPeerTest, ClientCancellationReachesHandler) {
   EXPECT_TRUE(echo_.observed.saw_is_cancelled.load());
 }
 
-TEST_F(GrpcClientPeerTest, UnknownMethodAndServiceAreUnimplemented) {
+TEST_P(GrpcClientPeerTest, UnknownMethodAndServiceAreUnimplemented) {
   for (const char* method : {"/trellis.testing.Echo/Nope", "/no.Such/Echo"}) {
     SCOPED_TRACE(method);
     grpc::Status s = generic_call(method, with_message("x"));
@@ -244,7 +249,7 @@ TEST_F(GrpcClientPeerTest, UnknownMethodAndServiceAreUnimplemented) {
   EXPECT_TRUE(generic_call("/trellis.testing.Echo/Echo", with_message("x")).ok());
 }
 
-TEST_F(GrpcClientPeerTest, ThrowingHandlerYieldsInternalAndServerLives) {
+TEST_P(GrpcClientPeerTest, ThrowingHandlerYieldsInternalAndServerLives) {
   EchoRequest req;
   req.set_throw_exception(true);
   EchoResponse resp;
@@ -256,7 +261,7 @@ TEST_F(GrpcClientPeerTest, ThrowingHandlerYieldsInternalAndServerLives) {
   EXPECT_EQ(resp.message(), "still here");
 }
 
-TEST_F(GrpcClientPeerTest, ThousandConcurrentCallsOnOneChannel) {
+TEST_P(GrpcClientPeerTest, ThousandConcurrentCallsOnOneChannel) {
   struct Call {
     grpc::ClientContext ctx;
     EchoResponse resp;

@@ -42,12 +42,15 @@ EchoRequest request(std::string message) {
 
 // ---------------------------------------------------------- grpc++ client, Trellis server
 
-class GrpcStreamClientPeerTest : public EndToEndTest {
+class GrpcStreamClientPeerTest : public EndToEndTest, public TransportParam {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server =
-        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(streamer_).build();
+    auto server = Server::Builder(*runtime_)
+                      .transport(transport())
+                      .add_insecure_port("127.0.0.1:0")
+                      .add_service(streamer_)
+                      .build();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
     stub_ = Streamer::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
@@ -60,7 +63,9 @@ class GrpcStreamClientPeerTest : public EndToEndTest {
   grpc::ClientContext ctx_;
 };
 
-TEST_F(GrpcStreamClientPeerTest, ServerStreaming) {
+TRELLIS_BOTH_TRANSPORTS(GrpcStreamClientPeerTest);
+
+TEST_P(GrpcStreamClientPeerTest, ServerStreaming) {
   auto reader = stub_->Split(&ctx_, request("alpha beta gamma"));
   std::vector<std::string> got;
   EchoResponse resp;
@@ -70,7 +75,7 @@ TEST_F(GrpcStreamClientPeerTest, ServerStreaming) {
   EXPECT_EQ(got, (std::vector<std::string>{"alpha", "beta", "gamma"}));
 }
 
-TEST_F(GrpcStreamClientPeerTest, ServerStreamingErrorAfterMessages) {
+TEST_P(GrpcStreamClientPeerTest, ServerStreamingErrorAfterMessages) {
   EchoRequest req = request("a b");
   req.set_status_code(static_cast<int>(StatusCode::kOutOfRange));
   req.set_status_message("past the end");
@@ -84,7 +89,7 @@ TEST_F(GrpcStreamClientPeerTest, ServerStreamingErrorAfterMessages) {
   EXPECT_EQ(status.error_message(), "past the end");
 }
 
-TEST_F(GrpcStreamClientPeerTest, ClientStreaming) {
+TEST_P(GrpcStreamClientPeerTest, ClientStreaming) {
   EchoResponse resp;
   auto writer = stub_->Collect(&ctx_, &resp);
   for (const char* m : {"1", "2", "3", "4"}) ASSERT_TRUE(writer->Write(request(m)));
@@ -94,7 +99,7 @@ TEST_F(GrpcStreamClientPeerTest, ClientStreaming) {
   EXPECT_EQ(resp.message(), "1,2,3,4");
 }
 
-TEST_F(GrpcStreamClientPeerTest, BidiWithConcurrentWriterThread) {
+TEST_P(GrpcStreamClientPeerTest, BidiWithConcurrentWriterThread) {
   auto stream = stub_->Chat(&ctx_);
   constexpr int kMessages = 200;
   std::thread writer([&] {
@@ -113,7 +118,7 @@ TEST_F(GrpcStreamClientPeerTest, BidiWithConcurrentWriterThread) {
   for (int i = 0; i < kMessages; ++i) EXPECT_EQ(got[i], std::to_string(i));
 }
 
-TEST_F(GrpcStreamClientPeerTest, ClientCancelReachesTheHandler) {
+TEST_P(GrpcStreamClientPeerTest, ClientCancelReachesTheHandler) {
   auto stream = stub_->Chat(&ctx_);
   ASSERT_TRUE(stream->Write(request("a")));
   EchoResponse resp;
@@ -126,7 +131,7 @@ TEST_F(GrpcStreamClientPeerTest, ClientCancelReachesTheHandler) {
   EXPECT_TRUE(streamer_.observed.is_cancelled_was_true);
 }
 
-TEST_F(GrpcStreamClientPeerTest, DeadlineMidStream) {
+TEST_P(GrpcStreamClientPeerTest, DeadlineMidStream) {
   // The deadline must pass once the call is under way: an attempt whose first echo did not come
   // back in time is made again with a longer deadline.
   bool echoed = false;

@@ -92,12 +92,15 @@ TEST(PeerSubprocessTest, MissingProgramIsAnError) {
 
 // ------------------------------------------------------------- python client, Trellis server
 
-class PythonClientPeerTest : public EndToEndTest {
+class PythonClientPeerTest : public EndToEndTest, public TransportParam {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    auto server =
-        Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(echo_).build();
+    auto server = Server::Builder(*runtime_)
+                      .transport(transport())
+                      .add_insecure_port("127.0.0.1:0")
+                      .add_service(echo_)
+                      .build();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
   }
@@ -105,7 +108,9 @@ class PythonClientPeerTest : public EndToEndTest {
   EchoImpl echo_;
 };
 
-TEST_F(PythonClientPeerTest, BatteryPassesAgainstTrellisServer) {
+TRELLIS_BOTH_TRANSPORTS(PythonClientPeerTest);
+
+TEST_P(PythonClientPeerTest, BatteryPassesAgainstTrellisServer) {
   auto run = run_with_deadline(
       python("echo_client.py", {"--target", "127.0.0.1:" + std::to_string(server_->port())}),
       python_env(), deadline_in(kBatteryBound));
@@ -119,7 +124,7 @@ TEST_F(PythonClientPeerTest, BatteryPassesAgainstTrellisServer) {
 // The Trellis side of the battery's deadline check: a python client's deadline that passes while
 // the handler waits cuts the handler's wait short. The check runs alone, its deadline growing
 // until a call has reached the handler.
-TEST_F(PythonClientPeerTest, ClientDeadlineCancelsTheHandler) {
+TEST_P(PythonClientPeerTest, ClientDeadlineCancelsTheHandler) {
   auto started = [&] { return echo_.observed.calls.load() > 0; };
   RunResult last = with_growing_timeout(
       [&](std::chrono::milliseconds timeout) {

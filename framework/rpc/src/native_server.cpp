@@ -728,6 +728,10 @@ Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
           ? std::numeric_limits<std::size_t>::max()
           : static_cast<std::size_t>(options.max_receive_message_size);
   if (options.min_ping_interval) session.min_ping_interval = *options.min_ping_interval;
+  if (options.max_concurrent_streams) {
+    session.max_concurrent_streams =
+        static_cast<std::uint32_t>(std::max(0, *options.max_concurrent_streams));
+  }
   if (options.keepalive) {
     state->connection.keepalive_time = options.keepalive->time;
     state->connection.keepalive_timeout = options.keepalive->timeout;

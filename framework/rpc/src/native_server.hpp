@@ -37,6 +37,7 @@ struct NativeServerOptions {
   Compression default_compression = Compression::kNone;
   std::optional<Keepalive> keepalive;
   std::optional<std::chrono::milliseconds> min_ping_interval;
+  std::optional<int> max_concurrent_streams;
 };
 
 class NativeServer {

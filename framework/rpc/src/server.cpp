@@ -734,7 +734,7 @@ Server::Builder& Server::Builder::max_connection_age(std::chrono::milliseconds a
 }
 
 Server::Builder& Server::Builder::max_concurrent_streams(int streams) {
-  grpc_only_options_.push_back("max_concurrent_streams");
+  max_concurrent_streams_ = streams;
   return grpc_option([streams](grpc::ServerBuilder& b) {
     b.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, streams);
   });
@@ -810,6 +810,7 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
     options.default_compression = default_compression_;
     options.keepalive = keepalive_;
     options.min_ping_interval = min_ping_interval_;
+    options.max_concurrent_streams = max_concurrent_streams_;
     auto bound = detail::NativeServer::bind(*runtime_, addresses_, options);
     if (!bound.ok()) return bound.status();
     state->native = std::move(bound).value();

@@ -149,8 +149,12 @@ struct ServerSession::Impl {
     nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, options.max_header_list_size},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
-         static_cast<std::uint32_t>(options.initial_window_size)}};
-    nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+         static_cast<std::uint32_t>(options.initial_window_size)},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams}};
+    // Unlimited is HTTP/2's default: the setting is sent only when there is a limit.
+    std::size_t count = std::size(settings);
+    if (options.max_concurrent_streams == kUnlimitedStreams) --count;
+    nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, count);
     nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0,
                                           options.initial_window_size);
   }

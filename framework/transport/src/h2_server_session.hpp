@@ -58,6 +58,8 @@ class ServerSessionListener {
   ~ServerSessionListener() = default;
 };
 
+inline constexpr std::uint32_t kUnlimitedStreams = 0xffffffff;
+
 struct ServerSessionOptions {
   // A larger message is refused with RESOURCE_EXHAUSTED before it is buffered.
   std::size_t max_receive_message_size = 4 << 20;
@@ -68,6 +70,9 @@ struct ServerSessionOptions {
   // of messages a stream may hold unreleased before its window stops reopening. A client that
   // sends past its window is answered FLOW_CONTROL_ERROR.
   std::int32_t initial_window_size = 1 << 20;
+  // Advertised as SETTINGS_MAX_CONCURRENT_STREAMS: clients queue the calls beyond it, and a
+  // stream opened past it is refused (REFUSED_STREAM).
+  std::uint32_t max_concurrent_streams = kUnlimitedStreams;
   // Streams reset by the client: at most `reset_burst` at once, refilled at `resets_per_second`.
   // Past that, the connection ends with GOAWAY ENHANCE_YOUR_CALM (the rapid-reset attack,
   // CVE-2023-44487).

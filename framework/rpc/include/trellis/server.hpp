@@ -116,6 +116,7 @@ class Server {
     Compression default_compression_ = Compression::kNone;
     std::optional<Keepalive> keepalive_;
     std::optional<std::chrono::milliseconds> min_ping_interval_;
+    std::optional<int> max_concurrent_streams_;
     std::vector<std::string> grpc_only_options_;
     std::vector<std::string> addresses_;
     std::vector<std::pair<std::size_t, TlsServerOptions>> tls_ports_;  // (index in addresses_, TLS)

@@ -11,7 +11,7 @@ enum class Transport {
   // Trellis's own HTTP/2 server on nghttp2 and the workers' Asio reactors: a fraction of grpc
   // core's CPU per call and per message (docs/performance.md). TCP without TLS for now; the
   // options it cannot honour yet (TLS ports, unix sockets, max_connection_idle and _age,
-  // max_concurrent_streams, configure) make build() fail rather than be ignored. Outgoing calls
+  // configure) make build() fail rather than be ignored. Outgoing calls
   // still go through grpc core.
   native,
 };
