@@ -34,6 +34,8 @@
 #include "trellis/stack.hpp"
 
 ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one");
+ABSL_FLAG(std::string, transport, "grpc",
+          "the server transport: grpc (grpc core, the default) or native (Trellis's HTTP/2)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on");
 ABSL_FLAG(int, threads, 1, "runtime worker threads; 0 means one per hardware thread");
 ABSL_FLAG(int, grace_ms, 5000, "how long in-flight calls may take to finish at shutdown");
@@ -70,7 +72,13 @@ int main(int argc, char** argv) {
                      .build();
   Greeter greeter;
   auto registry = std::make_shared<trellis::MetricsRegistry>();
+  auto transport = trellis::parse_transport(absl::GetFlag(FLAGS_transport));
+  if (!transport.ok()) {
+    std::cerr << "middleware_server: --transport: " << transport.status() << "\n";
+    return 2;
+  }
   trellis::Server::Builder builder(*runtime);
+  builder.transport(*transport);
   builder.add_insecure_port(absl::GetFlag(FLAGS_host) + ":" +
                             std::to_string(absl::GetFlag(FLAGS_port)));
   builder.add_service(greeter);

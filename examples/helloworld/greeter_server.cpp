@@ -17,6 +17,8 @@
 #include "trellis/tls.hpp"
 
 ABSL_FLAG(int, port, 50051, "port to listen on; 0 picks a free one");
+ABSL_FLAG(std::string, transport, "grpc",
+          "the server transport: grpc (grpc core, the default) or native (Trellis's HTTP/2)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
 ABSL_FLAG(int, threads, 0, "runtime worker threads; 0 means one per hardware thread");
 ABSL_FLAG(int, grace_ms, 5000, "how long in-flight calls may take to finish at shutdown");
@@ -72,7 +74,13 @@ int main(int argc, char** argv) {
   Greeter greeter;
   trellis::HealthService health;
   trellis::ReflectionService reflection;
+  auto transport = trellis::parse_transport(absl::GetFlag(FLAGS_transport));
+  if (!transport.ok()) {
+    std::cerr << "greeter_server: --transport: " << transport.status() << "\n";
+    return 2;
+  }
   trellis::Server::Builder builder(*runtime);
+  builder.transport(*transport);
   if (!add_port(builder)) return 2;
   builder.add_service(greeter);
   if (absl::GetFlag(FLAGS_health)) builder.add_service(health.service());

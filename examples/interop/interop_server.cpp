@@ -32,6 +32,8 @@
 #include "trellis/timer.hpp"
 
 ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one");
+ABSL_FLAG(std::string, transport, "grpc",
+          "the server transport: grpc (grpc core, the default) or native (Trellis's HTTP/2)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
 ABSL_FLAG(bool, use_tls, false, "must be false: the server is plaintext only");
 ABSL_FLAG(int, threads, 0, "runtime worker threads; 0 means one per hardware thread");
@@ -224,8 +226,14 @@ int main(int argc, char** argv) {
   auto runtime = trellis::Runtime::multi_thread()
                      .worker_threads(static_cast<std::size_t>(absl::GetFlag(FLAGS_threads)))
                      .build();
+  auto transport = trellis::parse_transport(absl::GetFlag(FLAGS_transport));
+  if (!transport.ok()) {
+    std::cerr << "interop_server: --transport: " << transport.status() << "\n";
+    return 2;
+  }
   TestServiceImpl service;
   auto server = trellis::Server::Builder(*runtime)
+                    .transport(*transport)
                     .add_insecure_port(absl::GetFlag(FLAGS_host) + ":" +
                                        std::to_string(absl::GetFlag(FLAGS_port)))
                     .add_service(service)

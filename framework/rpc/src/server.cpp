@@ -914,6 +914,14 @@ Status Server::Builder::start_grpc(
   return Status();
 }
 
+Result<Transport> parse_transport(std::string_view name) {
+  if (name == "grpc") return Transport::grpc;
+  if (name == "native") return Transport::native;
+  return Status::invalid_argument(absl::StrCat("unknown transport \"",
+                                               absl::string_view(name.data(), name.size()),
+                                               "\": grpc (the default) or native"));
+}
+
 // ---------------------------------------------------------------------------------- Server
 
 Server::Server(std::unique_ptr<State> state) : state_(std::move(state)) {}

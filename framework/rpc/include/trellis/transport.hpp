@@ -1,6 +1,10 @@
 // trellis::Transport: which HTTP/2 implementation carries a server's calls.
 #pragma once
 
+#include <string_view>
+
+#include "trellis/result.hpp"
+
 namespace trellis {
 
 // Chosen with Server::Builder::transport. Handlers, services and layers are the same on both;
@@ -15,5 +19,9 @@ enum class Transport {
   // still go through grpc core.
   native,
 };
+
+// "grpc" or "native", as a command-line flag spells it (--transport); INVALID_ARGUMENT naming
+// both for anything else.
+Result<Transport> parse_transport(std::string_view name);
 
 }  // namespace trellis
