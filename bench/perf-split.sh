@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Where a server's CPU goes: per unary call and per bidi message, the server's CPU time split
 # across the kernel, grpc core, grpc++, protobuf, the allocator and C/C++ runtime, Abseil and the
-# server program itself (Trellis and Asio; for the baseline its own loop), for Trellis's servers,
-# the plain grpc++ baselines, the native transport's session on its own
+# server program itself (Trellis and Asio; for the baseline its own loop), for Trellis's servers
+# on either transport, the plain grpc++ baselines, the native transport's session on its own
 # (bench/native_server.cpp) and a grpc-go server (bench/grpc_go), measured in the same run.
 #
 #   bench/perf-split.sh [options]
@@ -27,8 +27,9 @@
 # Options (environment variable in brackets):
 #   --build-dir DIR     a build with the bench targets [BUILD_DIR, default build/release]
 #   --workloads LIST    comma-separated subset of unary,bidi [WORKLOADS, default both]
-#   --servers LIST      comma-separated subset of baseline,trellis,native,grpc-go
-#                       [SERVERS, default all of them that are built]
+#   --servers LIST      comma-separated subset of baseline,trellis,trellis-native,native,grpc-go
+#                       [SERVERS, default all of them that are built]: trellis-native is
+#                       Trellis's servers with --transport native, native the bare session
 #   --client go|cpp     the load generator [CLIENT, default go]
 #   --repeats R         repetitions, servers interleaved [REPEATS, default 1]
 #   --duration-s S      measured window [DURATION_S, default 10]
@@ -142,7 +143,7 @@ build_go || have_go=0
 if [ -z "$servers" ]; then
   servers=baseline
   [ -x "$greeter" ] && [ -x "$stream_server" ] && servers+=,trellis
-  [ -x "$bench_bin/native_server" ] && servers+=,native
+  [ -x "$bench_bin/native_server" ] && servers+=,trellis-native,native
   [ "$have_go" = 1 ] && servers+=,grpc-go
 fi
 
@@ -209,6 +210,8 @@ run_once() {
     unary/trellis) cmd=("$greeter") ;;
     bidi/baseline) cmd=("$bench_bin/baseline_stream_server") ;;
     bidi/trellis) cmd=("$stream_server") ;;
+    unary/trellis-native) cmd=("$greeter" --transport native) ;;
+    bidi/trellis-native) cmd=("$stream_server" --transport native) ;;
     */native) cmd=("$bench_bin/native_server") ;;
     */grpc-go) cmd=("$bench_bin/grpc_go" server) ;;
     *) log "unknown server or workload: $workload/$name"; return 2 ;;

@@ -11,9 +11,10 @@
 #   --connections C   client connections [100]
 #   --repeats R       runs of each server and thread count [2]
 #   --threads LIST    comma-separated worker (Trellis) / thread (baseline) counts [1]
-#   --servers LIST    comma-separated subset of baseline,trellis,native [baseline,trellis];
-#                     native is the native transport's session alone (bench/native_server.cpp, one
-#                     thread only, needs libnghttp2-dev)
+#   --servers LIST    comma-separated subset of baseline,trellis,trellis-native,native
+#                     [baseline,trellis]; trellis-native is the Trellis server with --transport
+#                     native, native the native transport's session alone
+#                     (bench/native_server.cpp, one thread only); both need libnghttp2-dev
 #
 # Prints one JSON line per run (idle_streams' line with "server" and "threads" added), then a
 # markdown table of the medians per server and thread count.
@@ -52,10 +53,13 @@ for ((rep = 1; rep <= repeats; rep++)); do
       case "$server" in
         baseline) binary=$bench_bin/baseline_stream_server ;;
         trellis) binary=$bench_bin/stream_server ;;
+        trellis-native) binary=$bench_bin/stream_server ;;
         native) binary=$bench_bin/native_server ;;
         *) echo "run-idle-streams.sh: unknown server $server" >&2; exit 2 ;;
       esac
-      start_server "$server_log" 0 "$binary" --port 0 --threads "$t" ||
+      extra=()
+      [ "$server" = trellis-native ] && extra=(--transport native)
+      start_server "$server_log" 0 "$binary" --port 0 --threads "$t" "${extra[@]}" ||
         { cat "$server_log" >&2; exit 1; }
       line=$(taskset -c 1 "$bench_bin/idle_streams" --target "127.0.0.1:$server_port" \
         --streams "$streams" --connections "$connections" --server-pid "$server_pid")
