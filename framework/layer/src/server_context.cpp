@@ -57,7 +57,9 @@ std::vector<std::string_view> ServerContext::request_metadata_values(std::string
   return out;
 }
 
-std::string ServerContext::peer() const { return grpc_ != nullptr ? grpc_->peer() : native_->peer; }
+std::string ServerContext::peer() const {
+  return grpc_ != nullptr ? grpc_->peer() : std::string(native_->peer);
+}
 
 void ServerContext::add_initial_metadata(std::string key, std::string value) {
   if (native_ != nullptr) {

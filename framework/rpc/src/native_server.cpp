@@ -9,13 +9,15 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <condition_variable>
-#include <deque>
 #include <limits>
 #include <mutex>
 #include <unordered_set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "asio_server_connection.hpp"
 #include "forward.hpp"
 #include "log.hpp"
@@ -57,6 +59,46 @@ std::string to_string(grpc::ByteBuffer& buffer) {
   return out;
 }
 
+std::uint8_t compression_bit(Compression compression) {
+  return static_cast<std::uint8_t>(1u << static_cast<unsigned>(compression));
+}
+
+// grpc-accept-encoding ("identity,deflate,gzip") as a set of compression_bit()s.
+std::uint8_t accepted_compressions(std::string_view header) {
+  std::uint8_t bits = 0;
+  while (!header.empty()) {
+    std::size_t comma = std::min(header.find(','), header.size());
+    std::string_view name = header.substr(0, comma);
+    header.remove_prefix(std::min(comma + 1, header.size()));
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    for (Compression c : {Compression::kDeflate, Compression::kGzip}) {
+      if (name == compression_name(c)) bits |= compression_bit(c);
+    }
+  }
+  return bits;
+}
+
+// The messages a stream has received and its handler has not read yet: a FIFO that, unlike
+// std::deque, allocates nothing while empty (a held stream has it empty).
+class MessageQueue {
+ public:
+  bool empty() const { return next_ == items_.size(); }
+  void push_back(std::string message) { items_.push_back(std::move(message)); }
+  const std::string& front() const { return items_[next_]; }
+  void pop_front() {
+    if (++next_ == items_.size()) clear();
+  }
+  void clear() {
+    items_.clear();
+    next_ = 0;
+  }
+
+ private:
+  std::vector<std::string> items_;
+  std::size_t next_ = 0;
+};
+
 Status too_large_to_send(std::size_t size, int limit) {
   return Status::resource_exhausted(absl::StrCat("the response message is ", size,
                                                  " bytes, over the server's send limit of ", limit,
@@ -82,15 +124,22 @@ struct NativeServer::State {
   // Each worker's open connections; touched on that worker only.
   std::vector<std::unordered_set<NativeConnection*>> connections;
 
-  // Connections and call objects alive; shutdown waits for both to reach zero.
+  // Connections and call objects alive; shutdown waits for them to reach zero. Any worker. The
+  // counts are lock-free until one may reach zero: that decrement is made under `mu`, which the
+  // waiter checks them under, so it cannot see zero (and destroy this) before the decrementer
+  // is done with it (as Server::State's call count).
   std::mutex mu;
   std::condition_variable cv;
-  int live_connections = 0;
-  int live_calls = 0;
-  void count(int& counter, int delta) {
+  std::atomic<int> live_connections{0};
+  std::atomic<int> live_calls{0};
+  static void created(std::atomic<int>& count) { count.fetch_add(1, std::memory_order_relaxed); }
+  void destroyed(std::atomic<int>& count) {
+    int n = count.load(std::memory_order_relaxed);
+    while (n > 1) {
+      if (count.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) return;
+    }
     std::lock_guard lock(mu);
-    counter += delta;
-    if (counter == 0) cv.notify_all();
+    if (count.fetch_sub(1, std::memory_order_acq_rel) == 1) cv.notify_all();
   }
 
   Worker* worker(std::size_t i) const { return core->workers[i].get(); }
@@ -152,7 +201,8 @@ class NativeCall : public ServerCall {
   Worker* worker_;
   StreamId id_;
   NativeServer::State* server_;
-  std::string accept_encoding_;
+  // The response compressions the client accepts (grpc-accept-encoding), by Compression value.
+  std::uint8_t accepted_compressions_ = 0;
   NativeCallState state_;
   ServerContext ctx_;
   boost::asio::steady_timer deadline_timer_;
@@ -469,7 +519,7 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
 
   StreamMethod* method_;
   const BoxService* stack_;
-  std::deque<std::string> messages_;  // received, not yet read
+  MessageQueue messages_;  // received, not yet read
   ReadOp* read_op_ = nullptr;
   WriteOp* write_op_ = nullptr;
   Status status_;  // what fail() set (failed_), else the handler's outcome once it returned
@@ -486,12 +536,12 @@ class NativeConnection final : public transport::ServerSessionListener {
  public:
   NativeConnection(NativeServer::State* server, Worker* worker, std::string peer)
       : server_(server), worker_(worker), peer_(std::move(peer)) {
-    server_->count(server_->live_connections, 1);
+    server_->created(server_->live_connections);
     server_->connections[worker_->index()].insert(this);
   }
   ~NativeConnection() {
     server_->connections[worker_->index()].erase(this);
-    server_->count(server_->live_connections, -1);
+    server_->destroyed(server_->live_connections);
   }
 
   void attach(transport::AsioServerConnection* socket) { socket_ = socket; }
@@ -583,13 +633,13 @@ NativeCall::NativeCall(std::shared_ptr<transport::AsioServerConnection> socket,
       worker_(worker),
       id_(id),
       server_(server),
-      accept_encoding_(std::move(head.accept_encoding)),
+      accepted_compressions_(accepted_compressions(head.accept_encoding)),
       ctx_(&state_, method_path, this),
       deadline_timer_(worker->reactor()) {
-  server_->count(server_->live_calls, 1);
+  server_->created(server_->live_calls);
   Worker::count_call(worker_->live_server_calls, 1);
   state_.request_metadata = std::move(head.metadata);
-  state_.peer = connection->peer();
+  state_.peer = connection->peer();  // the connection outlives its calls
   if (head.timeout) {
     auto timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(*head.timeout);
     state_.deadline = std::chrono::system_clock::now() +
@@ -606,7 +656,7 @@ NativeCall::NativeCall(std::shared_ptr<transport::AsioServerConnection> socket,
 
 NativeCall::~NativeCall() {
   Worker::count_call(worker_->live_server_calls, -1);
-  server_->count(server_->live_calls, -1);
+  server_->destroyed(server_->live_calls);
 }
 
 void NativeCall::on_deadline() {
@@ -621,7 +671,7 @@ void NativeCall::start_response() {
   response_started_ = true;
   Compression compression = state_.compression.value_or(server_->options.default_compression);
   if (compression != Compression::kNone &&
-      accept_encoding_.find(compression_name(compression)) != std::string::npos) {
+      (accepted_compressions_ & compression_bit(compression)) != 0) {
     session().set_response_compression(id_, compression);
   }
   if (!state_.initial_metadata.empty())

@@ -43,7 +43,7 @@ class ServerCall {
 struct NativeCallState {
   std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
   Metadata request_metadata;
-  std::string peer;
+  std::string_view peer;  // the connection's, which outlives its calls
   Metadata initial_metadata;
   Metadata trailing_metadata;
   std::optional<Compression> compression;
