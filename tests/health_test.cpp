@@ -25,11 +25,12 @@ using namespace std::chrono_literals;
 constexpr auto kPeerBound = 60s;  // a python client's whole run
 constexpr char kEcho[] = "trellis.testing.Echo";
 
-class HealthTest : public EndToEndTest {
+class HealthTest : public EndToEndTest, public TransportParam {
  protected:
   void SetUp() override {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
     auto server = Server::Builder(*runtime_)
+                      .transport(transport())
                       .add_insecure_port("127.0.0.1:0")
                       .add_service(echo_)
                       .add_service(health_.service())
@@ -66,7 +67,9 @@ class HealthTest : public EndToEndTest {
   HealthService health_;
 };
 
-TEST_F(HealthTest, CheckAnswersTheStatusOfEachService) {
+TRELLIS_BOTH_TRANSPORTS(HealthTest);
+
+TEST_P(HealthTest, CheckAnswersTheStatusOfEachService) {
   HealthReporter reporter = health_.reporter();
   EXPECT_EQ(reporter.status(""), ServingStatus::kServing);
   EXPECT_EQ(reporter.status(kEcho), std::nullopt);
@@ -87,7 +90,7 @@ TEST_F(HealthTest, CheckAnswersTheStatusOfEachService) {
   EXPECT_EQ(run.output, "check 'trellis.testing.Echo': SERVING\n") << run.status.describe();
 }
 
-TEST_F(HealthTest, WatchFollowsEveryChangeOfItsService) {
+TEST_P(HealthTest, WatchFollowsEveryChangeOfItsService) {
   HealthReporter reporter = health_.reporter();
   auto watch = start_watch(kEcho);
   ASSERT_NE(watch, nullptr);
@@ -111,7 +114,7 @@ TEST_F(HealthTest, WatchFollowsEveryChangeOfItsService) {
 // What Kubernetes readiness needs: at shutdown the whole server's status turns NOT_SERVING and
 // the watchers hear it while in-flight calls drain. The watch then ends with OK: a watch the
 // drain had to cancel at the end of the grace period would end CANCELLED.
-TEST_F(HealthTest, ShutdownTurnsEveryStatusNotServingBeforeTheDrain) {
+TEST_P(HealthTest, ShutdownTurnsEveryStatusNotServingBeforeTheDrain) {
   HealthReporter reporter = health_.reporter();
   reporter.set_status(kEcho, ServingStatus::kServing);
   auto watch = start_watch("");
@@ -132,7 +135,7 @@ TEST_F(HealthTest, ShutdownTurnsEveryStatusNotServingBeforeTheDrain) {
 
 // A watch whose client dies ends at once (its handler's wait is cancelled), instead of holding a
 // call object until the next change or the shutdown.
-TEST_F(HealthTest, WatchEndsWhenItsClientGoesAway) {
+TEST_P(HealthTest, WatchEndsWhenItsClientGoesAway) {
   auto watch = start_watch("");
   ASSERT_NE(watch, nullptr);
   ASSERT_TRUE(next_line(*watch, "watch '': SERVING"));
@@ -145,7 +148,7 @@ TEST_F(HealthTest, WatchEndsWhenItsClientGoesAway) {
 
 // grpc++ binds a service to the first server built with it: a second server is refused with a
 // clear error instead of grpc++'s abort.
-TEST_F(HealthTest, AServiceServesOneServer) {
+TEST_P(HealthTest, AServiceServesOneServer) {
   auto second = Server::Builder(*runtime_)
                     .add_insecure_port("127.0.0.1:0")
                     .add_service(health_.service())

@@ -326,6 +326,44 @@ TEST_F(ServerBuildTest, UnbindableAddressIsAnError) {
   EXPECT_NE(second.status().message().find(taken), std::string::npos);
 }
 
+TEST_F(ServerBuildTest, TheNativeTransportRefusesWhatItCannotServeYet) {
+  runtime_ = Runtime::single_thread().build();
+  EchoImpl echo;
+  auto native = [&] {
+    Server::Builder builder(*runtime_);
+    builder.transport(Transport::native).add_service(echo);
+    return builder;
+  };
+  auto expect_refused = [](Result<std::unique_ptr<Server>> server, StatusCode code,
+                           std::string_view naming) {
+    ASSERT_FALSE(server.ok());
+    EXPECT_EQ(server.status().code(), code) << server.status();
+    EXPECT_NE(server.status().message().find(naming), std::string::npos) << server.status();
+  };
+  expect_refused(native().add_insecure_port("unix:/tmp/trellis-native.sock").build(),
+                 StatusCode::kUnimplemented, "unix:/tmp/trellis-native.sock");
+  expect_refused(native()
+                     .add_insecure_port("127.0.0.1:0")
+                     .add_tls_port("127.0.0.1:0", TlsServerOptions::from_files("a.crt", "a.key"))
+                     .build(),
+                 StatusCode::kUnimplemented, "add_tls_port");
+  expect_refused(
+      native().add_insecure_port("127.0.0.1:0").configure([](grpc::ServerBuilder&) {}).build(),
+      StatusCode::kUnimplemented, "configure");
+  expect_refused(native().add_insecure_port("no port here").build(), StatusCode::kInvalidArgument,
+                 "no port here");
+  // A port another server holds: UNAVAILABLE naming it, as on the grpc transport.
+  EchoImpl holder;
+  auto first =
+      Server::Builder(*runtime_).add_insecure_port("127.0.0.1:0").add_service(holder).build();
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::string taken = "127.0.0.1:" + std::to_string((*first)->port());
+  expect_refused(native().add_insecure_port(taken).build(), StatusCode::kUnavailable, taken);
+  EXPECT_EQ(parse_transport("native").value(), Transport::native);
+  EXPECT_EQ(parse_transport("grpc").value(), Transport::grpc);
+  EXPECT_EQ(parse_transport("h2").status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(ServerBuildTest, DuplicateServiceIsAnError) {
   runtime_ = Runtime::single_thread().build();
   EchoImpl a, b;

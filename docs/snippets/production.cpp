@@ -156,6 +156,17 @@ void limits(trellis::Runtime& runtime, trellis::Service& greeter) {
   (void)server;
 }
 
+void native_transport(trellis::Runtime& runtime, trellis::Service& greeter) {
+  // [START native transport]
+  auto server = trellis::Server::Builder(runtime)
+                    .transport(trellis::Transport::native)
+                    .add_insecure_port("0.0.0.0:50051")
+                    .add_service(greeter)
+                    .build();
+  // [END native transport]
+  (void)server;
+}
+
 void channel_options() {
   // [START channel options]
   trellis::Channel channel = trellis::Channel::Builder("dns:///greeter.prod.svc:50051")

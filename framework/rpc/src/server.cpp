@@ -792,13 +792,22 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
     credentials[index] = std::move(made).value();
   }
 
-  for (std::size_t i = 0; i < services_.size(); ++i) {
-    if (services_[i]->served_.exchange(true)) {
-      for (std::size_t j = 0; j < i; ++j) services_[j]->served_ = false;
-      return Status::failed_precondition(absl::StrCat(
-          "service ", services_[i]->name(),
-          " was already served by another server: a Service object serves one server"));
+  auto claim_services = [this]() -> Status {
+    for (std::size_t i = 0; i < services_.size(); ++i) {
+      if (services_[i]->served_.exchange(true)) {
+        for (std::size_t j = 0; j < i; ++j) services_[j]->served_ = false;
+        return Status::failed_precondition(absl::StrCat(
+            "service ", services_[i]->name(),
+            " was already served by another server: a Service object serves one server"));
+      }
     }
+    return Status();
+  };
+  // grpc++ binds a service to the server it is registered with, even one that fails to start:
+  // the grpc transport claims the services first. The native transport claims them once its
+  // ports are bound, so that a server that could not listen leaves its services free.
+  if (!native) {
+    if (Status claimed = claim_services(); !claimed.ok()) return claimed;
   }
 
   auto state = std::make_unique<State>(runtime_);
@@ -813,6 +822,7 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
     options.max_concurrent_streams = max_concurrent_streams_;
     auto bound = detail::NativeServer::bind(*runtime_, addresses_, options);
     if (!bound.ok()) return bound.status();
+    if (Status claimed = claim_services(); !claimed.ok()) return claimed;
     state->native = std::move(bound).value();
     state->ports = state->native->ports();
 #endif

@@ -52,9 +52,9 @@ class Server {
     // and new connections use what is on disk.
     Builder& add_tls_port(std::string address, TlsServerOptions options);
     // Serves `service`, which must outlive the server. Two services with one name are an error,
-    // and so is a service that another server was built with, even one that failed to bind its
-    // ports (grpc++ binds a service to the first server started with it, for the rest of the
-    // service's life).
+    // and so is a service that another server was built with, even (on the grpc transport) one
+    // that failed to bind its ports (grpc++ binds a service to the first server started with
+    // it, for the rest of the service's life).
     // `layer` (a Layer, a Stack, or a DynStack) wraps this service's methods only, inside the
     // server-wide layers.
     Builder& add_service(Service& service, BoxLayer layer = {});
