@@ -5,6 +5,12 @@
 //
 //   middleware_client --target HOST:PORT [--layers none|full] [--concurrency C] [--duration-s S]
 //                     [--warmup-s W] [--channels K] [--payload N] [--server-pid PID]
+//                     [--reactor on|off]
+//
+// --reactor on also starts a native-transport server (no services, on 127.0.0.1:0) on the
+// client's runtime, which switches its worker to waiting on an Asio reactor: every completion of
+// the client's calls then comes through the completion-queue thread, the hop this measures
+// (docs/architecture.md, "The native transport").
 //
 // --layers full puts the client stack of issue 4's benchmark on every channel, outermost first:
 // tracing (a span per call, a `traceparent` header, a no-op exporter), metrics, a 30 s timeout
@@ -48,6 +54,7 @@
 #include "trellis/middleware/timeout.hpp"
 #include "trellis/middleware/tracing.hpp"
 #include "trellis/runtime.hpp"
+#include "trellis/server.hpp"
 #include "trellis/stack.hpp"
 
 namespace {
@@ -69,6 +76,7 @@ struct Options {
   long channels = 2;
   long payload = 16;
   long server_pid = 0;
+  bool reactor = false;
 };
 
 // The measurements (bench/proc_stats.hpp) are unary_load.cpp's, so both programs' figures compare.
@@ -77,7 +85,8 @@ struct Options {
   std::fprintf(stderr,
                "usage: %s --target HOST:PORT [--layers none|full] [--concurrency C] "
                "[--duration-s S]\n"
-               "          [--warmup-s W] [--channels K] [--payload N] [--server-pid PID]\n",
+               "          [--warmup-s W] [--channels K] [--payload N] [--server-pid PID]\n"
+               "          [--reactor on|off]\n",
                argv0);
   std::exit(2);
 }
@@ -120,6 +129,9 @@ Options ParseOptions(int argc, char** argv) {
       opts.channels = static_cast<long>(number(name, value, 1));
     } else if (name == "--payload") {
       opts.payload = static_cast<long>(number(name, value, 0));
+    } else if (name == "--reactor") {
+      if (std::string_view(value) != "on" && std::string_view(value) != "off") Usage(argv[0]);
+      opts.reactor = std::string_view(value) == "on";
     } else if (name == "--server-pid") {
       opts.server_pid = static_cast<long>(number(name, value, 1));
     } else {
@@ -171,6 +183,19 @@ trellis::Task<void> JoinAll(std::vector<trellis::JoinHandle<void>>& handles) {
 int main(int argc, char** argv) {
   const Options opts = ParseOptions(argc, argv);
   auto runtime = trellis::Runtime::multi_thread().worker_threads(1).build();
+  std::unique_ptr<trellis::Server> reactor_server;
+  if (opts.reactor) {
+    auto server = trellis::Server::Builder(*runtime)
+                      .transport(trellis::Transport::native)
+                      .add_insecure_port("127.0.0.1:0")
+                      .build();
+    if (!server.ok()) {
+      std::fprintf(stderr, "middleware_client: --reactor: %s\n",
+                   server.status().to_string().c_str());
+      return 1;
+    }
+    reactor_server = std::move(server).value();
+  }
 
   // Shared by all channels, as a process-wide tracing/metrics/limits setup would be.
   auto registry = std::make_shared<trellis::MetricsRegistry>();
@@ -237,6 +262,7 @@ int main(int argc, char** argv) {
     server_cpu_end = cpu.value_or(0);
   }
   runtime->block_on(JoinAll(handles));
+  if (reactor_server) reactor_server->shutdown();  // servers go before their runtime
   runtime->shutdown();
 
   std::vector<std::int64_t> latencies_ns;

@@ -30,11 +30,16 @@
 #include <vector>
 
 #include "asio_server_connection.hpp"
+#include "echo_service.hpp"
+#include "end_to_end.hpp"
 #include "grpc_wire.hpp"
 #include "h2_server_session.hpp"
 #include "python_peer.hpp"
 #include "subprocess.hpp"
+#include "trellis/client.hpp"
 #include "trellis/detail/percent_encoding.hpp"
+#include "trellis/runtime.hpp"
+#include "trellis/server.hpp"
 #include "trellis/testing/echo.grpc.pb.h"
 #include "trellis/testing/streamer.grpc.pb.h"
 
@@ -1498,6 +1503,148 @@ TEST(NativeSessionInteropTest, AStockClientAnswersKeepalivePings) {
   ASSERT_TRUE(chat->WritesDone());
   EXPECT_TRUE(chat->Finish().ok());
   EXPECT_EQ(server.aborted(), 0);
+}
+
+
+// ------------------------------------------------------------------ through trellis::Server
+//
+// The checks above drive the session and the socket driver with test listeners; these run the
+// same hostile and malformed input against a trellis::Server built with Transport::native, the
+// generated Echo service behind it.
+
+// Sends what `client` has queued and feeds it what the server answers, until stream `id` has
+// closed (true) or the connection ends or `deadline` passes (false).
+bool exchange_until_closed(int fd, TestClient& client, std::int32_t id,
+                           std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    std::string out = client.output();
+    for (std::size_t sent = 0; sent < out.size();) {
+      ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      sent += static_cast<std::size_t>(n);
+    }
+    if (client.responses[id].closed) return true;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd pfd{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) return false;
+    char buffer[16384];
+    ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) return false;
+    client.input(std::string(buffer, static_cast<std::size_t>(n)));
+  }
+}
+
+class NativeServerTest : public testing::EndToEndTest {
+ protected:
+  void SetUp() override {
+    runtime_ = Runtime::multi_thread().worker_threads(2).build();
+    auto server = Server::Builder(*runtime_)
+                      .transport(Transport::native)
+                      .add_insecure_port("127.0.0.1:0")
+                      .add_service(echo_)
+                      .build();
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value();
+  }
+
+  // A Trellis client's Echo call on a fresh connection: the server still serves.
+  void expect_served() {
+    testing::EchoClient client(Channel::insecure("127.0.0.1:" + std::to_string(server_->port())));
+    EchoRequest request;
+    request.set_message("still served");
+    auto response = run(client.Echo(request, CallOptions().set_timeout(kPeerBound)));
+    ASSERT_TRUE(response.ok()) << response.status();
+    EXPECT_EQ(response->message(), "still served");
+  }
+
+  testing::EchoImpl echo_;
+};
+
+TEST_F(NativeServerTest,
+       MalformedRequestsAreAnsweredAsTheSpecificationSaysAndNeverReachTheHandler) {
+  int fd = connect_loopback(server_->port());
+  ASSERT_GE(fd, 0);
+  TestClient client;
+  const std::string path = "/trellis.testing.Echo/Echo";
+  EchoRequest request;
+  request.set_message("hello");
+  const std::string body = framed(request.SerializeAsString());
+  auto deadline = std::chrono::steady_clock::now() + kPeerBound;
+  struct Case {
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+    std::string grpc_status;
+    std::string http_status;
+  };
+  const std::vector<Case> cases = {
+      {{{"content-type", "text/plain"}}, body, "13", "415"},
+      {{{"grpc-encoding", "br"}}, body, "12", "200"},
+      {{{"grpc-timeout", "1x"}}, body, "13", "200"},
+      {{}, framed(request.SerializeAsString(), /*compressed=*/true), "13", "200"},
+  };
+  for (const Case& c : cases) {
+    std::int32_t id = client.request(path, c.headers, c.body);
+    ASSERT_TRUE(exchange_until_closed(fd, client, id, deadline));
+    const Response& r = client.responses[id];
+    EXPECT_EQ(r.grpc_status(), c.grpc_status) << c.headers.empty();
+    EXPECT_EQ(r.header(":status"), c.http_status);
+  }
+  EXPECT_EQ(client.responses.rbegin()->second.grpc_status(), "13");
+  // The same connection serves a well-formed call, and only it reached the handler.
+  std::int32_t id = client.request(path, {}, body);
+  ASSERT_TRUE(exchange_until_closed(fd, client, id, deadline));
+  EXPECT_EQ(client.responses[id].grpc_status(), "0");
+  ASSERT_EQ(client.responses[id].messages().size(), 1u);
+  EchoResponse response;
+  ASSERT_TRUE(response.ParseFromString(client.responses[id].messages()[0]));
+  EXPECT_EQ(response.message(), "hello");
+  ::close(fd);
+  EXPECT_EQ(echo_.observed.calls.load(), 1);
+}
+
+TEST_F(NativeServerTest, ARapidResetFloodEndsTheConnectionAndTheServerServesOn) {
+  int fd = connect_loopback(server_->port());
+  ASSERT_GE(fd, 0);
+  std::string flood = std::string(kPreface) + raw_frame(kSettings, 0, 0, "");
+  std::string headers = grpc_request_headers("/trellis.testing.Echo/Echo");
+  std::string cancel("\0\0\0\x08", 4);
+  for (std::uint32_t i = 0; i < 10'000; ++i) {
+    flood += raw_frame(kHeaders, kEndHeaders, 2 * i + 1, headers);
+    flood += raw_frame(kRstStream, 0, 2 * i + 1, cancel);
+  }
+  for (std::size_t sent = 0; sent < flood.size();) {
+    ssize_t n = ::send(fd, flood.data() + sent, flood.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  Received received = read_until_closed(fd, std::chrono::steady_clock::now() + kPeerBound);
+  ::close(fd);
+  EXPECT_TRUE(received.closed);
+  FrameReader reader;
+  const ServerFrame* goaway = nullptr;
+  auto frames = reader.read(received.bytes);
+  for (const auto& frame : frames) {
+    if (frame.type == kGoaway) goaway = &frame;
+  }
+  ASSERT_NE(goaway, nullptr) << frames.size() << " frames, no GOAWAY";
+  EXPECT_EQ(goaway->word(), static_cast<std::uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  expect_served();
+  // Every call the flood began was freed (TearDown checks the runtime's live call count).
+}
+
+TEST_F(NativeServerTest, HttpOneAndGarbageAreClosedAndTheServerServesOn) {
+  for (std::string bytes :
+       {std::string("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"), std::string(64, '\xff')}) {
+    int fd = connect_loopback(server_->port());
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+    EXPECT_TRUE(read_until_closed(fd, std::chrono::steady_clock::now() + kPeerBound).closed);
+    ::close(fd);
+  }
+  expect_served();
+  EXPECT_EQ(echo_.observed.calls.load(), 1);
 }
 
 }  // namespace

@@ -371,7 +371,7 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
     std::string bytes = to_string(*message.get());
     if (Status size = check_send_size(bytes.size()); !size.ok()) {
       fail(std::move(size));
-      cancel_on_worker();
+      post_to_self([this] { cancel_on_worker(); });
       complete_later(worker_, op, false);
       return;
     }
@@ -392,11 +392,9 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
                    Status::failed_precondition("a server stream is finished by its handler"));
   }
 
+  // Posted even on the worker: it is called from cancellation handlers, inside a signal's
+  // emit(), where completing an operation would resume its coroutine inline.
   void cancel() override {
-    if (worker_->in_this_thread()) {
-      cancel_on_worker();
-      return;
-    }
     post_to_self([this] { cancel_on_worker(); });
   }
 
@@ -413,10 +411,16 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
     handler_returned_ = true;
     Status outcome = handler_outcome(std::move(error), std::move(status), ctx_);
     if (!failed_) status_ = std::move(outcome);
-    // A write still waiting for the stream to drain has been queued: it goes out before the
-    // status.
-    if (write_op_ != nullptr) complete_later(worker_, std::exchange(write_op_, nullptr), true);
     finish_stream(status_);
+    // Operations another task left pending: a write waiting for the stream to drain has been
+    // queued (it went out before the status); a read ends. Not inline: this runs in the
+    // handler's last frame.
+    if (write_op_ != nullptr || read_op_ != nullptr) {
+      post_to_self([this] {
+        if (write_op_ != nullptr) std::exchange(write_op_, nullptr)->complete(true);
+        if (read_op_ != nullptr) std::exchange(read_op_, nullptr)->complete(false, nullptr);
+      });
+    }
   }
 
   // ------------------------------------------------------------- the session's events
@@ -450,10 +454,12 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
     run_cancel_with(this, worker_, pending_posts_, std::move(status));
   }
 
+  // Posted: cancel_with may come from the handler's own code, where completing another
+  // task's pending read would resume it inline.
   void cancel_now(Status status) override {
     if (handler_returned_ || failed_ || ended_) return;
     fail(std::move(status));
-    cancel_on_worker();
+    post_to_self([this] { cancel_on_worker(); });
   }
 
  private:
@@ -663,7 +669,6 @@ void NativeCall::on_deadline() {
   // The client's deadline has passed: grpc core answers DEADLINE_EXCEEDED and cancels the
   // handler, and so does this.
   cancel_now(Status::deadline_exceeded("Deadline Exceeded"));
-  if (!ended_) finish_stream(Status::deadline_exceeded("Deadline Exceeded"));
 }
 
 void NativeCall::start_response() {
