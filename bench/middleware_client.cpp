@@ -262,7 +262,7 @@ int main(int argc, char** argv) {
     server_cpu_end = cpu.value_or(0);
   }
   runtime->block_on(JoinAll(handles));
-  if (reactor_server) reactor_server->shutdown();  // servers go before their runtime
+  reactor_server.reset();  // servers go before their runtime
   runtime->shutdown();
 
   std::vector<std::int64_t> latencies_ns;
