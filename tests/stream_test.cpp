@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include "absl/strings/str_join.h"
 #include "end_to_end.hpp"
 #include "streamer_service.hpp"
 #include "trellis/client_stream.hpp"
@@ -98,6 +99,22 @@ TEST_P(StreamTest, ServerStreamingDeliversEveryMessageThenOk) {
       }(client_.get()));
   EXPECT_EQ(messages, (std::vector<std::string>{"one", "two", "three"}));
   EXPECT_TRUE(status.ok()) << status;
+}
+
+// 2 MB of responses, far past any flow-control window: the handler's writes wait for the
+// client to read (backpressure), and every message arrives whole and in order.
+TEST_P(StreamTest, ServerStreamingPastTheFlowControlWindowArrivesWhole) {
+  std::vector<std::string> words;
+  for (int i = 0; i < 256; ++i)
+    words.push_back(std::string(8 << 10, static_cast<char>('a' + i % 26)));
+  auto [messages, status] = run(
+      [](StreamerClient* c, std::string text) -> Task<std::pair<std::vector<std::string>, Status>> {
+        auto stream = c->Split(request(text));
+        auto messages = co_await read_all(stream);
+        co_return std::pair{messages, co_await stream.finish()};
+      }(client_.get(), absl::StrJoin(words, " ")));
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(messages, words);
 }
 
 TEST_P(StreamTest, ServerStreamingEndsWithTheHandlersErrorAfterItsMessages) {

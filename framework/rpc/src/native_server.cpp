@@ -186,6 +186,7 @@ class NativeCall : public ServerCall {
   // The stream is gone without a status from us (the client reset it, the connection closed).
   void stream_gone();
   void request_flush();
+  void wait_writable();
   // Launches the handler's task with the context's cancellation slot.
   boost::asio::cancellation_slot cancellation_slot() {
     return ServerContextAccess::signal(ctx_).slot();
@@ -382,6 +383,7 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
       complete_later(worker_, op, true);
     } else {
       write_op_ = op;  // completes when the stream drains (on_writable) or ends
+      wait_writable();
     }
   }
 
@@ -443,10 +445,13 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
   }
 
   void on_writable() override {
-    if (write_op_ != nullptr && session().queued_bytes(id_) < kWriteBound) {
-      Scope scope(this);
-      std::exchange(write_op_, nullptr)->complete(true);
+    if (write_op_ == nullptr) return;
+    if (session().queued_bytes(id_) >= kWriteBound) {
+      wait_writable();
+      return;
     }
+    Scope scope(this);
+    std::exchange(write_op_, nullptr)->complete(true);
   }
 
   // ------------------------------------------------------------- ServerCall
@@ -583,16 +588,18 @@ class NativeConnection final : public transport::ServerSessionListener {
   void on_abort(StreamId id, const Status& why) override {
     if (NativeCall* call = find(id)) call->on_abort(why);
   }
+  // Only the calls with a write waiting for their stream to drain are told, by stream id: a
+  // call that ended meanwhile has left the map, and one still waiting asks again.
   void on_writable() override {
-    // A call may end while it is told, and leave the map: walk a copy.
-    if (calls_.empty()) return;
-    std::vector<NativeCall*> calls;
-    calls.reserve(calls_.size());
-    for (auto& [id, call] : calls_) calls.push_back(call);
-    for (NativeCall* call : calls) {
-      if (find_call(call)) call->on_writable();
+    if (waiting_writers_.empty()) return;
+    std::vector<StreamId> waiting;
+    waiting.swap(waiting_writers_);
+    for (StreamId id : waiting) {
+      if (NativeCall* call = find(id)) call->on_writable();
     }
   }
+  // The call on `id` has a write waiting for its stream to drain: on_writable tells it.
+  void wait_writable(StreamId id) { waiting_writers_.push_back(id); }
 
   // The call on `id` has ended: later events of the stream are not its.
   void ended(StreamId id) { calls_.erase(id); }
@@ -613,18 +620,13 @@ class NativeConnection final : public transport::ServerSessionListener {
     auto it = calls_.find(id);
     return it == calls_.end() ? nullptr : it->second;
   }
-  bool find_call(NativeCall* call) const {
-    for (const auto& entry : calls_) {
-      if (entry.second == call) return true;
-    }
-    return false;
-  }
 
   NativeServer::State* server_;
   Worker* worker_;
   std::string peer_;
   transport::AsioServerConnection* socket_ = nullptr;  // owns this
   std::unordered_map<StreamId, NativeCall*> calls_;
+  std::vector<StreamId> waiting_writers_;
   bool flush_posted_ = false;
 };
 
@@ -698,6 +700,8 @@ void NativeCall::stream_gone() {
 }
 
 void NativeCall::request_flush() { connection_->request_flush(); }
+
+void NativeCall::wait_writable() { connection_->wait_writable(id_); }
 
 }  // namespace
 
