@@ -27,10 +27,12 @@ namespace trellis {
 class Runtime;
 class Service;
 
-// A running gRPC server. Incoming calls are spread over all workers of the runtime: every worker
-// waits for new calls on its own completion queue, and a call's handler runs on the worker that
-// received it. Unknown methods are answered UNIMPLEMENTED; a handler that throws is answered
-// INTERNAL with a generic message (the exception is logged) and the server carries on.
+// A running gRPC server. Incoming calls are spread over all workers of the runtime: on the grpc
+// transport every worker waits for new calls on its own completion queue; on the native
+// transport (Builder::transport) each connection belongs to one worker, in turn. A call's
+// handler runs on the worker that received it. Unknown methods are answered UNIMPLEMENTED; a
+// handler that throws is answered INTERNAL with a generic message (the exception is logged) and
+// the server carries on.
 //
 // Destroy the server (or call shutdown) before its runtime.
 class Server {
