@@ -139,6 +139,15 @@ TEST(GrpcWireTest, AZipBombStopsAtTheLimit) {
   EXPECT_LE(out.size(), 1u << 20);
 }
 
+TEST(GrpcWireTest, ParsesTheAcceptedEncodingsAndSkipsUnknownOnes) {
+  EXPECT_EQ(parse_grpc_accept_encoding("identity,deflate,gzip"),
+            compression_bit(Compression::kNone) | compression_bit(Compression::kDeflate) |
+                compression_bit(Compression::kGzip));
+  EXPECT_EQ(parse_grpc_accept_encoding(" gzip , br"), compression_bit(Compression::kGzip));
+  EXPECT_EQ(parse_grpc_accept_encoding(""), 0);
+  EXPECT_EQ(parse_grpc_accept_encoding("zstd,,"), 0);
+}
+
 TEST(GrpcWireTest, ParsesTheThreeEncodings) {
   EXPECT_EQ(parse_grpc_encoding("identity"), Compression::kNone);
   EXPECT_EQ(parse_grpc_encoding("deflate"), Compression::kDeflate);

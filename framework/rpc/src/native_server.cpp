@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "asio_server_connection.hpp"
 #include "forward.hpp"
+#include "grpc_wire.hpp"
 #include "log.hpp"
 #include "runtime_core.hpp"
 #include "server_call.hpp"
@@ -50,6 +51,11 @@ grpc::ByteBuffer to_byte_buffer(const std::string& message) {
 
 std::string to_string(grpc::ByteBuffer& buffer) {
   std::string out;
+  // A serialized message is one slice unless it is large: no slice vector for it.
+  if (grpc::Slice single; buffer.TrySingleSlice(&single).ok()) {
+    out.assign(reinterpret_cast<const char*>(single.begin()), single.size());
+    return out;
+  }
   std::vector<grpc::Slice> slices;
   if (!buffer.Dump(&slices).ok()) return out;
   std::size_t size = 0;
@@ -57,26 +63,6 @@ std::string to_string(grpc::ByteBuffer& buffer) {
   out.reserve(size);
   for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
   return out;
-}
-
-std::uint8_t compression_bit(Compression compression) {
-  return static_cast<std::uint8_t>(1u << static_cast<unsigned>(compression));
-}
-
-// grpc-accept-encoding ("identity,deflate,gzip") as a set of compression_bit()s.
-std::uint8_t accepted_compressions(std::string_view header) {
-  std::uint8_t bits = 0;
-  while (!header.empty()) {
-    std::size_t comma = std::min(header.find(','), header.size());
-    std::string_view name = header.substr(0, comma);
-    header.remove_prefix(std::min(comma + 1, header.size()));
-    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
-    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
-    for (Compression c : {Compression::kDeflate, Compression::kGzip}) {
-      if (name == compression_name(c)) bits |= compression_bit(c);
-    }
-  }
-  return bits;
 }
 
 // The messages a stream has received and its handler has not read yet: a FIFO that, unlike
@@ -156,7 +142,7 @@ namespace {
 class NativeCall : public ServerCall {
  public:
   NativeCall(std::shared_ptr<transport::AsioServerConnection> socket, NativeConnection* connection,
-             Worker* worker, StreamId id, const std::string& method_path,
+             Worker* worker, StreamId id, const std::string& method_path, const BoxService* stack,
              transport::RequestHead& head, NativeServer::State* server);
   virtual ~NativeCall();
 
@@ -199,6 +185,7 @@ class NativeCall : public ServerCall {
 
   std::shared_ptr<transport::AsioServerConnection> socket_;  // keeps the connection alive
   NativeConnection* connection_;
+  const BoxService* stack_;  // the server's middleware for the method, or nullptr
   Worker* worker_;
   StreamId id_;
   NativeServer::State* server_;
@@ -225,9 +212,8 @@ class NativeUnaryCall final : public NativeCall {
                   NativeConnection* connection, Worker* worker, StreamId id, UnaryMethod* method,
                   const BoxService* stack, transport::RequestHead& head,
                   NativeServer::State* server)
-      : NativeCall(std::move(socket), connection, worker, id, method->path(), head, server),
-        method_(method),
-        stack_(stack) {}
+      : NativeCall(std::move(socket), connection, worker, id, method->path(), stack, head, server),
+        method_(method) {}
 
   void on_message(std::string message) override {
     Scope scope(this);
@@ -309,7 +295,6 @@ class NativeUnaryCall final : public NativeCall {
   }
 
   UnaryMethod* method_;
-  const BoxService* stack_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
   Status status_;
@@ -324,9 +309,8 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
                    NativeConnection* connection, Worker* worker, StreamId id, StreamMethod* method,
                    const BoxService* stack, transport::RequestHead& head,
                    NativeServer::State* server)
-      : NativeCall(std::move(socket), connection, worker, id, method->path(), head, server),
-        method_(method),
-        stack_(stack) {}
+      : NativeCall(std::move(socket), connection, worker, id, method->path(), stack, head, server),
+        method_(method) {}
 
   void launch() {
     Scope scope(this);
@@ -529,7 +513,6 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
   }
 
   StreamMethod* method_;
-  const BoxService* stack_;
   MessageQueue messages_;  // received, not yet read
   ReadOp* read_op_ = nullptr;
   WriteOp* write_op_ = nullptr;
@@ -634,14 +617,15 @@ class NativeConnection final : public transport::ServerSessionListener {
 
 NativeCall::NativeCall(std::shared_ptr<transport::AsioServerConnection> socket,
                        NativeConnection* connection, Worker* worker, StreamId id,
-                       const std::string& method_path, transport::RequestHead& head,
-                       NativeServer::State* server)
+                       const std::string& method_path, const BoxService* stack,
+                       transport::RequestHead& head, NativeServer::State* server)
     : socket_(std::move(socket)),
       connection_(connection),
+      stack_(stack),
       worker_(worker),
       id_(id),
       server_(server),
-      accepted_compressions_(accepted_compressions(head.accept_encoding)),
+      accepted_compressions_(head.accepted_compressions),
       ctx_(&state_, method_path, this),
       deadline_timer_(worker->reactor()) {
   server_->created(server_->live_calls);
@@ -678,7 +662,7 @@ void NativeCall::start_response() {
   response_started_ = true;
   Compression compression = state_.compression.value_or(server_->options.default_compression);
   if (compression != Compression::kNone &&
-      (accepted_compressions_ & compression_bit(compression)) != 0) {
+      (accepted_compressions_ & transport::compression_bit(compression)) != 0) {
     session().set_response_compression(id_, compression);
   }
   if (!state_.initial_metadata.empty())

@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <limits>
 
 namespace trellis::transport {
@@ -53,6 +54,19 @@ std::optional<Compression> parse_grpc_encoding(std::string_view value) {
   if (value == "deflate") return Compression::kDeflate;
   if (value == "gzip") return Compression::kGzip;
   return std::nullopt;
+}
+
+std::uint8_t parse_grpc_accept_encoding(std::string_view value) {
+  std::uint8_t bits = 0;
+  while (!value.empty()) {
+    std::size_t comma = std::min(value.find(','), value.size());
+    std::string_view name = value.substr(0, comma);
+    value.remove_prefix(std::min(comma + 1, value.size()));
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    if (auto encoding = parse_grpc_encoding(name)) bits |= compression_bit(*encoding);
+  }
+  return bits;
 }
 
 namespace {

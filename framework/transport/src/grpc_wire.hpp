@@ -30,6 +30,12 @@ bool is_grpc_content_type(std::string_view value);
 // The encoding a grpc-encoding value names: identity, deflate or gzip; nullopt for anything
 // else, which the server answers UNIMPLEMENTED with the list it accepts.
 std::optional<Compression> parse_grpc_encoding(std::string_view value);
+// The encodings a grpc-accept-encoding value lists ("identity,deflate,gzip"), as a set of
+// compression_bit()s; names it does not know are skipped.
+std::uint8_t parse_grpc_accept_encoding(std::string_view value);
+constexpr std::uint8_t compression_bit(Compression compression) {
+  return static_cast<std::uint8_t>(1u << static_cast<unsigned>(compression));
+}
 // What a server accepts, as it says in grpc-accept-encoding.
 inline constexpr std::string_view kAcceptedEncodings = "identity,deflate,gzip";
 

@@ -239,7 +239,7 @@ struct ServerSession::Impl {
             Status::unimplemented("unsupported grpc-encoding \"" + std::string(value) + "\"");
       }
     } else if (name == "grpc-accept-encoding") {
-      head.accept_encoding = value;
+      head.accepted_compressions |= parse_grpc_accept_encoding(value);
     } else if (!is_reserved_header(name)) {
       if (ends_with(name, "-bin")) {
         std::string decoded;

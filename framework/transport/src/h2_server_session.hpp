@@ -29,8 +29,9 @@ struct RequestHead {
   std::string method;  // :path, "/package.Service/Method"
   std::string authority;
   std::optional<std::chrono::nanoseconds> timeout;
-  std::string accept_encoding;  // grpc-accept-encoding: what the client decompresses
-  Metadata metadata;            // the application's headers; -bin values decoded
+  // grpc-accept-encoding: what the client decompresses, as compression_bit()s (grpc_wire.hpp).
+  std::uint8_t accepted_compressions = 0;
+  Metadata metadata;  // the application's headers; -bin values decoded
 };
 
 // Receives the calls of a session. Its functions run inside ServerSession::receive (or close),
@@ -118,7 +119,7 @@ class ServerSession {
   //
   // Compresses the response's messages with `compression` (each one that compression makes
   // smaller). Only before the response has started; the caller checks that the client accepts
-  // it (RequestHead::accept_encoding).
+  // it (RequestHead::accepted_compressions).
   void set_response_compression(StreamId stream, Compression compression);
   // Sends the response headers (`metadata` with them) now rather than with the first message.
   void send_initial_metadata(StreamId stream, const Metadata& metadata);
