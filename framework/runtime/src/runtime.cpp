@@ -16,24 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "log.hpp"
 #include "runtime_core.hpp"
+#include "thread_setup.hpp"
+#include "timed_executor.hpp"
 #include "trellis/detail/asio_internals.hpp"
 
 namespace trellis {
 namespace detail {
-namespace {
 
-thread_local Worker* tl_worker = nullptr;
-
-// steady_clock::now() without the call into libstdc++ around it (libstdc++'s steady_clock is
-// CLOCK_MONOTONIC): a worker reads the clock twice per event.
-std::int64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-// Runtime threads never take SIGINT/SIGTERM: those belong to the application's main thread
-// (ShutdownSignals), and a signal landing on a worker would kill the process.
 void block_termination_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -45,6 +34,18 @@ void block_termination_signals() {
 void name_thread(const std::string& prefix, std::size_t index) {
   std::string name = absl::StrCat(prefix, "-", index).substr(0, 15);
   pthread_setname_np(pthread_self(), name.c_str());
+}
+
+namespace {
+
+thread_local Worker* tl_worker = nullptr;
+
+// steady_clock::now() without the call into libstdc++ around it (libstdc++'s steady_clock is
+// CLOCK_MONOTONIC): a worker reads the clock twice per event.
+std::int64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 // A process serving many streams runs out of descriptors at the default soft limit of 1024.
@@ -193,6 +194,19 @@ void Worker::forward_completions() {
     });
   }
   boost::asio::post(reactor_, [this] { cq_drained_ = true; });
+}
+
+boost::asio::any_io_executor Worker::reactor_executor() {
+  return TimedExecutor<boost::asio::io_context::executor_type>(this, reactor_.get_executor());
+}
+
+void Worker::run_timed(void (*fn)(void*), void* arg) {
+  if (resumption_start_.load(std::memory_order_relaxed) != 0) {
+    fn(arg);
+    return;
+  }
+  events_.store(events_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  timed([fn, arg] { fn(arg); });
 }
 
 void Worker::wait_on_reactor() {

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -106,14 +107,20 @@ class Worker {
   std::size_t index() const { return index_; }
   grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
 
-  // The worker's own Asio reactor, for sockets that live on this worker (the native transport).
-  // The worker waits on its completion queue until use_reactor() is first called; from then on
-  // it waits on the reactor, whose handlers run on the worker thread, and a thread of its own
-  // waits on the completion queue and posts each completion to the worker. The switch is made
-  // once, for the worker's life: the default (grpc-only) runtime never pays for the hop. Any
-  // thread; the reactor may be used at once (what it completes runs once the switch is made).
-  boost::asio::io_context& reactor() { return reactor_; }
+  // The executor of the worker's own Asio reactor, for sockets and timers that live on this
+  // worker (the native transport); their handlers run as the worker's other callbacks do
+  // (run_timed). The worker waits on its completion queue until use_reactor() is first called;
+  // from then on it waits on the reactor, whose handlers run on the worker thread, and a thread
+  // of its own waits on the completion queue and posts each completion to the worker. The
+  // switch is made once, for the worker's life: the default (grpc-only) runtime never pays for
+  // the hop. Any thread; the reactor may be used at once (what it completes runs once the
+  // switch is made).
+  boost::asio::any_io_executor reactor_executor();
   void use_reactor();
+  // Runs fn(arg) as a callback of the worker: timed for the poll metrics and the watchdog, an
+  // escaping exception reported. Inside another such callback (a handler dispatched from one),
+  // it simply calls fn. On the worker thread.
+  void run_timed(void (*fn)(void*), void* arg);
 
   // Nanoseconds since the steady epoch at which the current resumption began, 0 when idle.
   std::int64_t resumption_start() const {

@@ -57,7 +57,8 @@ struct RuntimeMetrics {
 
   struct WorkerMetrics {
     // A poll is one piece of work the worker runs to its next suspension: a queued runnable (a
-    // task resumed, a posted function), a completion-queue event, or a timer that fired.
+    // task resumed, a posted function), a completion-queue event, a timer that fired, or on a
+    // native server's workers a socket or socket-timer completion.
     std::uint64_t polls = 0;
     std::chrono::nanoseconds busy_time{0};      // the sum of the poll times: busy, not waiting
     std::chrono::nanoseconds max_poll_time{0};  // the longest single poll
@@ -67,8 +68,10 @@ struct RuntimeMetrics {
     std::size_t queue_depth = 0;        // local_queue_depth + inbox_depth
     std::size_t local_queue_depth = 0;  // runnables the worker queued itself, ready to run
     std::size_t inbox_depth = 0;        // runnables posted from other threads, not yet taken
-    std::uint64_t events = 0;           // completion-queue events handled
-    std::size_t timers_pending = 0;     // timers scheduled on the worker and not yet fired
+    // Completion-queue events handled, and on a native server's workers socket and timer
+    // completions too.
+    std::uint64_t events = 0;
+    std::size_t timers_pending = 0;  // timers scheduled on the worker and not yet fired
   };
   std::uint64_t tasks_spawned = 0;
   std::uint64_t tasks_alive = 0;
