@@ -143,6 +143,10 @@ struct ServerSession::Impl {
     nghttp2_option_set_stream_reset_rate_limit(
         nghttp2_options, 10 * std::uint64_t{options.reset_burst} + 1000,
         10 * std::uint64_t{options.resets_per_second} + 1000);
+    // Header values that begin or end with blanks ("bearer token ") are taken as sent, as grpc
+    // core and grpc-go take them: RFC 9113 forbids them, and nghttp2 would reset the stream,
+    // failing calls that work on every other gRPC server.
+    nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(nghttp2_options, 1);
     nghttp2_session_server_new2(&session, callbacks, this, nghttp2_options);
     nghttp2_option_del(nghttp2_options);
     nghttp2_session_callbacks_del(callbacks);
