@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
   libprotobuf-dev libprotoc-dev protobuf-compiler
-  libabsl-dev libboost1.81-dev grpc-proto prometheus-cpp-dev libnghttp2-dev zlib1g-dev
+  libabsl-dev libboost1.81-dev grpc-proto prometheus-cpp-dev libnghttp2-dev zlib1g-dev libssl-dev
 )
 build_only=false
 if [ "${1:-}" = "--build-only" ]; then

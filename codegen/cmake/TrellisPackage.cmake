@@ -34,8 +34,8 @@ if(TARGET trellis_transport)
   set(TRELLIS_NATIVE_TRANSPORT ON)
   list(APPEND TRELLIS_PACKAGE_TARGETS trellis_transport)
   set(TRELLIS_PC_TRANSPORT_LIBS " -ltrellis_transport")
-  set(TRELLIS_PC_TRANSPORT_REQUIRES " libnghttp2 zlib")
-  set(TRELLIS_DEB_TRANSPORT_DEPENDS ", libnghttp2-dev, zlib1g-dev")
+  set(TRELLIS_PC_TRANSPORT_REQUIRES " libnghttp2 zlib libssl")
+  set(TRELLIS_DEB_TRANSPORT_DEPENDS ", libnghttp2-dev, zlib1g-dev, libssl-dev")
 endif()
 
 install(TARGETS ${TRELLIS_PACKAGE_TARGETS}

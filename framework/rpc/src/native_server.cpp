@@ -2,18 +2,24 @@
 
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/slice.h>
+#include <sys/un.h>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <condition_variable>
+#include <cstring>
+#include <filesystem>
 #include <limits>
 #include <mutex>
 #include <unordered_set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -22,6 +28,7 @@
 #include "forward.hpp"
 #include "grpc_wire.hpp"
 #include "log.hpp"
+#include "native_tls.hpp"
 #include "runtime_core.hpp"
 #include "server_call.hpp"
 #include "trellis/runtime.hpp"
@@ -33,37 +40,69 @@ namespace {
 
 using boost::asio::ip::tcp;
 using transport::StreamId;
+using Endpoint = boost::asio::generic::stream_protocol::endpoint;
+using Acceptor = boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol>;
 
 // A write completes at once while its stream holds fewer bytes than this that flow control has
 // not let out; past it, once they drain below it (the handler's backpressure).
 constexpr std::size_t kWriteBound = 64 << 10;
 
+// A TCP socket's endpoint, from the generic one a listener's sockets have.
+tcp::endpoint to_tcp(const Endpoint& generic) {
+  tcp::endpoint endpoint;
+  if (generic.size() <= endpoint.capacity()) {
+    std::memcpy(endpoint.data(), generic.data(), generic.size());
+    endpoint.resize(generic.size());
+  }
+  return endpoint;
+}
+
+// The peer of a TCP connection as gRPC names it: "ipv4:127.0.0.1:5000", "ipv6:[::1]:5000".
 std::string peer_name(const tcp::endpoint& endpoint) {
   const auto address = endpoint.address();
   if (address.is_v6()) return absl::StrCat("ipv6:[", address.to_string(), "]:", endpoint.port());
   return absl::StrCat("ipv4:", address.to_string(), ":", endpoint.port());
 }
 
-grpc::ByteBuffer to_byte_buffer(const std::string& message) {
-  grpc::Slice slice(message.data(), message.size());
+// A received message as the byte buffer the method wrappers parse. A large one is handed over
+// without a copy (its slice owns the string); a small one is copied, which costs less than the
+// allocation that adopting it would take.
+grpc::ByteBuffer to_byte_buffer(std::string message) {
+  constexpr std::size_t kAdoptFrom = 4096;
+  if (message.size() < kAdoptFrom) {
+    grpc::Slice slice(message.data(), message.size());
+    return grpc::ByteBuffer(&slice, 1);
+  }
+  auto* owned = new std::string(std::move(message));
+  grpc::Slice slice(
+      owned->data(), owned->size(), [](void* p) { delete static_cast<std::string*>(p); }, owned);
   return grpc::ByteBuffer(&slice, 1);
 }
 
-std::string to_string(grpc::ByteBuffer& buffer) {
-  std::string out;
-  // A serialized message is one slice unless it is large: no slice vector for it.
-  if (grpc::Slice single; buffer.TrySingleSlice(&single).ok()) {
-    out.assign(reinterpret_cast<const char*>(single.begin()), single.size());
-    return out;
+// The bytes of a serialized message to send: a view of its one slice (every message but large
+// ones), or a copy of its slices.
+class MessageBytes {
+ public:
+  explicit MessageBytes(grpc::ByteBuffer& buffer) {
+    if (buffer.TrySingleSlice(&single_).ok()) {
+      view_ = std::string_view(reinterpret_cast<const char*>(single_.begin()), single_.size());
+      return;
+    }
+    std::vector<grpc::Slice> slices;
+    if (buffer.Dump(&slices).ok()) {
+      for (const auto& slice : slices) {
+        copy_.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+      }
+    }
+    view_ = copy_;
   }
-  std::vector<grpc::Slice> slices;
-  if (!buffer.Dump(&slices).ok()) return out;
-  std::size_t size = 0;
-  for (const auto& s : slices) size += s.size();
-  out.reserve(size);
-  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
-}
+  std::string_view view() const { return view_; }
+
+ private:
+  grpc::Slice single_;
+  std::string copy_;
+  std::string_view view_;
+};
 
 // The messages a stream has received and its handler has not read yet: a FIFO that, unlike
 // std::deque, allocates nothing while empty (a held stream has it empty).
@@ -71,9 +110,11 @@ class MessageQueue {
  public:
   bool empty() const { return next_ == items_.size(); }
   void push_back(std::string message) { items_.push_back(std::move(message)); }
-  const std::string& front() const { return items_[next_]; }
-  void pop_front() {
+  // Moves the oldest message out of the queue.
+  std::string take_front() {
+    std::string message = std::move(items_[next_]);
     if (++next_ == items_.size()) clear();
+    return message;
   }
   void clear() {
     items_.clear();
@@ -103,33 +144,29 @@ struct NativeServer::State {
   NativeServerOptions options;
   transport::ConnectionOptions connection;
   std::vector<int> ports;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;  // on the first worker's reactor
+  // One per address, on the first worker's reactor.
+  struct Listener {
+    std::unique_ptr<Acceptor> acceptor;
+    std::string unix_path;  // a unix socket's path ("" for TCP and abstract sockets)
+    std::string peer;       // the peer of every connection on a unix socket ("" for TCP)
+    std::unique_ptr<NativeTlsPort> tls;
+  };
+  std::vector<Listener> listeners;
   std::unique_ptr<boost::asio::steady_timer> accept_retry;
   std::atomic<std::size_t> next_worker{0};
   std::atomic<bool> stopping{false};
   // Each worker's open connections; touched on that worker only.
   std::vector<std::unordered_set<NativeConnection*>> connections;
 
-  // Connections and call objects alive; shutdown waits for them to reach zero. Any worker. The
-  // counts are lock-free until one may reach zero: that decrement is made under `mu`, which the
-  // waiter checks them under, so it cannot see zero (and destroy this) before the decrementer
-  // is done with it (as Server::State's call count).
-  std::mutex mu;
-  std::condition_variable cv;
+  // Connections and call objects alive; shutdown waits for them to reach zero. Any worker.
+  LiveCounts live;
   std::atomic<int> live_connections{0};
   std::atomic<int> live_calls{0};
-  static void created(std::atomic<int>& count) { count.fetch_add(1, std::memory_order_relaxed); }
-  void destroyed(std::atomic<int>& count) {
-    int n = count.load(std::memory_order_relaxed);
-    while (n > 1) {
-      if (count.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) return;
-    }
-    std::lock_guard lock(mu);
-    if (count.fetch_sub(1, std::memory_order_acq_rel) == 1) cv.notify_all();
-  }
 
   Worker* worker(std::size_t i) const { return core->workers[i].get(); }
   void accept(std::size_t index);
+  // Closes the listening sockets and removes the unix sockets' files.
+  void close_listeners();
 };
 
 namespace {
@@ -195,6 +232,7 @@ class NativeCall : public ServerCall {
   ServerContext ctx_;
   boost::asio::steady_timer deadline_timer_;
   std::atomic<int> pending_posts_{0};  // runnables posted to the worker that name this call
+  CancelRequest cancel_request_;       // a cancel_with from another thread, until it runs
   int callback_depth_ = 0;
   bool ended_ = false;  // the stream is finished or gone
   bool response_started_ = false;
@@ -225,7 +263,7 @@ class NativeUnaryCall final : public NativeCall {
       return;
     }
     got_request_ = true;
-    request_ = to_byte_buffer(message);
+    request_ = to_byte_buffer(std::move(message));
   }
 
   void on_half_close() override {
@@ -253,7 +291,7 @@ class NativeUnaryCall final : public NativeCall {
   }
 
   void cancel_with(Status status) override {
-    run_cancel_with(this, worker_, pending_posts_, std::move(status));
+    run_cancel_with(this, worker_, pending_posts_, ctx_, cancel_request_, std::move(status));
   }
 
   void cancel_now(Status status) override {
@@ -279,17 +317,18 @@ class NativeUnaryCall final : public NativeCall {
 
   void handler_done(const std::exception_ptr& error) {
     Scope scope(this);
+    if (std::optional<Status> cancel = cancel_request_.take()) cancel_now(std::move(*cancel));
     handler_running_ = false;
     if (error) status_ = handler_outcome(error, std::move(status_), ctx_);
     if (ended_) return;  // cancelled, or the stream is gone: nothing more to send
     if (status_.ok()) {
-      std::string message = to_string(response_);
-      if (Status size = check_send_size(message.size()); !size.ok()) {
+      MessageBytes message(response_);
+      if (Status size = check_send_size(message.view().size()); !size.ok()) {
         finish_stream(size);
         return;
       }
       start_response();
-      session().send_message(id_, message);
+      session().send_message(id_, message.view());
     }
     finish_stream(status_);
   }
@@ -353,15 +392,15 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
       complete_later(worker_, op, false);
       return;
     }
-    std::string bytes = to_string(*message.get());
-    if (Status size = check_send_size(bytes.size()); !size.ok()) {
+    MessageBytes bytes(*message.get());
+    if (Status size = check_send_size(bytes.view().size()); !size.ok()) {
       fail(std::move(size));
       post_to_self([this] { cancel_on_worker(); });
       complete_later(worker_, op, false);
       return;
     }
     start_response();
-    session().send_message(id_, bytes);
+    session().send_message(id_, bytes.view());
     request_flush();
     if (session().queued_bytes(id_) < kWriteBound) {
       complete_later(worker_, op, true);
@@ -392,6 +431,7 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
 
   void handler_returned(std::exception_ptr error, Status status) noexcept override {
     Scope scope(this);
+    if (std::optional<Status> cancel = cancel_request_.take()) cancel_now(std::move(*cancel));
     home_thread_.store(nullptr, std::memory_order_relaxed);
     handler_running_ = false;
     handler_returned_ = true;
@@ -440,7 +480,7 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
 
   // ------------------------------------------------------------- ServerCall
   void cancel_with(Status status) override {
-    run_cancel_with(this, worker_, pending_posts_, std::move(status));
+    run_cancel_with(this, worker_, pending_posts_, ctx_, cancel_request_, std::move(status));
   }
 
   // Posted: cancel_with may come from the handler's own code, where completing another
@@ -471,8 +511,7 @@ class NativeStreamCall final : public ServerStreamCore, public NativeCall {
     ReadOp* op = std::exchange(read_op_, nullptr);
     if (op == nullptr) return;
     if (!messages_.empty() && !ended_ && !failed_) {
-      grpc::ByteBuffer message = to_byte_buffer(messages_.front());
-      messages_.pop_front();
+      grpc::ByteBuffer message = to_byte_buffer(messages_.take_front());
       session().release(id_);
       op->complete(true, &message);
     } else if (reads_ended()) {
@@ -530,17 +569,26 @@ class NativeConnection final : public transport::ServerSessionListener {
  public:
   NativeConnection(NativeServer::State* server, Worker* worker, std::string peer)
       : server_(server), worker_(worker), peer_(std::move(peer)) {
-    server_->created(server_->live_connections);
+    LiveCounts::created(server_->live_connections);
     server_->connections[worker_->index()].insert(this);
   }
   ~NativeConnection() {
     server_->connections[worker_->index()].erase(this);
-    server_->destroyed(server_->live_connections);
+    server_->live.destroyed(server_->live_connections);
   }
 
   void attach(transport::AsioServerConnection* socket) { socket_ = socket; }
   transport::AsioServerConnection& socket() { return *socket_; }
   const std::string& peer() const { return peer_; }
+  // The verified client certificate's identity (TLS with client_ca), read at the first call,
+  // when the handshake is long done.
+  const std::optional<PeerIdentity>& peer_identity() {
+    if (!identity_read_) {
+      identity_read_ = true;
+      if (SSL* tls = socket_->tls()) identity_ = verified_peer_identity(tls);
+    }
+    return identity_;
+  }
 
   void on_call(StreamId id, transport::RequestHead head) override {
     auto found = server_->methods.find(head.method);
@@ -610,6 +658,8 @@ class NativeConnection final : public transport::ServerSessionListener {
   transport::AsioServerConnection* socket_ = nullptr;  // owns this
   std::unordered_map<StreamId, NativeCall*> calls_;
   std::vector<StreamId> waiting_writers_;
+  std::optional<PeerIdentity> identity_;
+  bool identity_read_ = false;
   bool flush_posted_ = false;
 };
 
@@ -627,11 +677,12 @@ NativeCall::NativeCall(std::shared_ptr<transport::AsioServerConnection> socket,
       server_(server),
       accepted_compressions_(head.accepted_compressions),
       ctx_(&state_, method_path, this),
-      deadline_timer_(worker->reactor()) {
-  server_->created(server_->live_calls);
+      deadline_timer_(worker->reactor_executor()) {
+  LiveCounts::created(server_->live_calls);
   Worker::count_call(worker_->live_server_calls, 1);
   state_.request_metadata = std::move(head.metadata);
   state_.peer = connection->peer();  // the connection outlives its calls
+  state_.peer_identity = &connection->peer_identity();
   if (head.timeout) {
     auto timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(*head.timeout);
     state_.deadline = std::chrono::system_clock::now() +
@@ -648,7 +699,7 @@ NativeCall::NativeCall(std::shared_ptr<transport::AsioServerConnection> socket,
 
 NativeCall::~NativeCall() {
   Worker::count_call(worker_->live_server_calls, -1);
-  server_->destroyed(server_->live_calls);
+  server_->live.destroyed(server_->live_calls);
 }
 
 void NativeCall::on_deadline() {
@@ -694,9 +745,10 @@ void NativeCall::wait_writable() { connection_->wait_writable(id_); }
 void NativeServer::State::accept(std::size_t index) {
   Worker* target =
       worker(next_worker.fetch_add(1, std::memory_order_relaxed) % core->workers.size());
-  acceptors[index]->async_accept(
-      target->reactor(),
-      [this, index, target](const boost::system::error_code& error, tcp::socket socket) {
+  listeners[index].acceptor->async_accept(
+      target->reactor_executor(),
+      [this, index, target](const boost::system::error_code& error,
+                            transport::AsioServerConnection::Socket socket) {
         if (stopping.load(std::memory_order_acquire) ||
             error == boost::asio::error::operation_aborted) {
           return;
@@ -710,15 +762,20 @@ void NativeServer::State::accept(std::size_t index) {
           });
           return;
         }
-        boost::asio::post(target->reactor(), [this, target, s = std::move(socket)]() mutable {
+        const Listener& listener = listeners[index];
+        auto tls = listener.tls ? listener.tls->context() : nullptr;
+        boost::asio::post(target->reactor_executor(), [this, index, target, tls = std::move(tls),
+                                                       s = std::move(socket)]() mutable {
           if (stopping.load(std::memory_order_acquire)) return;
           boost::system::error_code ignored;
-          std::string peer = peer_name(s.remote_endpoint(ignored));
-          auto listener = std::make_shared<NativeConnection>(this, target, std::move(peer));
-          auto socket = std::make_shared<transport::AsioServerConnection>(std::move(s), *listener,
-                                                                          connection);
-          listener->attach(socket.get());
-          socket->hold(listener);
+          std::string peer = listeners[index].peer.empty()
+                                 ? peer_name(to_tcp(s.remote_endpoint(ignored)))
+                                 : listeners[index].peer;
+          auto connection = std::make_shared<NativeConnection>(this, target, std::move(peer));
+          auto socket = std::make_shared<transport::AsioServerConnection>(
+              std::move(s), *connection, this->connection, std::move(tls));
+          connection->attach(socket.get());
+          socket->hold(connection);
           socket->start();
         });
         accept(index);
@@ -727,12 +784,38 @@ void NativeServer::State::accept(std::size_t index) {
 
 namespace {
 
-// "host:port", "[v6]:port": the endpoints to listen on.
-Result<tcp::endpoint> parse_address(const std::string& address) {
-  if (address.rfind("unix:", 0) == 0) {
-    return Status::unimplemented(
-        absl::StrCat("the native transport listens on TCP only, not on ", address));
+// Where an address listens: its endpoint, and for a unix socket the file to remove before binding
+// and after closing, and the name its connections' peers have.
+struct ListenAt {
+  Endpoint endpoint;
+  bool tcp = true;
+  std::string unix_path;
+  std::string peer;
+};
+
+// "host:port", "[v6]:port", "unix:path", "unix:///absolute/path", "unix-abstract:name": the
+// addresses grpc core's server listens on.
+Result<ListenAt> parse_address(const std::string& address) {
+  using Local = boost::asio::local::stream_protocol::endpoint;
+  auto local = [&](std::string path, bool abstract) -> Result<ListenAt> {
+    if (path.empty()) return Status::invalid_argument(absl::StrCat("no socket path in ", address));
+    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+      return Status::invalid_argument(absl::StrCat("the unix socket path in ", address, " is over ",
+                                                   sizeof(sockaddr_un::sun_path) - 1, " bytes"));
+    }
+    ListenAt at;
+    at.endpoint = Local(abstract ? std::string(1, '\0') + path : path);
+    at.tcp = false;
+    if (!abstract) at.unix_path = path;
+    at.peer = address;
+    return at;
+  };
+  if (absl::StartsWith(address, "unix-abstract:")) {
+    return local(address.substr(std::strlen("unix-abstract:")), true);
   }
+  if (absl::StartsWith(address, "unix://"))
+    return local(address.substr(std::strlen("unix://")), false);
+  if (absl::StartsWith(address, "unix:")) return local(address.substr(std::strlen("unix:")), false);
   auto colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
@@ -745,7 +828,11 @@ Result<tcp::endpoint> parse_address(const std::string& address) {
   }
   boost::system::error_code error;
   auto ip = boost::asio::ip::make_address(host.empty() ? "::" : host, error);
-  if (!error) return tcp::endpoint(ip, static_cast<unsigned short>(port));
+  ListenAt at;
+  if (!error) {
+    at.endpoint = tcp::endpoint(ip, static_cast<unsigned short>(port));
+    return at;
+  }
   boost::asio::io_context context;
   tcp::resolver resolver(context);
   auto results = resolver.resolve(host, std::to_string(port), error);
@@ -753,13 +840,32 @@ Result<tcp::endpoint> parse_address(const std::string& address) {
     return Status::invalid_argument(
         absl::StrCat("cannot resolve ", host, " in ", address, ": ", error.message()));
   }
-  return results.begin()->endpoint();
+  at.endpoint = results.begin()->endpoint();
+  return at;
+}
+
+// Removes the socket file a unix listener left at `path` (by a server that did not shut down,
+// or by this one), as grpc core does; any other file stays, and binding over it fails.
+void remove_socket_file(const std::string& path) {
+  std::error_code ignored;
+  if (!path.empty() && std::filesystem::is_socket(std::filesystem::symlink_status(path, ignored))) {
+    std::filesystem::remove(path, ignored);
+  }
 }
 
 }  // namespace
 
+void NativeServer::State::close_listeners() {
+  boost::system::error_code ignored;
+  for (Listener& listener : listeners) {
+    if (listener.acceptor) listener.acceptor->close(ignored);
+    remove_socket_file(listener.unix_path);
+    listener.unix_path.clear();
+  }
+}
+
 Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
-                                                         const std::vector<std::string>& addresses,
+                                                         const std::vector<NativePort>& ports,
                                                          NativeServerOptions options) {
   auto state = std::make_shared<State>();
   state->core = &RuntimeAccess::core(runtime);
@@ -775,6 +881,11 @@ Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
     session.max_concurrent_streams =
         static_cast<std::uint32_t>(std::max(0, *options.max_concurrent_streams));
   }
+  if (options.max_connection_idle) state->connection.max_idle = *options.max_connection_idle;
+  if (options.max_connection_age) {
+    state->connection.max_age = *options.max_connection_age;
+    state->connection.max_age_grace = options.max_connection_age_grace;
+  }
   if (options.keepalive) {
     state->connection.keepalive_time = options.keepalive->time;
     state->connection.keepalive_timeout = options.keepalive->timeout;
@@ -782,33 +893,53 @@ Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
     session.permit_pings_without_calls = options.keepalive->permit_without_calls;
   }
 
+  // Every TLS port's files are read and checked before anything is bound.
+  state->listeners.resize(ports.size());
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    if (ports[i].tls == nullptr) continue;
+    auto tls = NativeTlsPort::make(*ports[i].tls);
+    if (!tls.ok()) {
+      return Status(tls.status().code(),
+                    absl::StrCat("TLS port ", ports[i].address, ": ", tls.status().message()));
+    }
+    state->listeners[i].tls = std::move(tls).value();
+  }
   // The listening sockets live on the first worker's reactor; each accepted connection goes to
   // the next worker in turn, whose reactor then runs it.
   Worker* first = state->worker(0);
-  for (const std::string& address : addresses) {
-    Result<tcp::endpoint> endpoint = parse_address(address);
-    if (!endpoint.ok()) return endpoint.status();
-    auto acceptor = std::make_unique<tcp::acceptor>(first->reactor());
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    const std::string& address = ports[i].address;
+    Result<ListenAt> at = parse_address(address);
+    if (!at.ok()) {
+      state->close_listeners();
+      return at.status();
+    }
+    State::Listener& listener = state->listeners[i];
+    listener.acceptor = std::make_unique<Acceptor>(first->reactor_executor());
+    listener.peer = at->peer;
+    remove_socket_file(at->unix_path);
     boost::system::error_code error;
-    acceptor->open(endpoint->protocol(), error);
-    if (!error) acceptor->set_option(tcp::acceptor::reuse_address(true), error);
-    if (!error) acceptor->bind(*endpoint, error);
-    if (!error) acceptor->listen(boost::asio::socket_base::max_listen_connections, error);
+    listener.acceptor->open(at->endpoint.protocol(), error);
+    if (!error && at->tcp) listener.acceptor->set_option(Acceptor::reuse_address(true), error);
+    if (!error) listener.acceptor->bind(at->endpoint, error);
+    if (!error) listener.unix_path = at->unix_path;
+    if (!error) listener.acceptor->listen(boost::asio::socket_base::max_listen_connections, error);
     if (error) {
+      state->close_listeners();
       return Status::unavailable(
           absl::StrCat("could not listen on ", address, ": ", error.message()));
     }
-    state->ports.push_back(acceptor->local_endpoint().port());
-    state->acceptors.push_back(std::move(acceptor));
+    // A unix socket has no port: 0.
+    state->ports.push_back(at->tcp ? to_tcp(listener.acceptor->local_endpoint(error)).port() : 0);
   }
-  state->accept_retry = std::make_unique<boost::asio::steady_timer>(first->reactor());
+  state->accept_retry = std::make_unique<boost::asio::steady_timer>(first->reactor_executor());
   return std::unique_ptr<NativeServer>(new NativeServer(std::move(state)));
 }
 
 void NativeServer::serve(std::unordered_map<std::string, NativeMethod> methods) {
   state_->methods = std::move(methods);
   for (auto& worker : state_->core->workers) worker->use_reactor();
-  for (std::size_t i = 0; i < state_->acceptors.size(); ++i) state_->accept(i);
+  for (std::size_t i = 0; i < state_->listeners.size(); ++i) state_->accept(i);
 }
 
 NativeServer::NativeServer(std::shared_ptr<State> state) : state_(std::move(state)) {}
@@ -826,7 +957,7 @@ void NativeServer::shutdown(std::chrono::milliseconds grace) {
     std::condition_variable cv;
     std::size_t pending = s.core->workers.size();
     for (auto& w : s.core->workers) {
-      boost::asio::post(w->reactor(), [&, worker = w.get()] {
+      boost::asio::post(w->reactor_executor(), [&, worker = w.get()] {
         fn(worker);
         std::lock_guard lock(mu);
         if (--pending == 0) cv.notify_all();
@@ -837,8 +968,7 @@ void NativeServer::shutdown(std::chrono::milliseconds grace) {
   };
   on_every_worker([&s](Worker* w) {
     if (w == s.worker(0)) {
-      boost::system::error_code ignored;
-      for (auto& acceptor : s.acceptors) acceptor->close(ignored);
+      s.close_listeners();
       s.accept_retry->cancel();
     }
     for (NativeConnection* c : s.connections[w->index()]) {
@@ -846,10 +976,7 @@ void NativeServer::shutdown(std::chrono::milliseconds grace) {
       c->socket().flush();
     }
   });
-  {
-    std::unique_lock lock(s.mu);
-    s.cv.wait_for(lock, grace, [&s] { return s.live_calls == 0; });
-  }
+  s.live.wait([&s] { return s.live_calls == 0; }, grace);
   on_every_worker([&s](Worker* w) {
     // What the calls that ended sent still leaves; the calls still open are aborted (their
     // handlers cancelled), and each connection closes once its client has closed, or after
@@ -858,15 +985,12 @@ void NativeServer::shutdown(std::chrono::milliseconds grace) {
                                         s.connections[w->index()].end());
     for (NativeConnection* c : open) c->socket().close_after_flush();
   });
-  {
-    std::unique_lock lock(s.mu);
-    s.cv.wait(lock, [&s] { return s.live_calls == 0 && s.live_connections == 0; });
-  }
+  s.live.wait([&s] { return s.live_calls == 0 && s.live_connections == 0; });
   // The acceptors' handlers have run (they were cancelled on the first worker, before the
   // connections closed); the sockets can go on the worker that owns them.
   on_every_worker([&s](Worker* w) {
     if (w == s.worker(0)) {
-      s.acceptors.clear();
+      s.listeners.clear();
       s.accept_retry.reset();
     }
   });

@@ -61,20 +61,9 @@ class Server::State {
 
   // Every call object, requested or accepted, is counted: gRPC finalizes a pending request
   // (touching the grpc::Server) just before handing it back, so the server may only be destroyed
-  // once every object has seen its last completion.
-  //
-  // Threads: any worker. The count is lock-free until it may reach zero; that last decrement is
-  // made under `mu`, which Server::shutdown checks the count under, so the waiter cannot
-  // see zero, and destroy this object, before the last decrementer is done with it.
-  void call_object_created() { call_objects.fetch_add(1, std::memory_order_relaxed); }
-  void call_object_destroyed() {
-    int count = call_objects.load(std::memory_order_relaxed);
-    while (count > 1) {
-      if (call_objects.compare_exchange_weak(count, count - 1, std::memory_order_acq_rel)) return;
-    }
-    std::lock_guard lock(mu);
-    if (call_objects.fetch_sub(1, std::memory_order_acq_rel) == 1) cv.notify_all();
-  }
+  // once every object has seen its last completion. Any worker.
+  void call_object_created() { detail::LiveCounts::created(call_objects); }
+  void call_object_destroyed() { live.destroyed(call_objects); }
 
   Runtime* runtime;
   std::unique_ptr<grpc::Server> server;
@@ -91,9 +80,8 @@ class Server::State {
   // The middleware stack of each method that has one (a deque: call objects point into it).
   std::deque<BoxService> stacks;
   std::atomic<int> call_objects{0};
-  std::mutex mu;  // with cv: waits for call_objects to reach zero
-  std::condition_variable cv;
-  std::mutex shutdown_mu;  // makes shutdown() idempotent
+  detail::LiveCounts live;  // Server::shutdown waits there for call_objects to reach zero
+  std::mutex shutdown_mu;   // makes shutdown() idempotent
   bool shut_down = false;
 };
 
@@ -200,7 +188,7 @@ class UnaryCall final : public detail::ServerCall {
   }
 
   void cancel_with(Status status) override {
-    run_cancel_with(this, worker_, pending_posts_, std::move(status));
+    run_cancel_with(this, worker_, pending_posts_, ctx_, cancel_request_, std::move(status));
   }
 
   // ServerContext::cancel_with on the worker: the client gets `status` now; the handler is
@@ -254,6 +242,7 @@ class UnaryCall final : public detail::ServerCall {
 #endif
 
   void handler_done(const std::exception_ptr& error) {
+    if (std::optional<Status> cancel = cancel_request_.take()) cancel_now(std::move(*cancel));
     handler_running_ = false;
     if (error) status_ = handler_outcome(error, std::move(status_), ctx_);
     if (cancelled_with_) status_ = std::move(*cancelled_with_);
@@ -291,6 +280,7 @@ class UnaryCall final : public detail::ServerCall {
   Status status_;                         // the handler's outcome, set by UnaryMethod::invoke
   std::optional<Status> cancelled_with_;  // ServerContext::cancel_with's status
   std::atomic<int> pending_posts_{0};     // run_cancel_with runnables not yet run
+  detail::CancelRequest cancel_request_;  // a cancel_with from another thread, until it runs
   bool handler_running_ = false;
   bool done_ = false;
   bool finished_ = false;
@@ -433,7 +423,7 @@ class StreamCall final : public detail::ServerStreamCore,
   }
 
   void cancel_with(Status status) override {
-    run_cancel_with(this, worker_, pending_posts_, std::move(status));
+    run_cancel_with(this, worker_, pending_posts_, ctx_, cancel_request_, std::move(status));
   }
 
   // ServerContext::cancel_with on the worker: the call fails with `status`, which the client
@@ -498,6 +488,7 @@ class StreamCall final : public detail::ServerStreamCore,
 
   void handler_returned(std::exception_ptr error, Status status) noexcept override {
     Scope scope(this);
+    if (std::optional<Status> cancel = cancel_request_.take()) cancel_now(std::move(*cancel));
     home_thread_.store(nullptr, std::memory_order_relaxed);  // the thread ends
     handler_running_ = false;
     handler_returned_ = true;
@@ -576,7 +567,8 @@ class StreamCall final : public detail::ServerStreamCore,
   Status status_;
   int outstanding_ = 0;  // reads, writes and the status in flight in gRPC
   int callback_depth_ = 0;
-  std::atomic<int> pending_posts_{0};  // run_cancel_with runnables not yet run
+  std::atomic<int> pending_posts_{0};     // run_cancel_with runnables not yet run
+  detail::CancelRequest cancel_request_;  // a cancel_with from another thread, until it runs
   bool accepted_ = false;
   bool handler_running_ = false;
   bool handler_returned_ = false;
@@ -718,7 +710,7 @@ Server::Builder& Server::Builder::min_ping_interval(std::chrono::milliseconds in
 }
 
 Server::Builder& Server::Builder::max_connection_idle(std::chrono::milliseconds idle) {
-  grpc_only_options_.push_back("max_connection_idle");
+  max_connection_idle_ = idle;
   return grpc_option([idle](grpc::ServerBuilder& b) {
     b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, detail::to_grpc_ms(idle));
   });
@@ -726,7 +718,8 @@ Server::Builder& Server::Builder::max_connection_idle(std::chrono::milliseconds 
 
 Server::Builder& Server::Builder::max_connection_age(std::chrono::milliseconds age,
                                                      std::chrono::milliseconds grace) {
-  grpc_only_options_.push_back("max_connection_age");
+  max_connection_age_ = age;
+  max_connection_age_grace_ = grace;
   return grpc_option([age, grace](grpc::ServerBuilder& b) {
     b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, detail::to_grpc_ms(age));
     b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, detail::to_grpc_ms(grace));
@@ -781,9 +774,10 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
     if (Status supported = check_native(); !supported.ok()) return supported;
   }
   // Each address's credentials; a TLS port reads and checks its PEM files here, before
-  // anything is claimed.
+  // anything is claimed (the native transport reads them in NativeServer::bind).
   std::vector<std::shared_ptr<grpc::ServerCredentials>> credentials(addresses_.size());
   for (const auto& [index, options] : tls_ports_) {
+    if (native) break;
     auto made = detail::make_server_credentials(options);
     if (!made.ok()) {
       return Status(made.status().code(),
@@ -820,7 +814,13 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
     options.keepalive = keepalive_;
     options.min_ping_interval = min_ping_interval_;
     options.max_concurrent_streams = max_concurrent_streams_;
-    auto bound = detail::NativeServer::bind(*runtime_, addresses_, options);
+    options.max_connection_idle = max_connection_idle_;
+    options.max_connection_age = max_connection_age_;
+    options.max_connection_age_grace = max_connection_age_grace_;
+    std::vector<detail::NativePort> ports(addresses_.size());
+    for (std::size_t i = 0; i < addresses_.size(); ++i) ports[i].address = addresses_[i];
+    for (const auto& [index, tls] : tls_ports_) ports[index].tls = &tls;
+    auto bound = detail::NativeServer::bind(*runtime_, ports, options);
     if (!bound.ok()) return bound.status();
     if (Status claimed = claim_services(); !claimed.ok()) return claimed;
     state->native = std::move(bound).value();
@@ -876,11 +876,9 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
 
 Status Server::Builder::check_native() const {
 #if TRELLIS_NATIVE_TRANSPORT
-  std::vector<std::string> unsupported = grpc_only_options_;
-  if (!tls_ports_.empty()) unsupported.push_back("add_tls_port");
-  if (unsupported.empty()) return Status();
+  if (grpc_only_options_.empty()) return Status();
   return Status::unimplemented(absl::StrCat("the native transport does not support ",
-                                            absl::StrJoin(unsupported, ", "),
+                                            absl::StrJoin(grpc_only_options_, ", "),
                                             " yet; use Transport::grpc for these"));
 #else
   return Status::unimplemented(
@@ -966,10 +964,7 @@ void Server::shutdown(std::chrono::milliseconds grace) {
 #endif
   state_->server->Shutdown(std::chrono::system_clock::now() + grace);
   // Core is done with the calls; wait until our side of each has run its last completion.
-  {
-    std::unique_lock lock(state_->mu);
-    state_->cv.wait(lock, [this] { return state_->call_objects.load() == 0; });
-  }
+  state_->live.wait([this] { return state_->call_objects.load() == 0; });
   state_->idle_cq->Shutdown();
   void* tag;
   bool ok;

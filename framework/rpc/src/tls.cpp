@@ -38,7 +38,9 @@ Result<Channel> Channel::tls(const std::string& target, const TlsOptions& option
 }
 
 std::optional<PeerIdentity> ServerContext::peer_identity() const {
-  if (grpc_ == nullptr) return std::nullopt;  // the native transport has no TLS yet
+  if (grpc_ == nullptr) {
+    return native_->peer_identity != nullptr ? *native_->peer_identity : std::nullopt;
+  }
   // grpc++ builds the auth context on first use and keeps it with the call.
   std::shared_ptr<const grpc::AuthContext> auth = grpc_->auth_context();
   if (auth == nullptr) return std::nullopt;

@@ -195,8 +195,7 @@ Result<unsigned int> refresh_seconds(std::chrono::seconds interval) {
 
 }  // namespace
 
-Result<std::shared_ptr<grpc::ServerCredentials>> make_server_credentials(
-    const TlsServerOptions& options) {
+Result<ServerTlsPem> read_server_tls(const TlsServerOptions& options) {
   const Source chain{"cert_chain", &options.cert_chain};
   const Source key{"private_key", &options.private_key};
   const Source client_ca{"client_ca", &options.client_ca};
@@ -216,14 +215,28 @@ Result<std::shared_ptr<grpc::ServerCredentials>> make_server_credentials(
   if (!identity.ok()) return identity.status();
   Result<std::string> roots = read_roots(client_ca);
   if (!roots.ok()) return roots.status();
+  ServerTlsPem pem;
+  pem.cert_chain = std::move(identity->certificate_chain);
+  pem.private_key = std::move(identity->private_key);
+  pem.client_ca = std::move(roots).value();
+  pem.files = *files;
+  pem.refresh_seconds = *refresh;
+  return pem;
+}
 
+Result<std::shared_ptr<grpc::ServerCredentials>> make_server_credentials(
+    const TlsServerOptions& options) {
+  Result<ServerTlsPem> pem = read_server_tls(options);
+  if (!pem.ok()) return pem.status();
   std::shared_ptr<CertificateProviderInterface> provider;
-  if (*files) {
+  if (pem->files) {
     provider = std::make_shared<FileWatcherCertificateProvider>(
-        options.private_key.path(), options.cert_chain.path(), options.client_ca.path(), *refresh);
+        options.private_key.path(), options.cert_chain.path(), options.client_ca.path(),
+        pem->refresh_seconds);
   } else {
     provider = std::make_shared<StaticDataCertificateProvider>(
-        *roots, std::vector<IdentityKeyCertPair>{std::move(identity).value()});
+        pem->client_ca,
+        std::vector<IdentityKeyCertPair>{IdentityKeyCertPair{pem->private_key, pem->cert_chain}});
   }
   grpc::experimental::TlsServerCredentialsOptions tls(provider);
   tls.watch_identity_key_cert_pairs();

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "trellis/peer_identity.hpp"
 #include "trellis/result.hpp"
@@ -18,6 +19,19 @@ class ServerCredentials;
 }  // namespace grpc
 
 namespace trellis::detail {
+
+// The PEM of a server's TLS options, read and checked.
+struct ServerTlsPem {
+  std::string cert_chain;
+  std::string private_key;
+  std::string client_ca;  // empty: clients are not asked for a certificate
+  bool files = false;     // every source is a file: watch them
+  unsigned int refresh_seconds = 60;
+};
+
+// Reads every source of `options` now, on the calling thread, and checks them as
+// make_server_credentials says.
+Result<ServerTlsPem> read_server_tls(const TlsServerOptions& options);
 
 // Credentials for a server's TLS port. Reads every file of `options` now, on the calling thread,
 // and checks it: a file that cannot be read (NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION),

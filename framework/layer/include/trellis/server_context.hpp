@@ -44,6 +44,7 @@ struct NativeCallState {
   std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
   Metadata request_metadata;
   std::string_view peer;  // the connection's, which outlives its calls
+  const std::optional<PeerIdentity>* peer_identity = nullptr;  // the connection's too
   Metadata initial_metadata;
   Metadata trailing_metadata;
   std::optional<Compression> compression;
@@ -104,9 +105,10 @@ class ServerContext {
   // The peer's address, as gRPC spells it ("ipv4:127.0.0.1:51234").
   std::string peer() const;
   // The client's verified certificate on a mutual-TLS port (trellis/peer_identity.hpp); nullopt
-  // for a client without one, and on insecure and plain TLS ports. Computed from gRPC's auth
-  // context each time it is asked for (keep the result), never before: calls that do not ask pay
-  // nothing for it. Belongs to the handler's thread, like the metadata.
+  // for a client without one, and on insecure and plain TLS ports. On the grpc transport it is
+  // computed from gRPC's auth context each time it is asked for (keep the result), never before:
+  // calls that do not ask pay nothing for it; on the native transport, once per connection.
+  // Belongs to the handler's thread, like the metadata.
   std::optional<PeerIdentity> peer_identity() const;
 
   // Adds a response header; takes effect only before the response starts (unary: always).

@@ -95,8 +95,8 @@ class Server {
     // only.
     Builder& configure(std::function<void(grpc::ServerBuilder&)> fn);
     // Which HTTP/2 implementation serves the calls (trellis/transport.hpp; default grpc core).
-    // With Transport::native, build() fails with UNIMPLEMENTED naming each option set here that
-    // the native transport cannot honour yet.
+    // With Transport::native, build() fails with UNIMPLEMENTED if configure was called (there is
+    // no grpc::ServerBuilder to adjust).
     Builder& transport(Transport transport);
 
     // Starts the server; an error (for example an address that cannot be bound) as a Status.
@@ -119,6 +119,9 @@ class Server {
     std::optional<Keepalive> keepalive_;
     std::optional<std::chrono::milliseconds> min_ping_interval_;
     std::optional<int> max_concurrent_streams_;
+    std::optional<std::chrono::milliseconds> max_connection_idle_;
+    std::optional<std::chrono::milliseconds> max_connection_age_;
+    std::chrono::milliseconds max_connection_age_grace_{0};
     std::vector<std::string> grpc_only_options_;
     std::vector<std::string> addresses_;
     std::vector<std::pair<std::size_t, TlsServerOptions>> tls_ports_;  // (index in addresses_, TLS)

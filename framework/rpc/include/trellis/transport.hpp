@@ -13,10 +13,10 @@ enum class Transport {
   // grpc core (the default): every option of Server::Builder, TLS and unix sockets.
   grpc,
   // Trellis's own HTTP/2 server on nghttp2 and the workers' Asio reactors: a fraction of grpc
-  // core's CPU per call and per message (docs/performance.md). TCP without TLS for now; the
-  // options it cannot honour yet (TLS ports, unix sockets, max_connection_idle and _age,
-  // configure) make build() fail rather than be ignored. Outgoing calls
-  // still go through grpc core.
+  // core's CPU per call and per message (docs/performance.md). TCP and unix sockets, in the clear
+  // and in TLS (OpenSSL), and every typed option of Server::Builder; configure, which adjusts a
+  // grpc::ServerBuilder, makes build() fail rather than be ignored. Outgoing calls still go
+  // through grpc core.
   native,
 };
 
