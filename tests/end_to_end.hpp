@@ -159,6 +159,20 @@ inline std::string transport_name(const ::testing::TestParamInfo<Transport>& inf
   return info.param == Transport::native ? "native" : "grpc";
 }
 
+// The transport of the servers a suite builds that is not parameterised over it:
+// TRELLIS_TEST_TRANSPORT ("grpc", the default, or "native"). The middleware suites are registered
+// once with each (tests/middleware/CMakeLists.txt).
+inline Transport transport_from_environment() {
+  const char* name = std::getenv("TRELLIS_TEST_TRANSPORT");
+  if (name == nullptr || *name == '\0') return Transport::grpc;
+  Result<Transport> transport = parse_transport(name);
+  if (!transport.ok()) {
+    ADD_FAILURE() << "TRELLIS_TEST_TRANSPORT: " << transport.status();
+    return Transport::grpc;
+  }
+  return *transport;
+}
+
 // Instantiates the TEST_Ps of `suite` for both transports.
 #define TRELLIS_BOTH_TRANSPORTS(suite)                                             \
   INSTANTIATE_TEST_SUITE_P(                                                        \

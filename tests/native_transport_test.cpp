@@ -42,6 +42,7 @@
 #include "trellis/server.hpp"
 #include "trellis/testing/echo.grpc.pb.h"
 #include "trellis/testing/streamer.grpc.pb.h"
+#include "trellis/testing/streamer.trellis.h"
 
 namespace trellis::transport {
 namespace {
@@ -1033,7 +1034,11 @@ TEST_F(HostilePeerTest, GarbageInsteadOfThePrefaceIsRefused) {
 class EchoOverSession final : public ServerSessionListener {
  public:
   explicit EchoOverSession(boost::asio::io_context& io) : io_(io) {}
-  void attach(std::shared_ptr<AsioServerConnection> connection) { connection_ = connection; }
+  void attach(std::shared_ptr<AsioServerConnection> connection,
+              boost::asio::ip::tcp::endpoint peer) {
+    connection_ = connection;
+    peer_ = peer;
+  }
 
   void on_call(StreamId stream, RequestHead head) override {
     ++calls_started;
@@ -1131,8 +1136,7 @@ class EchoOverSession final : public ServerSessionListener {
                     *call.head.timeout - (std::chrono::steady_clock::now() - call.seen))
                     .count()
               : -1);
-      auto peer = connection_.lock()->peer();
-      response.set_peer("ipv4:" + peer.address().to_string() + ":" + std::to_string(peer.port()));
+      response.set_peer("ipv4:" + peer_.address().to_string() + ":" + std::to_string(peer_.port()));
       session().send_message(stream, response.SerializeAsString());
       session().finish(stream, Status(), echoed);
     }
@@ -1141,6 +1145,7 @@ class EchoOverSession final : public ServerSessionListener {
 
   boost::asio::io_context& io_;
   std::weak_ptr<AsioServerConnection> connection_;
+  boost::asio::ip::tcp::endpoint peer_;
   std::map<StreamId, Call> calls_;
 };
 
@@ -1190,9 +1195,11 @@ class NativeEchoServer {
         [this](const boost::system::error_code& error, boost::asio::ip::tcp::socket socket) {
           if (error) return;
           auto& handler = handlers_.emplace_back(std::make_unique<EchoOverSession>(io_));
+          boost::system::error_code ignored;
+          auto peer = socket.remote_endpoint(ignored);
           auto connection =
               std::make_shared<AsioServerConnection>(std::move(socket), *handler, options_);
-          handler->attach(connection);
+          handler->attach(connection, peer);
           connections_.push_back(connection);
           connection->start();
           accept();
@@ -1635,6 +1642,67 @@ TEST_F(NativeServerTest, HttpOneAndGarbageAreClosedAndTheServerServesOn) {
   }
   expect_served();
   EXPECT_EQ(echo_.observed.calls.load(), 1);
+}
+
+// A Chat handler that, on its first message, blocks its worker until the watchdog has reported
+// the stall (bounded): the read completes inside the socket handler that received the message,
+// and resumes the handler there.
+class BlockingChat final : public testing::StreamerService {
+ public:
+  explicit BlockingChat(std::shared_future<void> reported) : reported_(std::move(reported)) {}
+
+  Task<Status> Chat(ServerContext&, ServerReader<EchoRequest>& reader,
+                    ServerWriter<EchoResponse>&) override {
+    std::optional<EchoRequest> first = co_await reader.read();
+    if (first) reported_.wait_for(testing::kWaitBound);  // deliberately blocks the worker
+    co_return Status();
+  }
+  Task<Status> Split(ServerContext&, const EchoRequest&, ServerWriter<EchoResponse>&) override {
+    co_return Status::unimplemented("not used here");
+  }
+  Task<Result<EchoResponse>> Collect(ServerContext&, ServerReader<EchoRequest>&) override {
+    co_return Status::unimplemented("not used here");
+  }
+
+ private:
+  std::shared_future<void> reported_;
+};
+
+// The socket handlers of a native server (and the handler code they resume) run as the worker's
+// timed callbacks: the stall watchdog sees a handler blocking there, and the poll metrics count
+// the poll.
+TEST(NativeServerRuntimeTest, TheWatchdogAndThePollMetricsSeeWhatSocketHandlersRun) {
+  std::promise<void> stalled;
+  std::atomic<bool> reported{false};
+  std::shared_future<void> report = stalled.get_future().share();
+  auto runtime = Runtime::single_thread()
+                     .watchdog(20ms,
+                               [&](std::size_t, std::chrono::milliseconds) {
+                                 if (!reported.exchange(true)) stalled.set_value();
+                               })
+                     .build();
+  BlockingChat chat(report);
+  auto server = Server::Builder(*runtime)
+                    .transport(Transport::native)
+                    .add_insecure_port("127.0.0.1:0")
+                    .add_service(chat)
+                    .build();
+  ASSERT_TRUE(server.ok()) << server.status();
+  testing::StreamerClient client(
+      Channel::insecure("127.0.0.1:" + std::to_string((*server)->port())));
+  Status status =
+      testing::run_bounded(*runtime, [](testing::StreamerClient& client) -> Task<Status> {
+        auto stream = client.Chat(CallOptions().set_timeout(kPeerBound));
+        EchoRequest request;
+        request.set_message("block");
+        co_await stream.write(request);
+        co_return co_await stream.finish();
+      }(client));
+  EXPECT_TRUE(status.ok()) << status;
+  ASSERT_EQ(report.wait_for(0s), std::future_status::ready) << "the watchdog saw no stall";
+  // The stalled poll lasted past the watchdog's threshold, and was counted.
+  EXPECT_GE(runtime->metrics().workers[0].max_poll_time, 20ms);
+  (*server)->shutdown(testing::kShutdownGrace);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -156,10 +157,14 @@ struct V1Alpha {
 // told otherwise), on a runtime of two workers.
 class ReflectionServerTest : public EndToEndTest {
  protected:
-  void start(ReflectionService& reflection, bool v1 = true, bool v1alpha = true) {
+  void start(ReflectionService& reflection, bool v1 = true, bool v1alpha = true,
+             Transport transport = Transport::grpc) {
     runtime_ = Runtime::multi_thread().worker_threads(2).build();
     Server::Builder builder(*runtime_);
-    builder.add_insecure_port("127.0.0.1:0").add_service(echo_).add_service(health_.service());
+    builder.transport(transport)
+        .add_insecure_port("127.0.0.1:0")
+        .add_service(echo_)
+        .add_service(health_.service());
     if (v1) builder.add_service(reflection.v1());
     if (v1alpha) builder.add_service(reflection.v1alpha());
     auto server = builder.build();
@@ -558,23 +563,32 @@ TEST_F(BufReflectionTest, FallsBackToV1AlphaWhereV1IsNotServed) {
 
 // ------------------------------------------------------------------------ a python3-grpcio peer
 
-class PythonReflectionTest : public ReflectionServerTest,
-                             public ::testing::WithParamInterface<std::string> {
+// Each protocol version, on each server transport.
+class PythonReflectionTest
+    : public ReflectionServerTest,
+      public ::testing::WithParamInterface<std::tuple<std::string, Transport>> {
  protected:
-  void SetUp() override { start(reflection_); }
+  void SetUp() override { start(reflection_, true, true, std::get<1>(GetParam())); }
+  static const std::string& version() { return std::get<0>(GetParam()); }
 
   ReflectionService reflection_;
 };
 
-INSTANTIATE_TEST_SUITE_P(BothVersions, PythonReflectionTest, ::testing::Values("v1", "v1alpha"),
-                         [](const auto& info) { return info.param == "v1" ? "V1" : "V1Alpha"; });
+INSTANTIATE_TEST_SUITE_P(BothVersions, PythonReflectionTest,
+                         ::testing::Combine(::testing::Values("v1", "v1alpha"),
+                                            ::testing::Values(Transport::grpc, Transport::native)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) == "v1" ? "V1" : "V1Alpha") +
+                                  (std::get<1>(info.param) == Transport::native ? "Native"
+                                                                                : "Grpc");
+                         });
 
 // The python client lists the services, fetches the echo service's file, sees the errors, and
 // calls Echo with message types it built from the reflected file alone.
 TEST_P(PythonReflectionTest, ListsFetchesAndCallsWhatItLearned) {
   auto run = run_with_deadline(
-      python("reflection_client.py", {"--target", address(), "--version", GetParam()}),
-      python_env(), deadline_in(kPeerBound));
+      python("reflection_client.py", {"--target", address(), "--version", version()}), python_env(),
+      deadline_in(kPeerBound));
   ASSERT_TRUE(run.status.success()) << run.status.describe() << "; output:\n" << run.output;
   EXPECT_EQ(run.output,
             "services: trellis.testing.Echo grpc.health.v1.Health "

@@ -190,21 +190,6 @@ class ServerOptionsTest : public EndToEndTest, public TransportParam {
     proxy_.reset();
   }
 
-  // On the native transport, which does not support `option` yet: checks that build() fails
-  // with UNIMPLEMENTED naming it, and returns true (the test ends there).
-  bool native_refuses(const std::function<void(Server::Builder&)>& configure,
-                      std::string_view option) {
-    if (transport() != Transport::native) return false;
-    if (!runtime_) runtime_ = Runtime::multi_thread().worker_threads(2).build();
-    Server::Builder builder(*runtime_);
-    builder.transport(Transport::native).add_insecure_port("127.0.0.1:0").add_service(echo_);
-    configure(builder);
-    auto server = builder.build();
-    EXPECT_EQ(server.status().code(), StatusCode::kUnimplemented) << server.status();
-    EXPECT_NE(server.status().message().find(option), std::string::npos) << server.status();
-    return true;
-  }
-
   // One call of tests/python/call_echo.py through the proxy; its output.
   std::string python_call(std::vector<std::string> args) {
     args.insert(args.begin(), {"--target", target(proxy_->port())});
@@ -307,9 +292,7 @@ TEST_P(ServerOptionsTest, MinPingIntervalDecidesWhetherAPingingClientIsToldToGoA
 // max_connection_idle closes a connection that carries no call; the channel sees it go (and
 // reconnects on its next call).
 TEST_P(ServerOptionsTest, MaxConnectionIdleClosesAQuietConnection) {
-  auto idle = [](Server::Builder& b) { b.max_connection_idle(300ms); };
-  if (native_refuses(idle, "max_connection_idle")) return;
-  start(idle, echo_);
+  start([](Server::Builder& b) { b.max_connection_idle(300ms); }, echo_);
   Channel channel = Channel::Builder(target(server_->port())).build().value();
   auto r = run(EchoClient(channel).Echo(EchoRequest(), bounded()));
   ASSERT_TRUE(r.ok()) << r.status();
@@ -323,9 +306,7 @@ TEST_P(ServerOptionsTest, MaxConnectionIdleClosesAQuietConnection) {
 
 // max_connection_age closes a connection however busy, after letting its calls finish.
 TEST_P(ServerOptionsTest, MaxConnectionAgeClosesAConnectionAndLetsItsCallsFinish) {
-  auto age = [](Server::Builder& b) { b.max_connection_age(300ms, 30s); };
-  if (native_refuses(age, "max_connection_age")) return;
-  start(age, echo_);
+  start([](Server::Builder& b) { b.max_connection_age(300ms, 30s); }, echo_);
   Channel channel = Channel::Builder(target(server_->port())).build().value();
   ASSERT_TRUE(run(channel.wait_until_ready(std::chrono::system_clock::now() + kWaitBound)));
   // A call that outlives the connection's age: it still finishes within the grace.
@@ -339,6 +320,18 @@ TEST_P(ServerOptionsTest, MaxConnectionAgeClosesAConnectionAndLetsItsCallsFinish
     EXPECT_TRUE(run(channel.wait_for_state_change(ConnectivityState::kReady,
                                                   std::chrono::system_clock::now() + kWaitBound)));
   }
+}
+
+// The grace of max_connection_age ends: a call still running is cut off with the connection
+// (UNAVAILABLE), and its handler is cancelled.
+TEST_P(ServerOptionsTest, MaxConnectionAgeGraceEndsTheCallsLeft) {
+  start([](Server::Builder& b) { b.max_connection_age(300ms, 300ms); }, echo_);
+  Channel channel = Channel::Builder(target(server_->port())).build().value();
+  EchoRequest endless;
+  endless.set_delay_ms(600'000);
+  auto r = run(EchoClient(channel).Echo(endless, bounded()));
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status();
+  EXPECT_TRUE(echo_.observed.handler_cancelled.WaitForNotificationWithTimeout(kTestDeadline));
 }
 
 // One stream per connection: a second call waits until the first is done. (Without the limit,

@@ -7,9 +7,11 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_future.hpp>
 #include <filesystem>
+#include <fstream>
 
 #include "client_checks.hpp"
 #include "echo_service.hpp"
@@ -286,21 +288,31 @@ using TargetTest = EndToEndTest;
 using ServerBuildTest = EndToEndTest;
 using ClientTest = EndToEndTest;
 
-TEST_F(TargetTest, UnixDnsAndIpv4TargetsReachTheServer) {
+class ListenTest : public EndToEndTest, public TransportParam {};
+TRELLIS_BOTH_TRANSPORTS(ListenTest);
+
+// The server listens on TCP, a unix socket and an abstract unix socket at once; clients reach it
+// by each kind of target.
+TEST_P(ListenTest, UnixDnsAndIpv4TargetsReachTheServer) {
   runtime_ = Runtime::multi_thread().worker_threads(2).build();
   EchoImpl echo;
   char dir_template[] = "/tmp/trellis-test-XXXXXX";
   ASSERT_NE(mkdtemp(dir_template), nullptr);
   std::string socket_path = std::string(dir_template) + "/echo.sock";
+  // Unique per run: abstract names live in the network namespace, not in a directory.
+  std::string abstract_name = std::string("trellis-test-") + (dir_template + 5);
   auto server = Server::Builder(*runtime_)
+                    .transport(transport())
                     .add_insecure_port("127.0.0.1:0")
                     .add_insecure_port("unix:" + socket_path)
+                    .add_insecure_port("unix-abstract:" + abstract_name)
                     .add_service(echo)
                     .build();
   ASSERT_TRUE(server.ok()) << server.status();
   std::string port = std::to_string((*server)->ports()[0]);
-  for (std::string target : {"unix:" + socket_path, "dns:///127.0.0.1:" + port,
-                             "ipv4:127.0.0.1:" + port, "localhost:" + port}) {
+  for (std::string target :
+       {"unix:" + socket_path, "unix://" + socket_path, "unix-abstract:" + abstract_name,
+        "dns:///127.0.0.1:" + port, "ipv4:127.0.0.1:" + port, "localhost:" + port}) {
     EchoClient client(Channel::insecure(target));
     CallOptions options;
     options.set_timeout(20s);
@@ -309,6 +321,48 @@ TEST_F(TargetTest, UnixDnsAndIpv4TargetsReachTheServer) {
     EXPECT_EQ(r->message(), target);
   }
   (*server)->shutdown(kShutdownGrace);
+  // The server removes its socket file when it shuts down.
+  EXPECT_FALSE(std::filesystem::exists(socket_path));
+  std::filesystem::remove_all(dir_template);
+}
+
+// A socket file left by a server that did not shut down (killed) does not stop the next one from
+// listening at that path; a file that is not a socket does, and is left alone.
+TEST_P(ListenTest, AStaleUnixSocketFileIsReplaced) {
+  runtime_ = Runtime::single_thread().build();
+  char dir_template[] = "/tmp/trellis-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string socket_path = std::string(dir_template) + "/echo.sock";
+  {
+    boost::asio::io_context io;
+    boost::asio::local::stream_protocol::acceptor stale(
+        io, boost::asio::local::stream_protocol::endpoint(socket_path));
+  }  // closed, the file stays
+  ASSERT_TRUE(std::filesystem::is_socket(socket_path));
+  EchoImpl echo;
+  auto server = Server::Builder(*runtime_)
+                    .transport(transport())
+                    .add_insecure_port("unix:" + socket_path)
+                    .add_service(echo)
+                    .build();
+  ASSERT_TRUE(server.ok()) << server.status();
+  CallOptions options;
+  options.set_timeout(20s);
+  auto r =
+      run(EchoClient(Channel::insecure("unix:" + socket_path)).Echo(with_message("x"), options));
+  ASSERT_TRUE(r.ok()) << r.status();
+  (*server)->shutdown(kShutdownGrace);
+
+  const std::string regular = std::string(dir_template) + "/regular";
+  std::ofstream(regular) << "not a socket";
+  EchoImpl other;
+  auto refused = Server::Builder(*runtime_)
+                     .transport(transport())
+                     .add_insecure_port("unix:" + regular)
+                     .add_service(other)
+                     .build();
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(std::filesystem::is_regular_file(regular));
   std::filesystem::remove_all(dir_template);
 }
 
@@ -326,7 +380,7 @@ TEST_F(ServerBuildTest, UnbindableAddressIsAnError) {
   EXPECT_NE(second.status().message().find(taken), std::string::npos);
 }
 
-TEST_F(ServerBuildTest, TheNativeTransportRefusesWhatItCannotServeYet) {
+TEST_F(ServerBuildTest, TheNativeTransportRefusesConfigureAndBadAddresses) {
   runtime_ = Runtime::single_thread().build();
   EchoImpl echo;
   auto native = [&] {
@@ -340,18 +394,18 @@ TEST_F(ServerBuildTest, TheNativeTransportRefusesWhatItCannotServeYet) {
     EXPECT_EQ(server.status().code(), code) << server.status();
     EXPECT_NE(server.status().message().find(naming), std::string::npos) << server.status();
   };
-  expect_refused(native().add_insecure_port("unix:/tmp/trellis-native.sock").build(),
-                 StatusCode::kUnimplemented, "unix:/tmp/trellis-native.sock");
-  expect_refused(native()
-                     .add_insecure_port("127.0.0.1:0")
-                     .add_tls_port("127.0.0.1:0", TlsServerOptions::from_files("a.crt", "a.key"))
-                     .build(),
-                 StatusCode::kUnimplemented, "add_tls_port");
   expect_refused(
       native().add_insecure_port("127.0.0.1:0").configure([](grpc::ServerBuilder&) {}).build(),
       StatusCode::kUnimplemented, "configure");
   expect_refused(native().add_insecure_port("no port here").build(), StatusCode::kInvalidArgument,
                  "no port here");
+  expect_refused(native().add_insecure_port("unix:").build(), StatusCode::kInvalidArgument,
+                 "no socket path");
+  expect_refused(native().add_insecure_port("unix:/" + std::string(200, 'x')).build(),
+                 StatusCode::kInvalidArgument, "is over");
+  // A directory that does not exist: UNAVAILABLE naming the address.
+  expect_refused(native().add_insecure_port("unix:/nonexistent-dir/trellis.sock").build(),
+                 StatusCode::kUnavailable, "unix:/nonexistent-dir/trellis.sock");
   // A port another server holds: UNAVAILABLE naming it, as on the grpc transport.
   EchoImpl holder;
   auto first =

@@ -17,15 +17,16 @@
 
 namespace trellis::testing {
 
-// Starts a server on a free loopback port. `configure` adds layers to the builder before the
-// services are added (Builder::layer order is the stack order).
+// Starts a server on a free loopback port, on the transport TRELLIS_TEST_TRANSPORT names (the
+// suites run once per transport). `configure` adds layers to the builder before the services
+// are added (Builder::layer order is the stack order).
 class MiddlewareTest : public EndToEndTest {
  protected:
   void start(const std::function<void(Server::Builder&)>& configure = {},
              BoxLayer echo_layer = {}) {
     if (!runtime_) runtime_ = Runtime::multi_thread().worker_threads(2).build();
     Server::Builder builder(*runtime_);
-    builder.add_insecure_port("127.0.0.1:0");
+    builder.transport(transport_from_environment()).add_insecure_port("127.0.0.1:0");
     if (configure) configure(builder);
     builder.add_service(echo_, std::move(echo_layer)).add_service(streamer_);
     auto server = builder.build();
@@ -39,6 +40,7 @@ class MiddlewareTest : public EndToEndTest {
   // owns it and must destroy it before TearDown (a local, or a member it shuts down first).
   std::unique_ptr<Server> start_other(Service& service, BoxLayer layer = {}) {
     auto server = Server::Builder(*runtime_)
+                      .transport(transport_from_environment())
                       .add_insecure_port("127.0.0.1:0")
                       .layer(std::move(layer))
                       .add_service(service)

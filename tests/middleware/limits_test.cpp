@@ -191,7 +191,7 @@ class LimitsTest : public EndToEndTest {
     runtime_ = workers == 1 ? Runtime::single_thread().build()
                             : Runtime::multi_thread().worker_threads(workers).build();
     Server::Builder builder(*runtime_);
-    builder.add_insecure_port("127.0.0.1:0");
+    builder.transport(transport_from_environment()).add_insecure_port("127.0.0.1:0");
     builder.layer(layer_fn([this](Call& call, const auto& next) -> Task<Status> {
       std::string message = call.request() != nullptr
                                 ? static_cast<const EchoRequest*>(call.request())->message()
