@@ -14,6 +14,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "end_to_end.hpp"
+#include "streamer_service.hpp"
 #include "trellis/client.hpp"
 #include "trellis/client_stream.hpp"
 #include "trellis/runtime.hpp"
@@ -119,7 +120,7 @@ class CrossWorkerEcho final : public EchoService {
 //  "cancel-elsewhere": after the first request, a task on another worker ends the call with
 //    cancel_with(ABORTED); the handler's next read must then fail.
 //  anything else: echoes every request, reading until the client half-closes or cancels.
-class CrossWorkerStreamer final : public StreamerService {
+class CrossWorkerStreamer final : public ChatOnlyStreamer {
  public:
   CrossWorkerStreamer(Runtime& runtime, Observations& seen) : runtime_(runtime), seen_(seen) {}
 
@@ -160,12 +161,6 @@ class CrossWorkerStreamer final : public StreamerService {
     }
     if (ctx.is_cancelled()) seen_.handler_cancelled.Notify();
     co_return Status();
-  }
-  Task<Status> Split(ServerContext&, const EchoRequest&, ServerWriter<EchoResponse>&) override {
-    co_return Status::unimplemented("not used here");
-  }
-  Task<Result<EchoResponse>> Collect(ServerContext&, ServerReader<EchoRequest>&) override {
-    co_return Status::unimplemented("not used here");
   }
 
  private:

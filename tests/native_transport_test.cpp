@@ -35,6 +35,7 @@
 #include "grpc_wire.hpp"
 #include "h2_server_session.hpp"
 #include "python_peer.hpp"
+#include "streamer_service.hpp"
 #include "subprocess.hpp"
 #include "trellis/client.hpp"
 #include "trellis/detail/percent_encoding.hpp"
@@ -1644,28 +1645,27 @@ TEST_F(NativeServerTest, HttpOneAndGarbageAreClosedAndTheServerServesOn) {
   EXPECT_EQ(echo_.observed.calls.load(), 1);
 }
 
-// A Chat handler that, on its first message, blocks its worker until the watchdog has reported
-// the stall (bounded): the read completes inside the socket handler that received the message,
-// and resumes the handler there.
-class BlockingChat final : public testing::StreamerService {
+// A Chat handler that, on its first message, says it blocks (`blocking`), then blocks its worker
+// until the watchdog has reported the stall (bounded): the read completes inside the socket
+// handler that received the message, and resumes the handler there.
+class BlockingChat final : public testing::ChatOnlyStreamer {
  public:
-  explicit BlockingChat(std::shared_future<void> reported) : reported_(std::move(reported)) {}
+  BlockingChat(std::shared_future<void> reported, std::atomic<bool>& blocking)
+      : reported_(std::move(reported)), blocking_(blocking) {}
 
   Task<Status> Chat(ServerContext&, ServerReader<EchoRequest>& reader,
                     ServerWriter<EchoResponse>&) override {
     std::optional<EchoRequest> first = co_await reader.read();
-    if (first) reported_.wait_for(testing::kWaitBound);  // deliberately blocks the worker
+    if (first) {
+      blocking_ = true;
+      reported_.wait_for(testing::kWaitBound);  // deliberately blocks the worker
+    }
     co_return Status();
-  }
-  Task<Status> Split(ServerContext&, const EchoRequest&, ServerWriter<EchoResponse>&) override {
-    co_return Status::unimplemented("not used here");
-  }
-  Task<Result<EchoResponse>> Collect(ServerContext&, ServerReader<EchoRequest>&) override {
-    co_return Status::unimplemented("not used here");
   }
 
  private:
   std::shared_future<void> reported_;
+  std::atomic<bool>& blocking_;
 };
 
 // The socket handlers of a native server (and the handler code they resume) run as the worker's
@@ -1673,15 +1673,18 @@ class BlockingChat final : public testing::StreamerService {
 // the poll.
 TEST(NativeServerRuntimeTest, TheWatchdogAndThePollMetricsSeeWhatSocketHandlersRun) {
   std::promise<void> stalled;
+  std::atomic<bool> blocking{false};
   std::atomic<bool> reported{false};
   std::shared_future<void> report = stalled.get_future().share();
+  // Only a stall while the handler blocks counts: on a loaded machine an earlier poll may be
+  // slow too, and must not release the handler before it blocks.
   auto runtime = Runtime::single_thread()
                      .watchdog(20ms,
                                [&](std::size_t, std::chrono::milliseconds) {
-                                 if (!reported.exchange(true)) stalled.set_value();
+                                 if (blocking && !reported.exchange(true)) stalled.set_value();
                                })
                      .build();
-  BlockingChat chat(report);
+  BlockingChat chat(report, blocking);
   auto server = Server::Builder(*runtime)
                     .transport(Transport::native)
                     .add_insecure_port("127.0.0.1:0")

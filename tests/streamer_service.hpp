@@ -33,6 +33,17 @@ struct StreamerObservations {
   std::atomic<int> requests_read{0};
 };
 
+// A Streamer whose test needs Chat only: Split and Collect answer UNIMPLEMENTED.
+class ChatOnlyStreamer : public StreamerService {
+ public:
+  Task<Status> Split(ServerContext&, const EchoRequest&, ServerWriter<EchoResponse>&) override {
+    co_return Status::unimplemented("not used here");
+  }
+  Task<Result<EchoResponse>> Collect(ServerContext&, ServerReader<EchoRequest>&) override {
+    co_return Status::unimplemented("not used here");
+  }
+};
+
 class StreamerImpl final : public StreamerService {
  public:
   StreamerObservations observed;

@@ -413,6 +413,19 @@ TEST_F(ServerBuildTest, TheNativeTransportRefusesConfigureAndBadAddresses) {
   ASSERT_TRUE(first.ok()) << first.status();
   std::string taken = "127.0.0.1:" + std::to_string((*first)->port());
   expect_refused(native().add_insecure_port(taken).build(), StatusCode::kUnavailable, taken);
+  // An abstract name has a NUL in front of it in sun_path: 106 bytes at most, refused above
+  // (not thrown).
+  expect_refused(native().add_insecure_port("unix-abstract:" + std::string(107, 'x')).build(),
+                 StatusCode::kInvalidArgument, "is over 106 bytes");
+  // Bound, then refused because its service is served already: the socket file goes with it.
+  char dir_template[] = "/tmp/trellis-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string socket_path = std::string(dir_template) + "/echo.sock";
+  Server::Builder second(*runtime_);
+  second.transport(Transport::native).add_insecure_port("unix:" + socket_path).add_service(holder);
+  expect_refused(second.build(), StatusCode::kFailedPrecondition, "already served");
+  EXPECT_FALSE(std::filesystem::exists(socket_path));
+  std::filesystem::remove_all(dir_template);
   EXPECT_EQ(parse_transport("native").value(), Transport::native);
   EXPECT_EQ(parse_transport("grpc").value(), Transport::grpc);
   EXPECT_EQ(parse_transport("h2").status().code(), StatusCode::kInvalidArgument);

@@ -25,7 +25,7 @@ set(TRELLIS_PACKAGE_TARGETS trellis_runtime trellis_layer trellis trellis_middle
     protoc-gen-trellis trellis_health trellis_health_protos trellis_reflection
     trellis_reflection_protos)
 # The native transport, where libnghttp2 was found: a static archive trellis::trellis links, so
-# its consumers link nghttp2 and zlib too.
+# its consumers link nghttp2, zlib and OpenSSL too.
 set(TRELLIS_NATIVE_TRANSPORT OFF)
 set(TRELLIS_PC_TRANSPORT_LIBS "")
 set(TRELLIS_PC_TRANSPORT_REQUIRES "")
@@ -34,8 +34,8 @@ if(TARGET trellis_transport)
   set(TRELLIS_NATIVE_TRANSPORT ON)
   list(APPEND TRELLIS_PACKAGE_TARGETS trellis_transport)
   set(TRELLIS_PC_TRANSPORT_LIBS " -ltrellis_transport")
-  set(TRELLIS_PC_TRANSPORT_REQUIRES " libnghttp2 zlib libssl")
-  set(TRELLIS_DEB_TRANSPORT_DEPENDS ", libnghttp2-dev, zlib1g-dev, libssl-dev")
+  set(TRELLIS_PC_TRANSPORT_REQUIRES ", libnghttp2 >= 1.50, zlib, libssl")
+  set(TRELLIS_DEB_TRANSPORT_DEPENDS ", libnghttp2-dev (>= 1.50), zlib1g-dev, libssl-dev")
 endif()
 
 install(TARGETS ${TRELLIS_PACKAGE_TARGETS}

@@ -150,9 +150,11 @@ struct NativeServer::State {
     std::string unix_path;  // a unix socket's path ("" for TCP and abstract sockets)
     std::string peer;       // the peer of every connection on a unix socket ("" for TCP)
     std::unique_ptr<NativeTlsPort> tls;
+    // After a failed accept; each listener its own, as they fail together when out of files.
+    std::unique_ptr<boost::asio::steady_timer> accept_retry;
   };
   std::vector<Listener> listeners;
-  std::unique_ptr<boost::asio::steady_timer> accept_retry;
+  bool served = false;  // serve() ran: the listeners belong to the first worker's reactor
   std::atomic<std::size_t> next_worker{0};
   std::atomic<bool> stopping{false};
   // Each worker's open connections; touched on that worker only.
@@ -756,8 +758,9 @@ void NativeServer::State::accept(std::size_t index) {
         if (error) {
           // Out of descriptors, most likely: say so, and try again shortly rather than spin.
           log(LogLevel::kError, absl::StrCat("native server: accept failed: ", error.message()));
-          accept_retry->expires_after(std::chrono::milliseconds(100));
-          accept_retry->async_wait([this, index](const boost::system::error_code& e) {
+          auto& retry = *listeners[index].accept_retry;
+          retry.expires_after(std::chrono::milliseconds(100));
+          retry.async_wait([this, index](const boost::system::error_code& e) {
             if (!e && !stopping.load(std::memory_order_acquire)) accept(index);
           });
           return;
@@ -799,9 +802,11 @@ Result<ListenAt> parse_address(const std::string& address) {
   using Local = boost::asio::local::stream_protocol::endpoint;
   auto local = [&](std::string path, bool abstract) -> Result<ListenAt> {
     if (path.empty()) return Status::invalid_argument(absl::StrCat("no socket path in ", address));
-    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
-      return Status::invalid_argument(absl::StrCat("the unix socket path in ", address, " is over ",
-                                                   sizeof(sockaddr_un::sun_path) - 1, " bytes"));
+    // sun_path holds the path and its NUL; an abstract name has a NUL in front instead.
+    const std::size_t longest = sizeof(sockaddr_un::sun_path) - 1 - (abstract ? 1 : 0);
+    if (path.size() > longest) {
+      return Status::invalid_argument(
+          absl::StrCat("the unix socket path in ", address, " is over ", longest, " bytes"));
     }
     ListenAt at;
     at.endpoint = Local(abstract ? std::string(1, '\0') + path : path);
@@ -853,6 +858,16 @@ void remove_socket_file(const std::string& path) {
   }
 }
 
+// A connection's timer from a builder option, read as the grpc transport reads it: clamped to
+// [0, INT_MAX] ms, where INT_MAX ms (about 24.8 days) and beyond mean "never". That also keeps
+// milliseconds::max(), the usual "never", from overflowing the steady clock's nanoseconds.
+std::chrono::steady_clock::duration connection_timer(std::chrono::milliseconds option) {
+  if (option.count() >= std::numeric_limits<int>::max()) {
+    return std::chrono::steady_clock::duration::max();
+  }
+  return std::max(option, std::chrono::milliseconds(0));
+}
+
 }  // namespace
 
 void NativeServer::State::close_listeners() {
@@ -876,19 +891,23 @@ Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
       options.max_receive_message_size < 0
           ? std::numeric_limits<std::size_t>::max()
           : static_cast<std::size_t>(options.max_receive_message_size);
-  if (options.min_ping_interval) session.min_ping_interval = *options.min_ping_interval;
+  if (options.min_ping_interval) {
+    session.min_ping_interval = std::max(*options.min_ping_interval, std::chrono::milliseconds(0));
+  }
   if (options.max_concurrent_streams) {
     session.max_concurrent_streams =
         static_cast<std::uint32_t>(std::max(0, *options.max_concurrent_streams));
   }
-  if (options.max_connection_idle) state->connection.max_idle = *options.max_connection_idle;
+  if (options.max_connection_idle) {
+    state->connection.max_idle = connection_timer(*options.max_connection_idle);
+  }
   if (options.max_connection_age) {
-    state->connection.max_age = *options.max_connection_age;
-    state->connection.max_age_grace = options.max_connection_age_grace;
+    state->connection.max_age = connection_timer(*options.max_connection_age);
+    state->connection.max_age_grace = connection_timer(options.max_connection_age_grace);
   }
   if (options.keepalive) {
-    state->connection.keepalive_time = options.keepalive->time;
-    state->connection.keepalive_timeout = options.keepalive->timeout;
+    state->connection.keepalive_time = connection_timer(options.keepalive->time);
+    state->connection.keepalive_timeout = connection_timer(options.keepalive->timeout);
     state->connection.keepalive_without_calls = options.keepalive->permit_without_calls;
     session.permit_pings_without_calls = options.keepalive->permit_without_calls;
   }
@@ -931,20 +950,25 @@ Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
     }
     // A unix socket has no port: 0.
     state->ports.push_back(at->tcp ? to_tcp(listener.acceptor->local_endpoint(error)).port() : 0);
+    listener.accept_retry = std::make_unique<boost::asio::steady_timer>(first->reactor_executor());
   }
-  state->accept_retry = std::make_unique<boost::asio::steady_timer>(first->reactor_executor());
   return std::unique_ptr<NativeServer>(new NativeServer(std::move(state)));
 }
 
 void NativeServer::serve(std::unordered_map<std::string, NativeMethod> methods) {
   state_->methods = std::move(methods);
+  state_->served = true;
   for (auto& worker : state_->core->workers) worker->use_reactor();
   for (std::size_t i = 0; i < state_->listeners.size(); ++i) state_->accept(i);
 }
 
 NativeServer::NativeServer(std::shared_ptr<State> state) : state_(std::move(state)) {}
 
-NativeServer::~NativeServer() = default;
+NativeServer::~NativeServer() {
+  // Bound but never served (build() failed after binding): nothing waits on the listeners, and
+  // their socket files must not outlive the server.
+  if (!state_->served) state_->close_listeners();
+}
 
 const std::vector<int>& NativeServer::ports() const { return state_->ports; }
 
@@ -969,7 +993,9 @@ void NativeServer::shutdown(std::chrono::milliseconds grace) {
   on_every_worker([&s](Worker* w) {
     if (w == s.worker(0)) {
       s.close_listeners();
-      s.accept_retry->cancel();
+      for (auto& listener : s.listeners) {
+        if (listener.accept_retry) listener.accept_retry->cancel();
+      }
     }
     for (NativeConnection* c : s.connections[w->index()]) {
       c->socket().session().shutdown();
@@ -989,10 +1015,7 @@ void NativeServer::shutdown(std::chrono::milliseconds grace) {
   // The acceptors' handlers have run (they were cancelled on the first worker, before the
   // connections closed); the sockets can go on the worker that owns them.
   on_every_worker([&s](Worker* w) {
-    if (w == s.worker(0)) {
-      s.listeners.clear();
-      s.accept_retry.reset();
-    }
+    if (w == s.worker(0)) s.listeners.clear();
   });
 }
 

@@ -114,9 +114,11 @@ void run_cancel_with(Call* call, Worker* worker, std::atomic<int>& pending, Serv
     call->cancel_now(std::move(status));
     return;
   }
+  // Pinned before the request is visible: a worker that takes the request (acquire) then sees
+  // the pin too, and does not free the call under the post below.
+  pending.fetch_add(1, std::memory_order_relaxed);
   ServerContextAccess::mark_cancelled(ctx);
   request.request(std::move(status));
-  pending.fetch_add(1, std::memory_order_relaxed);
   worker->post(make_runnable([call, &pending, &request] {
     pending.fetch_sub(1, std::memory_order_relaxed);
     if (std::optional<Status> status = request.take()) call->cancel_now(std::move(*status));

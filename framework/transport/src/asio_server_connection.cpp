@@ -52,9 +52,11 @@ void AsioServerConnection::start() {
     begin();
     return;
   }
+  handshaking_ = true;
   tls_->async_handshake(
       boost::asio::ssl::stream_base::server,
       [self = shared_from_this()](const boost::system::error_code& error) {
+        self->handshaking_ = false;
         if (self->closed_) return;
         if (error) {
           self->close(Status::unavailable("the TLS handshake failed: " + error.message()));
@@ -167,7 +169,9 @@ void AsioServerConnection::on_read(const boost::system::error_code& error, std::
 }
 
 void AsioServerConnection::flush() {
-  if (writing_ || closed_) return;
+  // During the TLS handshake nothing is written (a GOAWAY of a shutdown waits in the session):
+  // a write then would run beside the handshake on the same stream. begin() flushes.
+  if (writing_ || closed_ || handshaking_) return;
   // A call that ends between two reads ends here (its status leaves): the connection was busy
   // until now.
   if (idle_timer_ && session_.open_calls() > 0) last_busy_ = std::chrono::steady_clock::now();

@@ -120,7 +120,8 @@ class AsioServerConnection : public std::enable_shared_from_this<AsioServerConne
   std::chrono::steady_clock::time_point last_read_;
   std::array<char, 64 * 1024> input_;
   std::string output_;
-  bool reading_ = false;  // one read (or drain) at a time
+  bool handshaking_ = false;  // the TLS handshake runs; nothing is written meanwhile
+  bool reading_ = false;      // one read (or drain) at a time
   bool writing_ = false;
   bool closing_ = false;  // the session failed: close once its last bytes (a GOAWAY) are out
   bool lingering_ = false;
