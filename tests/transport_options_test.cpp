@@ -339,9 +339,9 @@ TEST_P(ServerOptionsTest, MaxConnectionAgeGraceEndsTheCallsLeft) {
 // milliseconds::max(), the usual way to write "never", means never (grpc core clamps it to its
 // own "never"): the connection is neither closed nor pinged to death at once.
 TEST_P(ServerOptionsTest, ConnectionLimitsOfMillisecondsMaxMeanNever) {
-  constexpr auto never = std::chrono::milliseconds::max();
   start(
       [](Server::Builder& b) {
+        constexpr auto never = std::chrono::milliseconds::max();
         b.max_connection_idle(never)
             .max_connection_age(never, never)
             .keepalive({.time = never, .timeout = never});
