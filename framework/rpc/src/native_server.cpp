@@ -791,9 +791,9 @@ namespace {
 // and after closing, and the name its connections' peers have.
 struct ListenAt {
   Endpoint endpoint;
-  bool tcp = true;
   std::string unix_path;
-  std::string peer;
+  std::string peer;  // "" for TCP, whose peers have their own addresses
+  bool tcp() const { return peer.empty(); }
 };
 
 // "host:port", "[v6]:port", "unix:path", "unix:///absolute/path", "unix-abstract:name": the
@@ -810,7 +810,6 @@ Result<ListenAt> parse_address(const std::string& address) {
     }
     ListenAt at;
     at.endpoint = Local(abstract ? std::string(1, '\0') + path : path);
-    at.tcp = false;
     if (!abstract) at.unix_path = path;
     at.peer = address;
     return at;
@@ -939,7 +938,7 @@ Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
     remove_socket_file(at->unix_path);
     boost::system::error_code error;
     listener.acceptor->open(at->endpoint.protocol(), error);
-    if (!error && at->tcp) listener.acceptor->set_option(Acceptor::reuse_address(true), error);
+    if (!error && at->tcp()) listener.acceptor->set_option(Acceptor::reuse_address(true), error);
     if (!error) listener.acceptor->bind(at->endpoint, error);
     if (!error) listener.unix_path = at->unix_path;
     if (!error) listener.acceptor->listen(boost::asio::socket_base::max_listen_connections, error);
@@ -949,7 +948,7 @@ Result<std::unique_ptr<NativeServer>> NativeServer::bind(Runtime& runtime,
           absl::StrCat("could not listen on ", address, ": ", error.message()));
     }
     // A unix socket has no port: 0.
-    state->ports.push_back(at->tcp ? to_tcp(listener.acceptor->local_endpoint(error)).port() : 0);
+    state->ports.push_back(at->tcp() ? to_tcp(listener.acceptor->local_endpoint(error)).port() : 0);
     listener.accept_retry = std::make_unique<boost::asio::steady_timer>(first->reactor_executor());
   }
   return std::unique_ptr<NativeServer>(new NativeServer(std::move(state)));

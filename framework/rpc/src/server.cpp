@@ -661,7 +661,7 @@ Server::Builder& Server::Builder::grpc_option(std::function<void(grpc::ServerBui
 }
 
 Server::Builder& Server::Builder::configure(std::function<void(grpc::ServerBuilder&)> fn) {
-  grpc_only_options_.push_back("configure");
+  configured_ = true;
   return grpc_option(std::move(fn));
 }
 
@@ -876,10 +876,10 @@ Result<std::unique_ptr<Server>> Server::Builder::build() {
 
 Status Server::Builder::check_native() const {
 #if TRELLIS_NATIVE_TRANSPORT
-  if (grpc_only_options_.empty()) return Status();
-  return Status::unimplemented(absl::StrCat("the native transport does not support ",
-                                            absl::StrJoin(grpc_only_options_, ", "),
-                                            " yet; use Transport::grpc for these"));
+  if (!configured_) return Status();
+  return Status::unimplemented(
+      "the native transport does not support configure (it adjusts a grpc::ServerBuilder, which "
+      "the native server does not have); use Transport::grpc for it");
 #else
   return Status::unimplemented(
       "this Trellis was built without libnghttp2, so without the native transport");

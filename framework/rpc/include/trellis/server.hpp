@@ -122,7 +122,7 @@ class Server {
     std::optional<std::chrono::milliseconds> max_connection_idle_;
     std::optional<std::chrono::milliseconds> max_connection_age_;
     std::chrono::milliseconds max_connection_age_grace_{0};
-    std::vector<std::string> grpc_only_options_;
+    bool configured_ = false;  // configure was called: grpc transport only
     std::vector<std::string> addresses_;
     std::vector<std::pair<std::size_t, TlsServerOptions>> tls_ports_;  // (index in addresses_, TLS)
     std::vector<Service*> services_;
