@@ -46,21 +46,13 @@ rc=$?
 check "unreachable server is UNAVAILABLE, exit non-zero" \
   "$([ $rc -ne 0 ] && [[ "$err" == UNAVAILABLE* ]]; echo $?)"
 
-# Mutual TLS with certificates made here by openssl (EC P-256, valid two days), in a temporary
-# directory removed at exit: a CA, the server's (SAN localhost, 127.0.0.1) and a client's.
+# Mutual TLS with certificates made here (tests/lib/certs.sh), in a temporary directory removed
+# at exit: a CA, the server's (SAN localhost, 127.0.0.1) and a client's.
+# shellcheck source=SCRIPTDIR/lib/certs.sh
+source "$(dirname "$0")/lib/certs.sh"
 tls=$(mktemp -d)
 trap 'server_stop; rm -rf "$tls"' EXIT
-make_cert() {  # make_cert NAME CN [openssl req options...]
-  local name=$1 cn=$2
-  shift 2
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -keyout "$tls/$name.key" -out "$tls/$name.pem" -subj "/O=Trellis Example/CN=$cn" "$@" \
-    2>"$tls/openssl.log" || { cat "$tls/openssl.log"; return 1; }
-}
-if make_cert ca "Example CA" -addext basicConstraints=critical,CA:TRUE &&
-  make_cert server localhost -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 &&
-  make_cert client greeter-client -CA "$tls/ca.pem" -CAkey "$tls/ca.key"; then
+if make_test_certs "$tls"; then
   check "openssl made the test certificates" 0
   # Mutual TLS on both server transports.
   for transport in grpc native; do

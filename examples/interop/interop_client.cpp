@@ -3,15 +3,17 @@
 // server.
 //
 //   interop_client --server_port=N [--server_host=localhost] [--test_case=all|NAME]
-//                  [--use_tls=false] [--rpc_timeout_ms=10000]
+//                  [--rpc_timeout_ms=10000]
+//                  [--use_tls --tls_ca=FILE [--server_host_override=NAME]]
 //
 // Cases: empty_unary, large_unary, client_streaming, server_streaming, ping_pong, empty_stream,
 // cancel_after_begin, cancel_after_first_response, timeout_on_sleeping_server, custom_metadata,
 // status_code_and_message, special_status_message, unimplemented_method, unimplemented_service;
 // each asserts what the descriptions say it asserts. Prints "PASS name" or "FAIL name: reason"
 // per case and exits 0 only if every case passed. Every call has a deadline (--rpc_timeout_ms,
-// timeout_on_sleeping_server's own 1 ms), so a run always ends. Plaintext only: --use_tls=true is
-// refused.
+// timeout_on_sleeping_server's own 1 ms), so a run always ends. --use_tls calls over TLS,
+// trusting the PEM CAs in --tls_ca (gRPC's own interop client has a test CA built in; this one
+// is handed it), and checks the server's certificate against --server_host_override when given.
 #include <grpc/grpc.h>
 #include <grpcpp/channel.h>
 #include <grpcpp/support/channel_arguments.h>
@@ -34,11 +36,15 @@
 #include "absl/strings/str_join.h"
 #include "grpc/testing/test.trellis.h"
 #include "trellis/runtime.hpp"
+#include "trellis/tls.hpp"
 
 ABSL_FLAG(std::string, server_host, "localhost", "host of the server under test");
 ABSL_FLAG(int, server_port, 0, "port of the server under test (required)");
 ABSL_FLAG(std::string, test_case, "all", "the case to run, or all");
-ABSL_FLAG(bool, use_tls, false, "must be false: the client is plaintext only");
+ABSL_FLAG(bool, use_tls, false, "call over TLS, trusting --tls_ca");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA file the server's certificate must chain to");
+ABSL_FLAG(std::string, server_host_override, "",
+          "the name the server's certificate is checked against, in place of --server_host");
 ABSL_FLAG(int, rpc_timeout_ms, 10000, "deadline of every call that is expected to finish");
 
 namespace {
@@ -410,8 +416,14 @@ int main(int argc, char** argv) {
               << " (flags take --flag=value)\n";
     return 2;
   }
-  if (absl::GetFlag(FLAGS_use_tls)) {
-    std::cerr << "interop_client: TLS is not supported; use --use_tls=false\n";
+  const bool use_tls = absl::GetFlag(FLAGS_use_tls);
+  if (!use_tls && (!absl::GetFlag(FLAGS_tls_ca).empty() ||
+                   !absl::GetFlag(FLAGS_server_host_override).empty())) {
+    std::cerr << "interop_client: --tls_ca and --server_host_override need --use_tls\n";
+    return 2;
+  }
+  if (use_tls && absl::GetFlag(FLAGS_tls_ca).empty()) {
+    std::cerr << "interop_client: --use_tls needs --tls_ca\n";
     return 2;
   }
   int port = absl::GetFlag(FLAGS_server_port);
@@ -436,7 +448,19 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments args;
   // No proxy may stand between the client and the server under test.
   args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
-  trellis::Channel channel = trellis::Channel::insecure(host + ":" + std::to_string(port), args);
+  const std::string target = host + ":" + std::to_string(port);
+  auto make_channel = [&]() -> Result<trellis::Channel> {
+    if (!use_tls) return trellis::Channel::insecure(target, args);
+    trellis::TlsOptions tls = trellis::TlsOptions::from_files(absl::GetFlag(FLAGS_tls_ca));
+    tls.server_name_override = absl::GetFlag(FLAGS_server_host_override);
+    return trellis::Channel::tls(target, tls, args);
+  };
+  Result<trellis::Channel> made = make_channel();
+  if (!made.ok()) {
+    std::cerr << "interop_client: " << made.status() << "\n";  // names a bad --tls_ca
+    return 2;
+  }
+  trellis::Channel& channel = *made;
 
   // Connect before the first case (bounded; an unreachable server fails the cases instead), so
   // that every case, run alone too, starts on a ready channel.

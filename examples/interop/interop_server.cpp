@@ -1,18 +1,20 @@
 // interop_server: grpc.testing.TestService served by Trellis, the server half of gRPC's interop
 // tests (doc/interop-test-descriptions.md in the gRPC repository), for any interop client.
 //
-//   interop_server --port=N [--host=0.0.0.0] [--use_tls=false] [--threads=0] [--grace_ms=5000]
+//   interop_server --port=N [--host=0.0.0.0] [--transport=grpc|native] [--threads=0]
+//                  [--grace_ms=5000] [--use_tls --tls_cert=FILE --tls_key=FILE]
 //
 // --port=0 picks a free port. Prints "interop_server listening on port N" once serving and
-// stops gracefully on SIGINT or SIGTERM (exit status 0). Plaintext only: --use_tls=true is
-// refused.
+// stops gracefully on SIGINT or SIGTERM (exit status 0). --use_tls serves TLS with the PEM
+// certificate chain and key given (gRPC's own interop server has test certificates built in;
+// this one is handed them).
 //
 // Server features: EmptyCall, UnaryCall, StreamingOutputCall, StreamingInputCall,
 // FullDuplexCall, HalfDuplexCall, Echo Status, Echo Metadata and
 // ResponseParameters.interval_us, in every method they apply to. CacheableUnaryCall answers as
 // UnaryCall does (there is no caching proxy to test against). UnimplementedCall answers
 // UNIMPLEMENTED, and grpc.testing.UnimplementedService is deliberately not served. Not
-// implemented: TLS, the compression features (CompressedRequest, CompressedResponse) and the
+// implemented: the compression features (CompressedRequest, CompressedResponse) and the
 // auth echo features.
 #include <boost/asio/as_tuple.hpp>
 #include <chrono>
@@ -30,12 +32,15 @@
 #include "trellis/server.hpp"
 #include "trellis/shutdown_signals.hpp"
 #include "trellis/timer.hpp"
+#include "trellis/tls.hpp"
 
 ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one");
 ABSL_FLAG(std::string, transport, "grpc",
           "the server transport: grpc (grpc core, the default) or native (Trellis's HTTP/2)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
-ABSL_FLAG(bool, use_tls, false, "must be false: the server is plaintext only");
+ABSL_FLAG(bool, use_tls, false, "serve TLS with --tls_cert and --tls_key");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain file of the server (--use_tls)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key file of --tls_cert (--use_tls)");
 ABSL_FLAG(int, threads, 0, "runtime worker threads; 0 means one per hardware thread");
 ABSL_FLAG(int, grace_ms, 5000, "how long in-flight calls may take to finish at shutdown");
 
@@ -217,8 +222,10 @@ int main(int argc, char** argv) {
               << " (flags take --flag=value)\n";
     return 2;
   }
-  if (absl::GetFlag(FLAGS_use_tls)) {
-    std::cerr << "interop_server: TLS is not supported; use --use_tls=false\n";
+  const bool use_tls = absl::GetFlag(FLAGS_use_tls);
+  if (use_tls != !absl::GetFlag(FLAGS_tls_cert).empty() ||
+      use_tls != !absl::GetFlag(FLAGS_tls_key).empty()) {
+    std::cerr << "interop_server: --use_tls needs --tls_cert and --tls_key, and they need it\n";
     return 2;
   }
   // From before the server listens: a SIGTERM that comes early drains the server too.
@@ -232,12 +239,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   TestServiceImpl service;
-  auto server = trellis::Server::Builder(*runtime)
-                    .transport(*transport)
-                    .add_insecure_port(absl::GetFlag(FLAGS_host) + ":" +
-                                       std::to_string(absl::GetFlag(FLAGS_port)))
-                    .add_service(service)
-                    .build();
+  trellis::Server::Builder builder(*runtime);
+  builder.transport(*transport).add_service(service);
+  const std::string address =
+      absl::GetFlag(FLAGS_host) + ":" + std::to_string(absl::GetFlag(FLAGS_port));
+  if (use_tls) {
+    builder.add_tls_port(address, trellis::TlsServerOptions::from_files(
+                                      absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)));
+  } else {
+    builder.add_insecure_port(address);
+  }
+  auto server = builder.build();  // fails naming a missing or bad certificate file
   if (!server.ok()) {
     std::cerr << "interop_server: " << server.status() << "\n";
     return 1;

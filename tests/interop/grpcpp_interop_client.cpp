@@ -6,15 +6,17 @@
 // the same flags, cases, checks and output.
 //
 //   grpcpp_interop_client --server_port=N [--server_host=localhost] [--test_case=all|NAME]
-//                         [--use_tls=false] [--rpc_timeout_ms=10000]
+//                         [--rpc_timeout_ms=10000]
+//                         [--use_tls --tls_ca=FILE [--server_host_override=NAME]]
 //
 // Cases: empty_unary, large_unary, client_streaming, server_streaming, ping_pong, empty_stream,
 // cancel_after_begin, cancel_after_first_response, timeout_on_sleeping_server, custom_metadata,
 // status_code_and_message, special_status_message, unimplemented_method, unimplemented_service;
 // each asserts what the descriptions say it asserts. Prints "PASS name" or "FAIL name: reason"
 // per case and exits 0 only if every case passed. Every call has a deadline (--rpc_timeout_ms,
-// timeout_on_sleeping_server's own 1 ms), so a run always ends. Plaintext only: --use_tls=true is
-// refused.
+// timeout_on_sleeping_server's own 1 ms), so a run always ends. --use_tls calls over TLS
+// (grpc::SslCredentials), trusting the PEM CAs in --tls_ca, and checks the server's certificate
+// against --server_host_override when given.
 #include <grpc/grpc.h>
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
@@ -29,6 +31,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -47,7 +50,10 @@
 ABSL_FLAG(std::string, server_host, "localhost", "host of the server under test");
 ABSL_FLAG(int, server_port, 0, "port of the server under test (required)");
 ABSL_FLAG(std::string, test_case, "all", "the case to run, or all");
-ABSL_FLAG(bool, use_tls, false, "must be false: the client is plaintext only");
+ABSL_FLAG(bool, use_tls, false, "call over TLS, trusting --tls_ca");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA file the server's certificate must chain to");
+ABSL_FLAG(std::string, server_host_override, "",
+          "the name the server's certificate is checked against, in place of --server_host");
 ABSL_FLAG(int, rpc_timeout_ms, 10000, "deadline of every call that is expected to finish");
 
 namespace {
@@ -476,9 +482,25 @@ int main(int argc, char** argv) {
               << " (flags take --flag=value)\n";
     return 2;
   }
-  if (absl::GetFlag(FLAGS_use_tls)) {
-    std::cerr << "grpcpp_interop_client: TLS is not supported; use --use_tls=false\n";
+  const bool use_tls = absl::GetFlag(FLAGS_use_tls);
+  const std::string tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string server_host_override = absl::GetFlag(FLAGS_server_host_override);
+  if (!use_tls && (!tls_ca.empty() || !server_host_override.empty())) {
+    std::cerr << "grpcpp_interop_client: --tls_ca and --server_host_override need --use_tls\n";
     return 2;
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (use_tls) {
+    std::ifstream file(tls_ca);
+    std::string ca((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    if (!file || ca.empty()) {
+      std::cerr << "grpcpp_interop_client: --use_tls needs a readable --tls_ca, not '" << tls_ca
+                << "'\n";
+      return 2;
+    }
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ca;
+    credentials = grpc::SslCredentials(ssl);
   }
   int port = absl::GetFlag(FLAGS_server_port);
   if (port <= 0 || port > 65535) {
@@ -506,8 +528,9 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments args;
   // No proxy may stand between the client and the server under test.
   args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      host + ":" + std::to_string(port), grpc::InsecureChannelCredentials(), args);
+  if (!server_host_override.empty()) args.SetSslTargetNameOverride(server_host_override);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(host + ":" + std::to_string(port), credentials, args);
 
   // Connect before the first case (bounded; an unreachable server fails the cases instead), so
   // that every case, run alone too, starts on a ready channel.

@@ -8,13 +8,15 @@ status_code_and_message, special_status_message, unimplemented_method, unimpleme
 
 Prints one line per case, "PASS name" or "FAIL name: reason", and exits 0 only if every case
 passed. Every call has a deadline (--rpc_timeout_s, except timeout_on_sleeping_server's 1 ms),
-so a run always ends. Plaintext only: --use_tls must be false.
+so a run always ends. --use_tls true calls over TLS, trusting the PEM CAs in --tls_ca, and
+checks the server's certificate against --server_host_override when given.
 
 The modules come from protoc and grpc_python_plugin (see interop_protos.py); put the generated
 modules on PYTHONPATH.
 
 Usage: interop_client.py --server_port PORT [--server_host localhost] [--test_case all|NAME]
-                         [--use_tls false] [--rpc_timeout_s 10]
+                         [--rpc_timeout_s 10]
+                         [--use_tls true --tls_ca FILE [--server_host_override NAME]]
 """
 
 import argparse
@@ -308,19 +310,36 @@ def main():
     parser.add_argument('--server_host', default='localhost')
     parser.add_argument('--server_port', type=int, required=True)
     parser.add_argument('--test_case', default='all', choices=('all',) + CASE_NAMES)
-    parser.add_argument('--use_tls', type=parse_bool, default=False, help='only false works')
+    parser.add_argument('--use_tls', type=parse_bool, default=False, help='call over TLS')
+    parser.add_argument('--tls_ca', help="PEM CA file the server's certificate must chain to")
+    parser.add_argument('--server_host_override',
+                        help="the name the server's certificate is checked against")
     parser.add_argument('--rpc_timeout_s',
                         type=float,
                         default=10.0,
                         help='the deadline of every call expected to finish')
     args = parser.parse_args()
-    if args.use_tls:
-        parser.error('TLS is not supported; pass --use_tls=false')
+    if not args.use_tls and (args.tls_ca or args.server_host_override):
+        parser.error('--tls_ca and --server_host_override need --use_tls=true')
+    if args.use_tls and not args.tls_ca:
+        parser.error('--use_tls=true needs --tls_ca')
 
     names = CASE_NAMES if args.test_case == 'all' else (args.test_case,)
     target = '%s:%d' % (args.server_host, args.server_port)
     # No proxy may stand between the client and the server under test.
-    with grpc.insecure_channel(target, options=[('grpc.enable_http_proxy', 0)]) as channel:
+    options = [('grpc.enable_http_proxy', 0)]
+    if args.use_tls:
+        try:
+            with open(args.tls_ca, 'rb') as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        except OSError as e:
+            parser.error('--tls_ca: %s' % e)
+        if args.server_host_override:
+            options.append(('grpc.ssl_target_name_override', args.server_host_override))
+        channel = grpc.secure_channel(target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=options)
+    with channel:
         cases = Cases(channel, args.rpc_timeout_s)
         results = [run_case(cases, name) for name in names]
     return 0 if all(results) else 1

@@ -6,10 +6,20 @@
 # exit of this script too). Passes when the client passed every case (exit 0) and the server
 # then stopped cleanly (exit 0).
 #
-# Usage: run_interop_pair.sh SERVER_COMMAND... -- CLIENT_COMMAND...
+# With --tls, the pair talks TLS: certificates made here (tests/lib/certs.sh) into a temporary
+# directory, the server given --use_tls=true --tls_cert --tls_key, the client --use_tls=true
+# --tls_ca and --server_host_override=interop.trellis.test (a name only the server's
+# certificate gives, so the override is checked too).
+#
+# Usage: run_interop_pair.sh [--tls] SERVER_COMMAND... -- CLIENT_COMMAND...
 # Environment: INTEROP_CLIENT_TIMEOUT (seconds, default 240), PYTHONPATH for python peers.
 set -uo pipefail
 
+tls=
+if [[ ${1:-} == --tls ]]; then
+  tls=$(mktemp -d)
+  shift
+fi
 server_cmd=()
 while [[ $# -gt 0 && $1 != -- ]]; do
   server_cmd+=("$1")
@@ -28,8 +38,16 @@ fi
 
 # shellcheck source=SCRIPTDIR/../lib/server.sh
 source "$(dirname "$0")/../lib/server.sh"
-trap server_stop EXIT
+trap 'server_stop; [[ -z $tls ]] || rm -rf "$tls"' EXIT
 trap 'exit 130' INT TERM
+
+if [[ -n $tls ]]; then
+  # shellcheck source=SCRIPTDIR/../lib/certs.sh
+  source "$(dirname "$0")/../lib/certs.sh"
+  make_test_certs "$tls" || { echo "openssl could not make the test certificates" >&2; exit 1; }
+  server_cmd+=(--use_tls=true --tls_cert="$tls/server.pem" --tls_key="$tls/server.key")
+  client_cmd+=(--use_tls=true --tls_ca="$tls/ca.pem" --server_host_override=interop.trellis.test)
+fi
 
 server_start "${server_cmd[@]}" || exit 1
 
