@@ -168,7 +168,7 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
   // Starts the gRPC call on the first operation. False when the call cannot run (it failed or
   // was cancelled before it started, or the runtime is stopping); operations then fail.
   bool ensure_started() {
-    if (started_.load(std::memory_order_relaxed)) return true;
+    if (started_.load(std::memory_order_relaxed)) return may_start_ops();
     if (failure_) return false;
     if (cancel_requested_.load(std::memory_order_acquire)) {
       failure_ = Status::cancelled("the call was cancelled before it started");
@@ -242,14 +242,19 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
     --outstanding_;
     headers_sent_ = true;
     if (std::optional<QueuedWrite> q = std::exchange(queued_write_, std::nullopt)) {
-      if (q->writes_done) {
+      if (!may_start_ops()) {
+        write_pending_ = false;
+        if (WriteOp* op = std::exchange(write_op_, nullptr)) op->complete(false);
+        advance_finish();
+      } else if (q->writes_done) {
         stream_->WritesDone(&on_written_);
+        ++outstanding_;
       } else {
         grpc::WriteOptions options;
         if (q->last) options.set_last_message();
         stream_->Write(write_buffer_, options, &on_written_);
+        ++outstanding_;
       }
-      ++outstanding_;
     }
     if (WriteOp* op = std::exchange(start_op_, nullptr)) op->complete(ok);
   }
@@ -299,6 +304,11 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
 
   void start_receive_status() {
     if (status_requested_) return;
+    if (!may_start_ops()) {
+      if (ReadOp* op = std::exchange(read_op_, nullptr)) op->complete(false, kNoBytes);
+      advance_finish();
+      return;
+    }
     status_requested_ = true;
     stream_->Finish(&status_, &on_status_);
     ++outstanding_;
@@ -308,16 +318,33 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
   // completion that unblocks it.
   void advance_finish() {
     if (!finishing_) return;
-    if (ended_) {
-      finishing_ = false;
-      std::exchange(finish_op_, nullptr)->complete(final_status());
+    if (!ended_ && may_start_ops()) {
+      if (!half_closed_ && !write_pending_) start_writes_done();
+      if (!reads_ended_ && read_op_ == nullptr && !draining_read_) {
+        draining_read_ = true;
+        start_read();
+      }
       return;
     }
-    if (!half_closed_ && !write_pending_) start_writes_done();
-    if (!reads_ended_ && read_op_ == nullptr && !draining_read_) {
-      draining_read_ = true;
-      start_read();
+    finishing_ = false;
+    std::exchange(finish_op_, nullptr)->complete(final_status());
+  }
+
+  // Every operation after the first starts only if this holds. Once the runtime is stopping, it
+  // shuts the worker's queue down as soon as nothing is left to run, and grpc core aborts the
+  // process on an operation started on a queue that has shut down; yet completions still come
+  // in then (the stop cancelled the call): on a native server's runtime through the reactor,
+  // where the worker does not see them coming, and on any runtime from the queue's last
+  // events. So the call ends here instead, CANCELLED unless it had already ended.
+  bool may_start_ops() {
+    if (worker()->accepting_ops()) return true;
+    if (!ended_) {
+      if (!failure_) failure_ = Status::cancelled("the Trellis runtime is shutting down");
+      ended_ = true;
+      reads_ended_ = true;
+      untrack();
     }
+    return false;
   }
 
   Status final_status() const {
