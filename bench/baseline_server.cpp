@@ -4,7 +4,7 @@
 // per thread, each thread polling only its own queue, and `--prepost` requests outstanding on
 // every queue.
 //
-//   baseline_server [--port N] [--threads T] [--prepost P]
+//   baseline_server [--port N] [--threads T] [--prepost P] [--tls_cert F --tls_key F]
 //
 // --port 0 (the default) lets the kernel pick a free port; the chosen one is printed on stdout as
 // "listening on port N". Listens on 127.0.0.1 only. SIGINT or SIGTERM shut the server down
@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "baseline_tls.hpp"
 #include "helloworld.grpc.pb.h"
 
 namespace {
@@ -80,7 +81,9 @@ void Poll(grpc::ServerCompletionQueue* cq) {
 }
 
 [[noreturn]] void Usage(const char* argv0) {
-  std::fprintf(stderr, "usage: %s [--port N] [--threads T] [--prepost P]\n", argv0);
+  std::fprintf(stderr,
+               "usage: %s [--port N] [--threads T] [--prepost P] [--tls_cert F --tls_key F]\n",
+               argv0);
   std::exit(2);
 }
 
@@ -101,6 +104,7 @@ int main(int argc, char** argv) {
   long port = 0;
   long threads = 1;
   long prepost = 1;
+  std::string tls_cert, tls_key;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     std::string_view name = arg;
@@ -118,6 +122,10 @@ int main(int argc, char** argv) {
       threads = ParseInt(name, value, 1, argv[0]);
     } else if (name == "--prepost") {
       prepost = ParseInt(name, value, 1, argv[0]);
+    } else if (name == "--tls_cert") {
+      tls_cert = value;
+    } else if (name == "--tls_key") {
+      tls_key = value;
     } else {
       Usage(argv[0]);
     }
@@ -134,8 +142,8 @@ int main(int argc, char** argv) {
   Greeter::AsyncService service;
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(),
-                           &selected_port);
+  builder.AddListeningPort("127.0.0.1:" + std::to_string(port),
+                           trellis::bench::baseline_credentials(tls_cert, tls_key), &selected_port);
   builder.RegisterService(&service);
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
   for (long i = 0; i < threads; ++i) cqs.push_back(builder.AddCompletionQueue());

@@ -173,6 +173,9 @@ build_go() {
     log "grpc_go needs Go and grpc-go: apt-get install golang-go golang-google-grpc-dev"
     return 1
   fi
-  (cd bench/grpc_go && GO111MODULE=off GOPATH=$gopath GOCACHE="$(cd "$bench_bin" && pwd)/go-cache" \
-    go build -o "$(cd "$bench_bin" && pwd)/grpc_go" .)
+  # Absolute before the cd: bench_bin may be relative to the source tree.
+  local out
+  out=$(cd "$bench_bin" && pwd) || return 1
+  (cd bench/grpc_go && GO111MODULE=off GOPATH=$gopath GOCACHE="$out/go-cache" \
+    go build -o "$out/grpc_go" .)
 }

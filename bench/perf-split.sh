@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Where a server's CPU goes: per unary call and per bidi message, the server's CPU time split
-# across the kernel, grpc core, grpc++, protobuf, the allocator and C/C++ runtime, Abseil and the
-# server program itself (Trellis and Asio; for the baseline its own loop), for Trellis's servers
-# on either transport, the plain grpc++ baselines, the native transport's session on its own
-# (bench/native_server.cpp) and a grpc-go server (bench/grpc_go), measured in the same run.
+# across the kernel, grpc core, OpenSSL (with --tls on), grpc++, nghttp2, protobuf, the allocator
+# and C/C++ runtime, Abseil and the server program itself (Trellis and Asio; for the baseline
+# its own loop), for Trellis's servers on either transport, the plain grpc++ baselines, the
+# native transport's session on its own (bench/native_server.cpp) and a grpc-go server
+# (bench/grpc_go), measured in the same run.
 #
 #   bench/perf-split.sh [options]
 #
@@ -31,6 +32,9 @@
 #                       [SERVERS, default all of them that are built]: trellis-native is
 #                       Trellis's servers with --transport native, native the bare session
 #   --client go|cpp     the load generator [CLIENT, default go]
+#   --tls on|off        serve and call over TLS [TLS, default off]: certificates made by openssl
+#                       (EC P-256, tests/lib/certs.sh) into the output directory; needs --client
+#                       go, and leaves out the bare session (native), which has no TLS
 #   --repeats R         repetitions, servers interleaved [REPEATS, default 1]
 #   --duration-s S      measured window [DURATION_S, default 10]
 #   --warmup-s W        warmup before it [WARMUP_S, default 2]
@@ -49,6 +53,7 @@ build_dir=${BUILD_DIR:-build/release}
 workloads=${WORKLOADS:-unary,bidi}
 servers=${SERVERS:-}
 client=${CLIENT:-go}
+tls=${TLS:-off}
 repeats=${REPEATS:-1}
 duration_s=${DURATION_S:-10}
 warmup_s=${WARMUP_S:-2}
@@ -65,6 +70,7 @@ while [ $# -gt 0 ]; do
     --workloads) workloads=$2 ;;
     --servers) servers=$2 ;;
     --client) client=$2 ;;
+    --tls) tls=$2 ;;
     --repeats) repeats=$2 ;;
     --duration-s) duration_s=$2 ;;
     --warmup-s) warmup_s=$2 ;;
@@ -86,7 +92,7 @@ report() {
   python3 - "$1" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-categories = ["kernel", "grpc core", "grpc++", "nghttp2", "native transport (Trellis)",
+categories = ["kernel", "grpc core", "OpenSSL", "grpc++", "nghttp2", "native transport (Trellis)",
               "protobuf", "allocator, libc, libstdc++", "abseil", "server program", "other"]
 for workload in dict.fromkeys(r["workload"] for r in rows):
     runs = {}
@@ -127,6 +133,11 @@ if [ -n "$report_only" ]; then
   report "$report_only"
   exit 0
 fi
+case "$tls/$client" in
+  off/* | on/go) ;;
+  on/*) log "--tls on needs --client go (the grpc++ load generators are plaintext)"; exit 2 ;;
+  *) log "--tls takes on or off, not $tls"; exit 2 ;;
+esac
 
 command -v perf >/dev/null || { log "perf is not installed (apt-get install linux-perf)"; exit 1; }
 
@@ -143,7 +154,8 @@ build_go || have_go=0
 if [ -z "$servers" ]; then
   servers=baseline
   [ -x "$greeter" ] && [ -x "$stream_server" ] && servers+=,trellis
-  [ -x "$bench_bin/native_server" ] && servers+=,trellis-native,native
+  [ -x "$bench_bin/native_server" ] && servers+=,trellis-native
+  [ -x "$bench_bin/native_server" ] && [ "$tls" = off ] && servers+=,native
   [ "$have_go" = 1 ] && servers+=,grpc-go
 fi
 
@@ -153,12 +165,22 @@ results="$out_dir/results.jsonl"
 split="$out_dir/split.jsonl"
 : >"$results"
 : >"$split"
+server_tls=() load_tls=()
+if [ "$tls" = on ]; then
+  [[ ",$servers," != *,native,* ]] || { log "the bare session (native) serves no TLS"; exit 2; }
+  # shellcheck source=tests/lib/certs.sh
+  . tests/lib/certs.sh
+  mkdir -p "$out_dir/tls"
+  make_test_certs "$out_dir/tls" || { log "openssl could not make the certificates"; exit 1; }
+  server_tls=(--tls_cert "$out_dir/tls/server.pem" --tls_key "$out_dir/tls/server.key")
+  load_tls=(--tls-ca "$out_dir/tls/ca.pem")
+fi
 
 # classify PERF_DATA: prints {"shares": {category: fraction of the samples}}.
 classify() {
   perf report -i "$1" --stdio --no-children --sort dso,sym -q 2>/dev/null | python3 -c '
 import json, re, sys
-core = re.compile(r"^lib(grpc|gpr|upb|address_sorting|cares|z|re2|ssl|crypto)\b")
+core = re.compile(r"^lib(grpc|gpr|upb|address_sorting|cares|z|re2)\b")
 generated = re.compile(r"^(helloworld|trellis::bench)::\w+::(_Internal|ByteSize|MergeImpl|"
                        r"Clear|SharedCtor|SharedDtor|~|InternalSwap|IsInitialized|GetMetadata|"
                        r"CopyFrom|MergeFrom|New|GetClassData|_InternalParse|_InternalSerialize)")
@@ -177,6 +199,8 @@ for line in sys.stdin:
         add("grpc++", percent)
     elif core.match(dso):
         add("grpc core", percent)
+    elif re.match(r"^lib(ssl|crypto)\b", dso):
+        add("OpenSSL", percent)
     elif dso.startswith("libprotobuf"):
         add("protobuf", percent)
     elif dso.startswith("libnghttp2"):
@@ -229,8 +253,9 @@ run_once() {
     load+=(--window 64 --payload 16)
   fi
   wait_quiet
-  start_server "$out_dir/$tag.log" 0 "${cmd[@]}" --port 0 --threads 1 || return 2
-  taskset -c 1 "${load[@]}" --target "127.0.0.1:$server_port" --duration-s "$duration_s" \
+  start_server "$out_dir/$tag.log" 0 "${cmd[@]}" --port 0 --threads 1 "${server_tls[@]}" ||
+    return 2
+  taskset -c 1 "${load[@]}" "${load_tls[@]}" --target "127.0.0.1:$server_port" --duration-s "$duration_s" \
     --warmup-s "$warmup_s" --server-pid "$server_pid" >"$out_dir/$tag.json" &
   load_pid=$!
   sleep "$warmup_s"
@@ -263,6 +288,10 @@ for rep in $(seq "$repeats"); do
   done
 done
 
-report "$split" | tee "$out_dir/table.md"
+{
+  [ "$tls" = off ] || echo "Over TLS."
+  echo
+  report "$split"
+} | tee "$out_dir/table.md"
 echo
 echo "perf files and raw results: $out_dir"

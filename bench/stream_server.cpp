@@ -11,6 +11,7 @@
 // A failed write (the client cancelled) ends the call with CANCELLED.
 //
 //   stream_server [--port N] [--host ADDR] [--threads T] [--grace_ms MS]
+//                 [--transport grpc|native] [--tls_cert FILE --tls_key FILE]
 //
 // Prints "stream_server listening on port N" on stdout; SIGINT or SIGTERM shut it down.
 #include <boost/asio/deferred.hpp>
@@ -25,6 +26,7 @@
 #include "trellis/runtime.hpp"
 #include "trellis/server.hpp"
 #include "trellis/shutdown_signals.hpp"
+#include "trellis/tls.hpp"
 
 ABSL_FLAG(int, port, 0, "port to listen on; 0 picks a free one");
 ABSL_FLAG(std::string, transport, "grpc",
@@ -32,6 +34,8 @@ ABSL_FLAG(std::string, transport, "grpc",
 ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on");
 ABSL_FLAG(int, threads, 1, "runtime worker threads; 0 means one per hardware thread");
 ABSL_FLAG(int, grace_ms, 5000, "how long in-flight calls may take to finish at shutdown");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain file: serve TLS with it and --tls_key");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key file of --tls_cert");
 
 namespace {
 
@@ -82,12 +86,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   StreamBench service;
-  auto server = trellis::Server::Builder(*runtime)
-                    .transport(*transport)
-                    .add_insecure_port(absl::GetFlag(FLAGS_host) + ":" +
-                                       std::to_string(absl::GetFlag(FLAGS_port)))
-                    .add_service(service)
-                    .build();
+  trellis::Server::Builder builder(*runtime);
+  builder.transport(*transport).add_service(service);
+  const std::string address =
+      absl::GetFlag(FLAGS_host) + ":" + std::to_string(absl::GetFlag(FLAGS_port));
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (cert.empty() && key.empty()) {
+    builder.add_insecure_port(address);
+  } else {  // build() fails naming a missing file, or a key without a certificate
+    builder.add_tls_port(address, trellis::TlsServerOptions::from_files(cert, key));
+  }
+  auto server = builder.build();
   if (!server.ok()) {
     std::cerr << "stream_server: " << server.status() << "\n";
     return 1;

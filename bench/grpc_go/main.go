@@ -5,12 +5,15 @@
 //
 //	grpc_go load --target HOST:PORT --workload unary|bidi [--concurrency N] [--channels C]
 //	             [--window W] [--streams K] [--payload B] [--warmup-s W] [--duration-s S]
-//	             [--server-pid PID]
+//	             [--server-pid PID] [--tls-ca FILE]
 //	    prints one JSON line with the fields of bench/unary_load (unary) or bench/stream_load
 //	    (bidi), the server's CPU per call or message among them
-//	grpc_go server [--port N] [--threads T]
+//	grpc_go server [--port N] [--threads T] [--tls_cert FILE --tls_key FILE]
 //	    serves helloworld.Greeter/SayHello and trellis.bench.StreamBench/Echo; prints
 //	    "listening on port N"; SIGTERM or SIGINT stops it
+//
+// With --tls-ca the load generator calls over TLS, trusting that PEM CA and checking the
+// server's certificate against "localhost"; with --tls_cert and --tls_key the server serves TLS.
 //
 // Messages are encoded by hand (a few bytes of protobuf) and passed through a codec that copies
 // bytes, so Debian's Go toolchain builds this without protoc plugins for Go. The server thus
@@ -37,6 +40,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // rawCodec passes message bytes through unchanged.
@@ -88,8 +92,19 @@ func serve(args []string) {
 	fs := flag.NewFlagSet("server", flag.ExitOnError)
 	port := fs.Int("port", 0, "port (0: any free one)")
 	threads := fs.Int("threads", 1, "GOMAXPROCS")
+	tlsCert := fs.String("tls_cert", "", "PEM certificate chain file: serve TLS with it")
+	tlsKey := fs.String("tls_key", "", "PEM private key file of --tls_cert")
 	fs.Parse(args)
 	runtime.GOMAXPROCS(*threads)
+	options := []grpc.ServerOption{grpc.CustomCodec(rawCodec{})}
+	if *tlsCert != "" || *tlsKey != "" {
+		creds, err := credentials.NewServerTLSFromFile(*tlsCert, *tlsKey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "grpc_go server:", err)
+			os.Exit(2)
+		}
+		options = append(options, grpc.Creds(creds))
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(*port))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "grpc_go server:", err)
@@ -115,7 +130,7 @@ func serve(args []string) {
 			}
 		}
 	}
-	server := grpc.NewServer(grpc.CustomCodec(rawCodec{}), grpc.UnknownServiceHandler(handler))
+	server := grpc.NewServer(append(options, grpc.UnknownServiceHandler(handler))...)
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
@@ -196,6 +211,7 @@ func load(args []string) {
 	warmup := fs.Float64("warmup-s", 2, "warmup")
 	duration := fs.Float64("duration-s", 10, "measured window")
 	serverPid := fs.String("server-pid", "", "the server's pid, for its CPU time")
+	tlsCA := fs.String("tls-ca", "", "call over TLS, trusting this PEM CA")
 	fs.Parse(args)
 	if *target == "" || (*workload != "unary" && *workload != "bidi") {
 		fmt.Fprintln(os.Stderr, "grpc_go load: --target and --workload unary|bidi are required")
@@ -205,9 +221,18 @@ func load(args []string) {
 	if *workload == "bidi" {
 		conns = 1
 	}
+	security := grpc.WithInsecure()
+	if *tlsCA != "" {
+		creds, err := credentials.NewClientTLSFromFile(*tlsCA, "localhost")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "grpc_go load:", err)
+			os.Exit(2)
+		}
+		security = grpc.WithTransportCredentials(creds)
+	}
 	var clients []*grpc.ClientConn
 	for i := 0; i < conns; i++ {
-		conn, err := grpc.Dial(*target, grpc.WithInsecure(), grpc.WithBlock(),
+		conn, err := grpc.Dial(*target, security, grpc.WithBlock(),
 			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "grpc_go load:", err)
