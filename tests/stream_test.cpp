@@ -667,6 +667,10 @@ TEST_P(StreamTest, ReadIntoOffTheRuntimeGivesFalse) {
 // operation). The stream's runtime has also served on the transport under test, so that with a
 // native server the completions come through the worker's reactor.
 TEST_P(StreamTest, AClientStreamWaitingForAMessageEndsCancelledWhenItsRuntimeStops) {
+  // Before the runtime: a failed assertion returns, and the runtime's destructor may still run
+  // the task, which sets them.
+  std::promise<void> echoed;
+  std::promise<std::pair<bool, Status>> ended;
   auto client_runtime = Runtime::multi_thread().worker_threads(1).build();
   StreamerImpl other;
   auto side = Server::Builder(*client_runtime)
@@ -677,8 +681,6 @@ TEST_P(StreamTest, AClientStreamWaitingForAMessageEndsCancelledWhenItsRuntimeSto
   ASSERT_TRUE(side.ok()) << side.status();
   side->reset();  // servers go before their runtime; a native one left the reactor running
 
-  std::promise<void> echoed;
-  std::promise<std::pair<bool, Status>> ended;
   boost::asio::co_spawn(
       client_runtime->executor(),
       [](StreamerClient* client, std::promise<void>* echoed,

@@ -66,7 +66,7 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
       complete_later(worker(), op, false, kNoBytes);
       return;
     }
-    if (!ensure_started() || reads_ended_) {
+    if (!ensure_started() || reads_ended_ || !may_start_ops()) {
       complete_later(worker(), op, false, kNoBytes);
       return;
     }
@@ -89,6 +89,10 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
       complete_later(worker(), op, false);
       return;
     }
+    if (!may_start_ops()) {
+      complete_later(worker(), op, false);
+      return;
+    }
     write_op_ = op;
     start_write(std::move(message), last);
   }
@@ -105,6 +109,10 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
     }
     if (half_closed_) {
       complete_later(worker(), op, true);
+      return;
+    }
+    if (!may_start_ops()) {
+      complete_later(worker(), op, false);
       return;
     }
     write_op_ = op;
@@ -168,7 +176,7 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
   // Starts the gRPC call on the first operation. False when the call cannot run (it failed or
   // was cancelled before it started, or the runtime is stopping); operations then fail.
   bool ensure_started() {
-    if (started_.load(std::memory_order_relaxed)) return may_start_ops();
+    if (started_.load(std::memory_order_relaxed)) return true;
     if (failure_) return false;
     if (cancel_requested_.load(std::memory_order_acquire)) {
       failure_ = Status::cancelled("the call was cancelled before it started");
@@ -318,13 +326,19 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
   // completion that unblocks it.
   void advance_finish() {
     if (!finishing_) return;
-    if (!ended_ && may_start_ops()) {
-      if (!half_closed_ && !write_pending_) start_writes_done();
-      if (!reads_ended_ && read_op_ == nullptr && !draining_read_) {
-        draining_read_ = true;
-        start_read();
+    if (!ended_) {
+      const bool half_close = !half_closed_ && !write_pending_;
+      const bool drain = !reads_ended_ && read_op_ == nullptr && !draining_read_;
+      if (!half_close && !drain) return;  // what is in flight will call back
+      if (may_start_ops()) {
+        if (half_close) start_writes_done();
+        if (drain) {
+          draining_read_ = true;
+          start_read();
+        }
+        return;
       }
-      return;
+      if (!ended_) return;  // the status on its way ends the call
     }
     finishing_ = false;
     std::exchange(finish_op_, nullptr)->complete(final_status());
@@ -335,10 +349,12 @@ class ClientStreamCall final : public ClientStreamCore, public CancellableOp {
   // process on an operation started on a queue that has shut down; yet completions still come
   // in then (the stop cancelled the call): on a native server's runtime through the reactor,
   // where the worker does not see them coming, and on any runtime from the queue's last
-  // events. So the call ends here instead, CANCELLED unless it had already ended.
+  // events. So when this is false, the call ends here, CANCELLED, unless it has ended already or
+  // its status is on the way (a Finish in flight ends it, and fills the caller's response
+  // metadata, which must stay alive until then).
   bool may_start_ops() {
     if (worker()->accepting_ops()) return true;
-    if (!ended_) {
+    if (!ended_ && !status_requested_) {
       if (!failure_) failure_ = Status::cancelled("the Trellis runtime is shutting down");
       ended_ = true;
       reads_ended_ = true;

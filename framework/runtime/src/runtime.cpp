@@ -415,8 +415,10 @@ void Worker::run() {
       }
     }
     if (reactor_mode_) {
+      // What the queue's last completions released has run (the loop's top), as it has when
+      // the worker reads the queue itself, before the worker stops.
+      if (cq_drained_ && local_.empty()) break;
       wait_on_reactor();
-      if (cq_drained_) break;
       continue;
     }
     gpr_timespec deadline;

@@ -71,7 +71,9 @@ class ClientStreamBase {
  protected:
   explicit ClientStreamBase(ClientStreamHandle core) : core_(std::move(core)) {}
   // Half-closes if needed, reads and discards what the server still sends, and completes with
-  // the call's final status (also filling CallOptions::capture_response_metadata).
+  // the call's final status (also filling CallOptions::capture_response_metadata). A stream
+  // whose runtime stopped before the server's status came ends CANCELLED ("the Trellis runtime
+  // is shutting down"), with no response metadata.
   template <class Token>
   auto finish_status(Token&& token) {
     return detail::async_finish(core_.get(), std::forward<Token>(token));
