@@ -7,17 +7,18 @@
 # then stopped cleanly (exit 0).
 #
 # With --tls, the pair talks TLS: certificates made here (tests/lib/certs.sh) into a temporary
-# directory, the server given --use_tls=true --tls_cert --tls_key, the client --use_tls=true
-# --tls_ca and --server_host_override=interop.trellis.test (a name only the server's
-# certificate gives, so the override is checked too).
+# directory, the server given --use_tls=true --tls_cert --tls_key with a certificate that names
+# only interop.trellis.test, the client --use_tls=true --tls_ca and
+# --server_host_override=interop.trellis.test (without which it would refuse the server it
+# reaches by address).
 #
 # Usage: run_interop_pair.sh [--tls] SERVER_COMMAND... -- CLIENT_COMMAND...
 # Environment: INTEROP_CLIENT_TIMEOUT (seconds, default 240), PYTHONPATH for python peers.
 set -uo pipefail
 
-tls=
+use_tls=0
 if [[ ${1:-} == --tls ]]; then
-  tls=$(mktemp -d)
+  use_tls=1
   shift
 fi
 server_cmd=()
@@ -38,14 +39,16 @@ fi
 
 # shellcheck source=SCRIPTDIR/../lib/server.sh
 source "$(dirname "$0")/../lib/server.sh"
+tls=
 trap 'server_stop; [[ -z $tls ]] || rm -rf "$tls"' EXIT
 trap 'exit 130' INT TERM
 
-if [[ -n $tls ]]; then
+if [[ $use_tls == 1 ]]; then
   # shellcheck source=SCRIPTDIR/../lib/certs.sh
   source "$(dirname "$0")/../lib/certs.sh"
+  tls=$(mktemp -d) || exit 1
   make_test_certs "$tls" || { echo "openssl could not make the test certificates" >&2; exit 1; }
-  server_cmd+=(--use_tls=true --tls_cert="$tls/server.pem" --tls_key="$tls/server.key")
+  server_cmd+=(--use_tls=true --tls_cert="$tls/named.pem" --tls_key="$tls/named.key")
   client_cmd+=(--use_tls=true --tls_ca="$tls/ca.pem" --server_host_override=interop.trellis.test)
 fi
 
