@@ -138,6 +138,10 @@ case "$tls/$client" in
   on/*) log "--tls on needs --client go (the grpc++ load generators are plaintext)"; exit 2 ;;
   *) log "--tls takes on or off, not $tls"; exit 2 ;;
 esac
+if [ "$tls" = on ] && [[ ",$servers," == *,native,* ]]; then
+  log "the bare session (native) serves no TLS"
+  exit 2
+fi
 
 command -v perf >/dev/null || { log "perf is not installed (apt-get install linux-perf)"; exit 1; }
 
@@ -167,7 +171,6 @@ split="$out_dir/split.jsonl"
 : >"$split"
 server_tls=() load_tls=()
 if [ "$tls" = on ]; then
-  [[ ",$servers," != *,native,* ]] || { log "the bare session (native) serves no TLS"; exit 2; }
   # shellcheck source=tests/lib/certs.sh
   . tests/lib/certs.sh
   mkdir -p "$out_dir/tls"
