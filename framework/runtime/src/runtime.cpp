@@ -415,8 +415,8 @@ void Worker::run() {
       }
     }
     if (reactor_mode_) {
-      // What the queue's last completions released has run (the loop's top), as it has when
-      // the worker reads the queue itself, before the worker stops.
+      // Stop once the queue has drained and what its last completions released has run (at the
+      // loop's top), as when the worker reads the queue itself.
       if (cq_drained_ && local_.empty()) break;
       wait_on_reactor();
       continue;
