@@ -26,6 +26,7 @@
 #include "absl/strings/strip.h"
 #include "asio_server_connection.hpp"
 #include "forward.hpp"
+#include "grpc_convert.hpp"
 #include "grpc_wire.hpp"
 #include "log.hpp"
 #include "native_tls.hpp"
@@ -857,14 +858,13 @@ void remove_socket_file(const std::string& path) {
   }
 }
 
-// A connection's timer from a builder option, read as the grpc transport reads it: clamped to
-// [0, INT_MAX] ms, where INT_MAX ms (about 24.8 days) and beyond mean "never". That also keeps
-// milliseconds::max(), the usual "never", from overflowing the steady clock's nanoseconds.
+// A connection's timer from a builder option, clamped as the grpc transport hands it to grpc
+// core (to_grpc_ms: [0, INT_MAX] ms), where INT_MAX ms (about 24.8 days) means "never". That
+// also keeps milliseconds::max(), the usual "never", from overflowing the steady clock.
 std::chrono::steady_clock::duration connection_timer(std::chrono::milliseconds option) {
-  if (option.count() >= std::numeric_limits<int>::max()) {
-    return std::chrono::steady_clock::duration::max();
-  }
-  return std::max(option, std::chrono::milliseconds(0));
+  const int ms = detail::to_grpc_ms(option);
+  if (ms == std::numeric_limits<int>::max()) return std::chrono::steady_clock::duration::max();
+  return std::chrono::milliseconds(ms);
 }
 
 }  // namespace
@@ -992,9 +992,7 @@ void NativeServer::shutdown(std::chrono::milliseconds grace) {
   on_every_worker([&s](Worker* w) {
     if (w == s.worker(0)) {
       s.close_listeners();
-      for (auto& listener : s.listeners) {
-        if (listener.accept_retry) listener.accept_retry->cancel();
-      }
+      for (auto& listener : s.listeners) listener.accept_retry->cancel();
     }
     for (NativeConnection* c : s.connections[w->index()]) {
       c->socket().session().shutdown();
